@@ -1,0 +1,144 @@
+//! Runtime configuration of one core node: identity, site expectations and timing.
+//!
+//! Built by the agent binary from its TOML config (and by tests and the simulator directly).
+//! Durations are in milliseconds of the clock the caller feeds through `Input::Tick`; raft's own
+//! timeouts are in ticks of `tick_ms`.
+
+/// Identifies a node: the first 8 bytes (big endian) of its ed25519 public key, never 0.
+pub type NodeId = u64;
+
+/// Everything a [`crate::Node`] needs to know that does not come from the network.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id (derived from `public_key`, see [`node_id_from_public_key`]).
+    pub id: NodeId,
+    /// Human name shown in status (the hostname by default).
+    pub name: String,
+    /// "ip:port" the agent listens on, recorded in the cluster state.
+    pub address: String,
+    /// ed25519 public key (32 bytes).
+    pub public_key: Vec<u8>,
+    /// Hosts to wait for before the lowest-id host bootstraps a cluster without waiting for
+    /// `settle_ms`.
+    pub expected_nodes: usize,
+    /// Raft voters wanted: 1, 3 or 5. Further hosts are learners.
+    pub control_plane_count: usize,
+    /// Length of one raft tick.
+    pub tick_ms: u64,
+    /// Election timeout base in ticks (randomised by raft-rs within [base, 2·base)).
+    pub election_ticks: usize,
+    /// Leader heartbeat interval in ticks.
+    pub heartbeat_ticks: usize,
+    /// How long a host that sees no cluster waits for `expected_nodes` before the lowest id it
+    /// sees bootstraps anyway.
+    pub settle_ms: u64,
+    /// How often each host tells its peers who it is and which cluster it is in.
+    pub hello_interval_ms: u64,
+    /// How often a host outside any cluster repeats its join request.
+    pub join_retry_ms: u64,
+    /// A peer not heard from for this long is shown unreachable.
+    pub peer_timeout_ms: u64,
+    /// Compact the log once this many entries have been applied since the last compaction.
+    pub snapshot_interval_entries: u64,
+}
+
+impl NodeConfig {
+    /// A configuration with the default timing for a node with this identity.
+    pub fn new(name: impl Into<String>, address: impl Into<String>, public_key: Vec<u8>) -> Self {
+        let id = node_id_from_public_key(&public_key);
+        NodeConfig {
+            id,
+            name: name.into(),
+            address: address.into(),
+            public_key,
+            expected_nodes: 3,
+            control_plane_count: 3,
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            settle_ms: 10_000,
+            hello_interval_ms: 500,
+            join_retry_ms: 300,
+            peer_timeout_ms: 3_000,
+            snapshot_interval_entries: 1_000,
+        }
+    }
+
+    /// Checks the values a caller could get wrong. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id: must not be 0".into());
+        }
+        if ![1, 3, 5].contains(&self.control_plane_count) {
+            return Err(format!(
+                "control_plane_count: must be 1, 3 or 5, got {}",
+                self.control_plane_count
+            ));
+        }
+        if self.expected_nodes == 0 {
+            return Err("expected_nodes: must be at least 1".into());
+        }
+        if self.tick_ms == 0 {
+            return Err("tick_ms: must be positive".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(format!(
+                "election_ticks ({}) must exceed heartbeat_ticks ({}), which must be positive",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.snapshot_interval_entries == 0 {
+            return Err("snapshot_interval_entries: must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Derives a node id from an ed25519 public key: its first 8 bytes, big endian; 0 becomes 1.
+pub fn node_id_from_public_key(public_key: &[u8]) -> NodeId {
+    let mut b = [0u8; 8];
+    let n = public_key.len().min(8);
+    b[..n].copy_from_slice(&public_key[..n]);
+    match u64::from_be_bytes(b) {
+        0 => 1,
+        id => id,
+    }
+}
+
+/// Formats a node or cluster id the way operators see it: 16 lowercase hex digits.
+pub fn format_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Parses an id as printed by [`format_id`] (1–16 hex digits).
+pub fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_derivation_and_formatting() {
+        let pk: Vec<u8> = (1..=32).collect();
+        let id = node_id_from_public_key(&pk);
+        assert_eq!(id, 0x0102030405060708);
+        assert_eq!(format_id(id), "0102030405060708");
+        assert_eq!(parse_id("0102030405060708"), Some(id));
+        assert_eq!(node_id_from_public_key(&[0u8; 32]), 1);
+        assert_eq!(parse_id("xyz"), None);
+        assert_eq!(parse_id("00000000000000000"), None);
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut c = NodeConfig::new("a", "10.0.0.1:7946", vec![7; 32]);
+        assert!(c.validate().is_ok());
+        c.control_plane_count = 2;
+        assert!(c.validate().unwrap_err().contains("control_plane_count"));
+    }
+}

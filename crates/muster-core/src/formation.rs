@@ -1,0 +1,216 @@
+//! Formation: how hosts that are in no cluster end up in exactly one.
+//!
+//! Each host tells its connected peers (hello) which cluster it is in, if any. A host in no
+//! cluster that sees one asks to join the best cluster it sees (most members, then lowest cluster
+//! id). A host that sees no cluster waits until it sees `expected_nodes` hosts or `settle_ms` has
+//! passed since boot; then the lowest id among the hosts it sees bootstraps a one-voter cluster and
+//! the others join it. If two clusters meet anyway (partial discovery), the members of the worse
+//! one dissolve their raft state and join the better one — possible only while no install step
+//! has started (`Hello.locked`).
+
+use muster_proto::envelope::Body;
+use muster_proto::{ClusterState, JoinRequest, JoinResponse, Member};
+use raft::prelude::{ConfState, HardState};
+
+use crate::config::{format_id, NodeId};
+use crate::node::{CoreError, Node, Phase};
+use crate::state;
+use crate::storage::{applied_snapshot, RaftStore};
+
+/// Ranks clusters for joining and merging: more members first, then the lower cluster id.
+fn rank(member_count: u32, cluster_id: u64) -> (u32, std::cmp::Reverse<u64>) {
+    (member_count, std::cmp::Reverse(cluster_id))
+}
+
+impl<S: RaftStore> Node<S> {
+    /// One formation step for a host in no cluster: join what it sees, or bootstrap.
+    pub(crate) fn formation_tick(&mut self) -> Result<(), CoreError> {
+        if let Some(cluster_id) = self.best_visible_cluster().map(|(id, _)| id) {
+            let switching =
+                !matches!(self.phase, Phase::Joining { cluster_id: c, .. } if c == cluster_id);
+            if switching {
+                tracing::info!(cluster = %format_id(cluster_id), "found a cluster; asking to join");
+                self.phase = Phase::Joining {
+                    cluster_id,
+                    since_ms: self.now_ms,
+                };
+                self.last_join_ms = None;
+                self.join_target = None;
+            }
+            self.maybe_send_join(cluster_id);
+            return Ok(());
+        }
+        self.phase = Phase::Discovering;
+        let unformed: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                self.reachable(**id) && p.hello.as_ref().is_some_and(|h| h.cluster_id == 0)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let boot = self.boot_ms.unwrap_or(self.now_ms);
+        let settled = self.now_ms.saturating_sub(boot) >= self.cfg.settle_ms;
+        let enough = unformed.len() + 1 >= self.cfg.expected_nodes;
+        let lowest = unformed.iter().all(|id| *id > self.cfg.id);
+        if (enough || settled) && lowest {
+            self.bootstrap(unformed.len() + 1)?;
+        }
+        Ok(())
+    }
+
+    /// The best cluster among connected peers' hellos: (cluster id, member count).
+    fn best_visible_cluster(&self) -> Option<(u64, u32)> {
+        self.peers
+            .iter()
+            .filter(|(id, _)| self.reachable(**id))
+            .filter_map(|(_, p)| p.hello.as_ref())
+            .filter(|h| h.cluster_id != 0)
+            .map(|h| (h.cluster_id, h.member_count))
+            .max_by_key(|(id, count)| rank(*count, *id))
+    }
+
+    /// Sends a join request every `join_retry_ms`, to the leader if known, else to a member.
+    fn maybe_send_join(&mut self, cluster_id: u64) {
+        let due = self
+            .last_join_ms
+            .is_none_or(|t| self.now_ms >= t + self.cfg.join_retry_ms);
+        if !due {
+            return;
+        }
+        self.last_join_ms = Some(self.now_ms);
+        let in_cluster =
+            |p: &crate::node::Peer| p.hello.as_ref().is_some_and(|h| h.cluster_id == cluster_id);
+        let hinted_leader = self
+            .peers
+            .values()
+            .filter(|p| in_cluster(p))
+            .filter_map(|p| p.hello.as_ref().map(|h| h.leader_id))
+            .find(|l| *l != 0 && self.reachable(*l));
+        let target = self
+            .join_target
+            .filter(|t| self.reachable(*t))
+            .or(hinted_leader)
+            .or_else(|| {
+                self.peers
+                    .iter()
+                    .find(|(id, p)| self.reachable(**id) && in_cluster(p))
+                    .map(|(id, _)| *id)
+            });
+        let Some(target) = target else { return };
+        let member = self.self_member(false);
+        tracing::debug!(cluster = %format_id(cluster_id), to = %format_id(target), "join request");
+        self.send(
+            target,
+            Body::JoinRequest(JoinRequest {
+                cluster_id,
+                member: Some(member),
+            }),
+        );
+    }
+
+    /// A member's answer to our join request.
+    pub(crate) fn on_join_response(&mut self, from: NodeId, r: JoinResponse) {
+        if !r.accepted {
+            tracing::debug!(from = %format_id(from), reason = %r.reason, "join request not taken");
+            if r.leader_id != 0 && r.leader_id != self.cfg.id {
+                self.join_target = Some(r.leader_id);
+                // Ask the leader now rather than after the retry interval.
+                self.last_join_ms = None;
+            }
+        }
+    }
+
+    /// This host as a member record.
+    pub(crate) fn self_member(&self, voter: bool) -> Member {
+        Member {
+            id: self.cfg.id,
+            name: self.cfg.name.clone(),
+            address: self.cfg.address.clone(),
+            voter,
+            joined_unix_ms: self.unix_ms,
+            public_key: self.cfg.public_key.clone(),
+        }
+    }
+
+    /// Creates a new cluster with this host as its only voter and leader.
+    fn bootstrap(&mut self, seen: usize) -> Result<(), CoreError> {
+        let cluster_id = self.random_id();
+        tracing::info!(
+            cluster = %format_id(cluster_id),
+            hosts_seen = seen,
+            expected = self.cfg.expected_nodes,
+            "bootstrapping a new cluster as the lowest id in sight"
+        );
+        self.cluster = ClusterState {
+            cluster_id,
+            members: vec![self.self_member(true)],
+            created_unix_ms: self.unix_ms,
+        };
+        let snap = applied_snapshot(
+            1,
+            1,
+            ConfState::from((vec![self.cfg.id], Vec::<u64>::new())),
+            state::encode_state(&self.cluster),
+        );
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = 1;
+        self.store.lock().persist(Some(&snap), &[], Some(&hs))?;
+        self.start_raft(1)?;
+        self.raft_cluster_id = cluster_id;
+        if let Some(raw) = self.raw.as_mut() {
+            raw.campaign()?;
+        }
+        self.members_dirty = true;
+        Ok(())
+    }
+
+    /// Starts raft for the cluster we asked to join, when its leader first contacts us.
+    pub(crate) fn accept_join(&mut self, cluster_id: u64) -> Result<(), CoreError> {
+        tracing::info!(cluster = %format_id(cluster_id), "contacted by the cluster's leader; starting raft as a new member");
+        self.start_raft(0)?;
+        self.raft_cluster_id = cluster_id;
+        Ok(())
+    }
+
+    /// If a connected peer is in a better cluster that may still dissolve ours, leave ours.
+    pub(crate) fn merge_check(&mut self) -> Result<(), CoreError> {
+        let ours = self.cluster.cluster_id;
+        if ours == 0 {
+            return Ok(());
+        }
+        let our_rank = rank(self.cluster.members.len() as u32, ours);
+        let better = self
+            .peers
+            .iter()
+            .filter(|(id, _)| self.reachable(**id))
+            .filter_map(|(_, p)| p.hello.as_ref())
+            .filter(|h| h.cluster_id != 0 && h.cluster_id != ours && !h.locked)
+            .find(|h| rank(h.member_count, h.cluster_id) > our_rank)
+            .map(|h| (h.cluster_id, h.member_count));
+        if let Some((other, count)) = better {
+            tracing::warn!(
+                ours = %format_id(ours),
+                our_members = self.cluster.members.len(),
+                other = %format_id(other),
+                other_members = count,
+                "two clusters met; dissolving ours to join the other"
+            );
+            self.dissolve()?;
+        }
+        Ok(())
+    }
+
+    /// Durably forgets this host's cluster and starts discovering again.
+    pub(crate) fn dissolve(&mut self) -> Result<(), CoreError> {
+        self.raw = None;
+        self.store.lock().reset()?;
+        self.cluster = ClusterState::default();
+        self.raft_cluster_id = 0;
+        self.pending_joins.clear();
+        self.phase = Phase::Discovering;
+        self.members_dirty = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! muster-core: the sans-IO node state machine.
+//!
+//! Drives raft-rs's `RawNode` and decides formation (who bootstraps, who joins whom), membership
+//! (learners, promotion to voters) and the replicated cluster state. It reads no clock, opens no
+//! socket and draws no randomness of its own: the daemon (`muster agent`) and the simulator feed it
+//! [`Input`]s and carry out the [`Output`]s it returns.
+pub mod config;
+mod formation;
+mod log;
+mod node;
+mod replica;
+pub mod state;
+pub mod storage;
+#[cfg(feature = "testnet")]
+pub mod testnet;
+
+pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
+pub use node::{CoreError, Input, Node, Output};
+pub use storage::{LogCache, MemStore, RaftStore, SharedStore, StoreError};

@@ -1,0 +1,431 @@
+//! The node: one host's state machine. Inputs in, outputs out; nothing else.
+//!
+//! [`Node::handle`] is the only entry point for events. The daemon's event loop and the in-memory
+//! scenario network call it; they deliver the returned [`Output`]s. Formation (discovering peers,
+//! bootstrapping, joining, merging) lives in `formation.rs`; driving raft-rs (ready loop, apply,
+//! membership changes) in `replica.rs`.
+
+use std::collections::BTreeMap;
+
+use muster_proto::{ClusterState, Envelope, Hello, Member, MemberStatus, StatusResponse};
+use raft::RawNode;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{NodeConfig, NodeId};
+use crate::state::{self, ApplyError};
+use crate::storage::{RaftStore, SharedStore, StoreError};
+
+/// Something that happened to the node.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Time passed. `now_ms` is monotonic; `unix_ms` is wall clock, used only for join times.
+    Tick {
+        /// Monotonic milliseconds.
+        now_ms: u64,
+        /// Wall clock milliseconds since the Unix epoch.
+        unix_ms: u64,
+    },
+    /// An authenticated connection to a peer is up.
+    PeerConnected {
+        /// The peer.
+        id: NodeId,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        id: NodeId,
+    },
+    /// A message from an authenticated peer.
+    Message {
+        /// Sender, taken from the authenticated connection.
+        from: NodeId,
+        /// The message.
+        envelope: Envelope,
+    },
+}
+
+/// Something the node wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Deliver a message to a peer (best effort).
+    Send {
+        /// Recipient.
+        to: NodeId,
+        /// Message.
+        envelope: Envelope,
+    },
+    /// The replicated membership changed: the shell learns addresses and keys to dial.
+    MembersChanged {
+        /// All members.
+        members: Vec<Member>,
+    },
+}
+
+/// Why the node cannot go on. Each is fatal to the agent: it must not acknowledge what it did not
+/// persist, nor run on a state it cannot apply.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The store failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// A committed entry could not be applied.
+    #[error("apply: {0}")]
+    Apply(#[from] ApplyError),
+    /// raft-rs refused an operation.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// The stored state does not decode.
+    #[error("stored cluster state does not decode: {0}")]
+    State(String),
+    /// The configuration is invalid.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// What this node knows about one peer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Peer {
+    pub connected: bool,
+    pub last_heard_ms: Option<u64>,
+    pub hello: Option<Hello>,
+}
+
+/// Where the node is in forming a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Phase {
+    /// In no cluster; watching peers to decide whether to bootstrap or whom to join.
+    Discovering,
+    /// Asked to join `cluster_id`; waits for the leader to add it and send a snapshot.
+    Joining { cluster_id: u64, since_ms: u64 },
+    /// Has a raft group (possibly still waiting for its first snapshot as a new learner).
+    Member,
+}
+
+/// One host's state machine. `S` is its durable store.
+pub struct Node<S: RaftStore> {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) rng: rand::rngs::StdRng,
+    pub(crate) store: SharedStore<S>,
+    pub(crate) raw: Option<RawNode<SharedStore<S>>>,
+    pub(crate) phase: Phase,
+    pub(crate) cluster: ClusterState,
+    /// The cluster the running raft group belongs to (set before the first snapshot arrives).
+    pub(crate) raft_cluster_id: u64,
+    pub(crate) peers: BTreeMap<NodeId, Peer>,
+    pub(crate) now_ms: u64,
+    pub(crate) unix_ms: u64,
+    pub(crate) boot_ms: Option<u64>,
+    pub(crate) last_raft_tick_ms: u64,
+    pub(crate) last_hello_ms: Option<u64>,
+    pub(crate) last_join_ms: Option<u64>,
+    /// Leader only: hosts that asked to join, not yet proposed. Bounded by `MAX_PENDING_JOINS`.
+    pub(crate) pending_joins: BTreeMap<NodeId, Member>,
+    pub(crate) join_target: Option<NodeId>,
+    pub(crate) logger: slog::Logger,
+    pub(crate) out: Vec<Output>,
+    pub(crate) members_dirty: bool,
+}
+
+/// Most join requests a leader holds at once; more are refused and retried by the joiner.
+pub(crate) const MAX_PENDING_JOINS: usize = 256;
+
+impl<S: RaftStore> Node<S> {
+    /// Creates the node from its config and store. A store holding raft state resumes membership
+    /// of its cluster (a restart); an empty one starts discovering. `seed` feeds every random
+    /// choice the core makes (the cluster id of a bootstrap).
+    pub fn new(cfg: NodeConfig, store: S, seed: u64) -> Result<Self, CoreError> {
+        cfg.validate().map_err(CoreError::Config)?;
+        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
+        let mut node = Node {
+            cfg,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            store: SharedStore::new(store),
+            raw: None,
+            phase: Phase::Discovering,
+            cluster: ClusterState::default(),
+            raft_cluster_id: 0,
+            peers: BTreeMap::new(),
+            now_ms: 0,
+            unix_ms: 0,
+            boot_ms: None,
+            last_raft_tick_ms: 0,
+            last_hello_ms: None,
+            last_join_ms: None,
+            pending_joins: BTreeMap::new(),
+            join_target: None,
+            logger,
+            out: Vec::new(),
+            members_dirty: false,
+        };
+        node.restore()?;
+        Ok(node)
+    }
+
+    /// Resumes from a non-empty store.
+    fn restore(&mut self) -> Result<(), CoreError> {
+        let (applied, hard_state) = {
+            let store = self.store.lock();
+            (
+                store.applied().clone(),
+                raft::Storage::initial_state(&*store)?.hard_state,
+            )
+        };
+        if applied.get_metadata().index == 0 {
+            if hard_state.term != 0 {
+                // Crashed while joining, before the first snapshot: nothing worth keeping.
+                tracing::info!("store holds only an unfinished join; starting over");
+                self.store.lock().reset()?;
+            }
+            return Ok(());
+        }
+        self.cluster =
+            state::decode_state(applied.get_data()).map_err(|e| CoreError::State(e.to_string()))?;
+        tracing::info!(
+            cluster = %crate::format_id(self.cluster.cluster_id),
+            applied = applied.get_metadata().index,
+            term = hard_state.term,
+            members = self.cluster.members.len(),
+            "resuming raft state from store"
+        );
+        self.start_raft(applied.get_metadata().index)?;
+        self.raft_cluster_id = self.cluster.cluster_id;
+        self.members_dirty = true;
+        Ok(())
+    }
+
+    /// Starts raft-rs over the store. `applied` is the index the state machine already reflects.
+    pub(crate) fn start_raft(&mut self, applied: u64) -> Result<(), CoreError> {
+        let store = self.store.clone();
+        let config = raft::Config {
+            id: self.cfg.id,
+            election_tick: self.cfg.election_ticks,
+            heartbeat_tick: self.cfg.heartbeat_ticks,
+            applied,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        self.raw = Some(RawNode::new(&config, store, &self.logger)?);
+        self.phase = Phase::Member;
+        Ok(())
+    }
+
+    /// Handles one input and returns what must be done. An error is fatal (see [`CoreError`]).
+    pub fn handle(&mut self, input: Input) -> Result<Vec<Output>, CoreError> {
+        match input {
+            Input::Tick { now_ms, unix_ms } => self.on_tick(now_ms, unix_ms)?,
+            Input::PeerConnected { id } => self.on_connected(id),
+            Input::PeerDisconnected { id } => self.on_disconnected(id),
+            Input::Message { from, envelope } => self.on_message(from, envelope)?,
+        }
+        self.drive_raft()?;
+        if std::mem::take(&mut self.members_dirty) {
+            self.out.push(Output::MembersChanged {
+                members: self.cluster.members.clone(),
+            });
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    fn on_tick(&mut self, now_ms: u64, unix_ms: u64) -> Result<(), CoreError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.unix_ms = unix_ms;
+        if self.boot_ms.is_none() {
+            self.boot_ms = Some(self.now_ms);
+            self.last_raft_tick_ms = self.now_ms;
+        }
+        self.raft_ticks();
+        self.maybe_hello();
+        match self.phase {
+            Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,
+            Phase::Member => {
+                self.leader_duties()?;
+                self.merge_check()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_connected(&mut self, id: NodeId) {
+        if id == self.cfg.id {
+            return;
+        }
+        let peer = self.peers.entry(id).or_default();
+        peer.connected = true;
+        peer.last_heard_ms = Some(self.now_ms);
+        // Introduce ourselves at once: formation should not wait for the next hello round.
+        let hello = self.hello();
+        self.send(id, muster_proto::envelope::Body::Hello(hello));
+    }
+
+    fn on_disconnected(&mut self, id: NodeId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.connected = false;
+        }
+        if let Some(raw) = self.raw.as_mut() {
+            raw.report_unreachable(id);
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, envelope: Envelope) -> Result<(), CoreError> {
+        use muster_proto::envelope::Body;
+        if from == self.cfg.id {
+            return Ok(());
+        }
+        let peer = self.peers.entry(from).or_default();
+        peer.last_heard_ms = Some(self.now_ms);
+        peer.connected = true;
+        match envelope.body {
+            Some(Body::Hello(h)) => self.on_hello(from, h),
+            Some(Body::JoinRequest(r)) => self.on_join_request(from, r)?,
+            Some(Body::JoinResponse(r)) => self.on_join_response(from, r),
+            Some(Body::Raft(m)) => self.on_raft_message(from, m)?,
+            None => tracing::debug!(peer = %crate::format_id(from), "empty envelope ignored"),
+        }
+        Ok(())
+    }
+
+    fn on_hello(&mut self, from: NodeId, hello: Hello) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.hello = Some(hello);
+        }
+    }
+
+    /// Queues a message.
+    pub(crate) fn send(&mut self, to: NodeId, body: muster_proto::envelope::Body) {
+        self.out.push(Output::Send {
+            to,
+            envelope: Envelope { body: Some(body) },
+        });
+    }
+
+    /// Sends a hello to every connected peer every `hello_interval_ms`.
+    fn maybe_hello(&mut self) {
+        let due = self
+            .last_hello_ms
+            .is_none_or(|t| self.now_ms >= t + self.cfg.hello_interval_ms);
+        if !due {
+            return;
+        }
+        self.last_hello_ms = Some(self.now_ms);
+        let hello = self.hello();
+        let targets: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in targets {
+            self.send(id, muster_proto::envelope::Body::Hello(hello.clone()));
+        }
+    }
+
+    /// What this node tells its peers about itself.
+    pub(crate) fn hello(&self) -> Hello {
+        Hello {
+            name: self.cfg.name.clone(),
+            address: self.cfg.address.clone(),
+            cluster_id: self.cluster.cluster_id,
+            member_count: self.cluster.members.len() as u32,
+            leader_id: self.leader_id(),
+            member_ids: self.cluster.members.iter().map(|m| m.id).collect(),
+            public_key: self.cfg.public_key.clone(),
+            locked: false,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// The cluster this node is a member of (0 = none yet).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster.cluster_id
+    }
+
+    /// The replicated cluster state as applied here.
+    pub fn cluster_state(&self) -> &ClusterState {
+        &self.cluster
+    }
+
+    /// The leader this node knows of, 0 if none.
+    pub fn leader_id(&self) -> NodeId {
+        self.raw.as_ref().map_or(0, |r| r.raft.leader_id)
+    }
+
+    /// The store (for tests and the simulator to inspect or copy as a crash would leave it).
+    pub fn store(&self) -> std::sync::MutexGuard<'_, S> {
+        self.store.lock()
+    }
+
+    /// Draws a nonzero random id.
+    pub(crate) fn random_id(&mut self) -> u64 {
+        loop {
+            let v: u64 = self.rng.random();
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+
+    /// The local view for operators.
+    pub fn status(&self) -> StatusResponse {
+        let (term, commit, applied, first) = match &self.raw {
+            Some(r) => (
+                r.raft.term,
+                r.raft.raft_log.committed,
+                r.raft.raft_log.applied(),
+                r.raft.raft_log.first_index(),
+            ),
+            None => (0, 0, 0, 0),
+        };
+        let members = self
+            .cluster
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                id: m.id,
+                name: m.name.clone(),
+                address: m.address.clone(),
+                voter: m.voter,
+                reachable: self.reachable(m.id),
+                joined_unix_ms: m.joined_unix_ms,
+            })
+            .collect();
+        let phase = match (&self.phase, self.cluster.cluster_id) {
+            (Phase::Discovering, _) => "discovering",
+            (Phase::Joining { .. }, _) | (Phase::Member, 0) => "joining",
+            (Phase::Member, _) => "member",
+        };
+        StatusResponse {
+            node_id: self.cfg.id,
+            node_name: self.cfg.name.clone(),
+            cluster_id: self.cluster.cluster_id,
+            leader_id: self.leader_id(),
+            term,
+            commit_index: commit,
+            applied_index: applied,
+            members,
+            phase: phase.into(),
+            peers_connected: self.peers.values().filter(|p| p.connected).count() as u32,
+            rejected_connections: 0,
+            first_log_index: first,
+            address: self.cfg.address.clone(),
+        }
+    }
+
+    /// Whether a peer counts as reachable: connected and heard from within `peer_timeout_ms`.
+    pub fn reachable(&self, id: NodeId) -> bool {
+        if id == self.cfg.id {
+            return true;
+        }
+        self.peers.get(&id).is_some_and(|p| {
+            p.connected
+                && p.last_heard_ms
+                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= self.cfg.peer_timeout_ms)
+        })
+    }
+}

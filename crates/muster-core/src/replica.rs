@@ -1,0 +1,377 @@
+//! Driving raft-rs: ticks, inbound raft messages, the ready loop, applying committed entries,
+//! compaction, and the leader's membership duties (adding joiners as learners, promoting learners
+//! to voters up to `control_plane_count`).
+//!
+//! Ready handling follows raft-rs 0.7's contract: send messages; install a snapshot; apply
+//! committed entries; persist entries and hard state durably; only then send the persisted
+//! messages (votes, append acks); advance; handle the light ready.
+
+use muster_proto::envelope::Body;
+use muster_proto::{ConfChangeContext, JoinRequest, JoinResponse, Member, RaftMessage};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+
+use crate::config::{format_id, NodeId};
+use crate::node::{CoreError, Node, Phase, MAX_PENDING_JOINS};
+use crate::state::{self, ApplyError};
+use crate::storage::{applied_snapshot, RaftStore, SharedStore};
+
+/// Most ready rounds handled per input; raft-rs rarely needs more than two.
+const MAX_READY_ROUNDS: usize = 8;
+
+impl<S: RaftStore> Node<S> {
+    /// Advances raft's logical clock by the ticks elapsed since the last one. After a long stall
+    /// at most `election_ticks` are replayed, so a paused process does not fire a burst.
+    pub(crate) fn raft_ticks(&mut self) {
+        let tick_ms = self.cfg.tick_ms;
+        let elapsed = self.now_ms.saturating_sub(self.last_raft_tick_ms);
+        let due = elapsed / tick_ms;
+        self.last_raft_tick_ms += due * tick_ms;
+        let Some(raw) = self.raw.as_mut() else { return };
+        for _ in 0..due.min(self.cfg.election_ticks as u64) {
+            raw.tick();
+        }
+    }
+
+    /// A raft message from an authenticated peer.
+    pub(crate) fn on_raft_message(
+        &mut self,
+        from: NodeId,
+        m: RaftMessage,
+    ) -> Result<(), CoreError> {
+        if let Phase::Joining { cluster_id, .. } = self.phase {
+            if m.cluster_id == cluster_id && self.raw.is_none() {
+                self.accept_join(cluster_id)?;
+            }
+        }
+        let Some(raw) = self.raw.as_mut() else {
+            return Ok(());
+        };
+        if m.cluster_id != self.raft_cluster_id {
+            tracing::debug!(peer = %format_id(from), their_cluster = %format_id(m.cluster_id), "raft message for another cluster dropped");
+            return Ok(());
+        }
+        let msg = match Message::parse_from_bytes(&m.message) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(peer = %format_id(from), error = %e, "undecodable raft message dropped");
+                return Ok(());
+            }
+        };
+        if msg.from != from || msg.to != self.cfg.id {
+            tracing::warn!(
+                peer = %format_id(from),
+                claimed_from = %format_id(msg.from),
+                to = %format_id(msg.to),
+                "raft message with forged or misdirected ids dropped"
+            );
+            return Ok(());
+        }
+        if let Err(e) = raw.step(msg) {
+            tracing::debug!(peer = %format_id(from), error = %e, "raft step refused message");
+        }
+        Ok(())
+    }
+
+    /// Handles every ready raft-rs has, persisting before acknowledging.
+    pub(crate) fn drive_raft(&mut self) -> Result<(), CoreError> {
+        let Some(mut raw) = self.raw.take() else {
+            return Ok(());
+        };
+        let result = (|| {
+            for _ in 0..MAX_READY_ROUNDS {
+                if !raw.has_ready() {
+                    break;
+                }
+                self.ready_round(&mut raw)?;
+            }
+            self.maybe_compact(&raw)
+        })();
+        self.raw = Some(raw);
+        result
+    }
+
+    fn ready_round(&mut self, raw: &mut RawNode<SharedStore<S>>) -> Result<(), CoreError> {
+        let mut rd = raw.ready();
+        self.send_raft(raw, rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.store.lock().persist(Some(&snap), &[], None)?;
+            self.cluster = state::decode_state(snap.get_data()).map_err(|e| {
+                CoreError::Apply(ApplyError::Decode {
+                    index: snap.get_metadata().index,
+                    what: "snapshot data",
+                    detail: e.to_string(),
+                })
+            })?;
+            self.members_dirty = true;
+            tracing::info!(
+                cluster = %format_id(self.cluster.cluster_id),
+                index = snap.get_metadata().index,
+                members = self.cluster.members.len(),
+                "installed snapshot from the leader"
+            );
+        }
+        self.apply_committed(raw, rd.take_committed_entries())?;
+        self.store.lock().persist(None, rd.entries(), rd.hs())?;
+        self.send_raft(raw, rd.take_persisted_messages());
+        let mut light = raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = raft::Storage::initial_state(&*self.store.lock())?.hard_state;
+            hs.commit = commit;
+            self.store.lock().persist(None, &[], Some(&hs))?;
+        }
+        self.send_raft(raw, light.take_messages());
+        self.apply_committed(raw, light.take_committed_entries())?;
+        raw.advance_apply();
+        Ok(())
+    }
+
+    fn send_raft(&mut self, raw: &mut RawNode<SharedStore<S>>, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            match m.write_to_bytes() {
+                Ok(bytes) => self.send(
+                    to,
+                    Body::Raft(RaftMessage {
+                        cluster_id: self.raft_cluster_id,
+                        message: bytes,
+                    }),
+                ),
+                Err(e) => {
+                    tracing::error!(to = %format_id(to), error = %e, "raft message does not encode")
+                }
+            }
+            if is_snapshot {
+                // Delivery is best effort; if it was lost the follower's next reject asks again.
+                raw.report_snapshot(to, SnapshotStatus::Finish);
+            }
+        }
+    }
+
+    fn apply_committed(
+        &mut self,
+        raw: &mut RawNode<SharedStore<S>>,
+        entries: Vec<Entry>,
+    ) -> Result<(), CoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        for e in &entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    // muster proposes only V2 changes; a V1 entry means a foreign or corrupt log.
+                    return Err(ApplyError::Decode {
+                        index: e.index,
+                        what: "conf change",
+                        detail: "V1 conf change entries are not used by muster".into(),
+                    }
+                    .into());
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(e.get_data()).map_err(|err| {
+                        ApplyError::Decode {
+                            index: e.index,
+                            what: "conf change",
+                            detail: err.to_string(),
+                        }
+                    })?;
+                    self.apply_conf_change(raw, &cc, e.index)?;
+                }
+            }
+        }
+        let conf_state = raw.raft.prs().conf().to_conf_state();
+        let snap = applied_snapshot(
+            last_index,
+            last_term,
+            conf_state,
+            state::encode_state(&self.cluster),
+        );
+        self.store.lock().save_applied(&snap)?;
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        raw: &mut RawNode<SharedStore<S>>,
+        cc: &ConfChangeV2,
+        index: u64,
+    ) -> Result<(), CoreError> {
+        raw.apply_conf_change(cc)
+            .map_err(|e| ApplyError::ConfChange {
+                index,
+                detail: e.to_string(),
+            })?;
+        state::apply_conf_change(&mut self.cluster, cc, index)?;
+        self.members_dirty = true;
+        for change in cc.get_changes() {
+            self.pending_joins.remove(&change.node_id);
+            if let Some(m) = state::member(&self.cluster, change.node_id) {
+                tracing::info!(
+                    member = %format_id(m.id),
+                    name = %m.name,
+                    voter = m.voter,
+                    index,
+                    "membership change applied"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self, raw: &RawNode<SharedStore<S>>) -> Result<(), CoreError> {
+        let applied = raw.raft.raft_log.applied();
+        let mut store = self.store.lock();
+        let compacted = raft::Storage::first_index(&*store)?.saturating_sub(1);
+        if applied >= compacted + self.cfg.snapshot_interval_entries {
+            store.compact(applied)?;
+            tracing::debug!(through = applied, "log compacted");
+        }
+        Ok(())
+    }
+
+    /// A host asks to join our cluster.
+    pub(crate) fn on_join_request(
+        &mut self,
+        from: NodeId,
+        r: JoinRequest,
+    ) -> Result<(), CoreError> {
+        let ours = self.cluster.cluster_id;
+        let leader = self.leader_id();
+        let (accepted, reason) = self.consider_join(from, &r);
+        if !accepted {
+            tracing::debug!(peer = %format_id(from), reason, "join request refused");
+        }
+        self.send(
+            from,
+            Body::JoinResponse(JoinResponse {
+                cluster_id: ours,
+                accepted,
+                leader_id: leader,
+                reason: reason.into(),
+            }),
+        );
+        Ok(())
+    }
+
+    fn consider_join(&mut self, from: NodeId, r: &JoinRequest) -> (bool, &'static str) {
+        let ours = self.cluster.cluster_id;
+        if ours == 0 || r.cluster_id != ours {
+            return (false, "not a member of that cluster");
+        }
+        let Some(member) = r.member.as_ref() else {
+            return (false, "request names no member");
+        };
+        if crate::node_id_from_public_key(&member.public_key) != member.id {
+            return (false, "member id does not match its public key");
+        }
+        // A member may relay a join for a host that cannot reach the leader itself.
+        let relayed = member.id != from;
+        if relayed && state::member(&self.cluster, from).is_none() {
+            return (false, "member id does not match the connection's identity");
+        }
+        let is_leader = self
+            .raw
+            .as_ref()
+            .is_some_and(|r| r.raft.state == StateRole::Leader);
+        if !is_leader {
+            let leader = self.leader_id();
+            if !relayed && leader != 0 && leader != self.cfg.id && self.reachable(leader) {
+                self.send(leader, Body::JoinRequest(r.clone()));
+                return (true, "relayed to the leader");
+            }
+            return (false, "not the leader");
+        }
+        if state::member(&self.cluster, member.id).is_some() {
+            return (true, "already a member");
+        }
+        if self.pending_joins.len() >= MAX_PENDING_JOINS
+            && !self.pending_joins.contains_key(&member.id)
+        {
+            return (false, "too many joins pending; retry");
+        }
+        self.pending_joins.insert(member.id, member.clone());
+        (true, "queued")
+    }
+
+    /// Leader only: one membership change at a time — promote a caught-up learner while voters
+    /// are short of `control_plane_count`, else add the next host waiting to join.
+    pub(crate) fn leader_duties(&mut self) -> Result<(), CoreError> {
+        let Some(raw) = self.raw.as_ref() else {
+            return Ok(());
+        };
+        if raw.raft.state != StateRole::Leader {
+            self.pending_joins.clear();
+            return Ok(());
+        }
+        if raw.raft.has_pending_conf() {
+            return Ok(());
+        }
+        if state::voter_count(&self.cluster) < self.cfg.control_plane_count {
+            let committed = raw.raft.raft_log.committed;
+            let candidate = self
+                .cluster
+                .members
+                .iter()
+                .filter(|m| !m.voter && self.reachable(m.id))
+                .find(|m| {
+                    raw.raft
+                        .prs()
+                        .get(m.id)
+                        .is_some_and(|p| p.matched >= committed)
+                })
+                .cloned();
+            if let Some(m) = candidate {
+                return self.propose_member(m, true);
+            }
+        }
+        while let Some((id, mut m)) = self.pending_joins.pop_first() {
+            if state::member(&self.cluster, id).is_some() {
+                continue;
+            }
+            m.joined_unix_ms = self.unix_ms;
+            return self.propose_member(m, false);
+        }
+        Ok(())
+    }
+
+    fn propose_member(&mut self, member: Member, voter: bool) -> Result<(), CoreError> {
+        let Some(raw) = self.raw.as_mut() else {
+            return Ok(());
+        };
+        let id = member.id;
+        let ctx = ConfChangeContext {
+            member: Some(member.clone()),
+        }
+        .encode_to_vec();
+        let mut single = ConfChangeSingle::default();
+        single.node_id = id;
+        single.set_change_type(if voter {
+            ConfChangeType::AddNode
+        } else {
+            ConfChangeType::AddLearnerNode
+        });
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        cc.set_context(ctx.clone().into());
+        match raw.propose_conf_change(ctx, cc) {
+            Ok(()) => {
+                tracing::info!(member = %format_id(id), name = %member.name, voter, "proposed membership change")
+            }
+            Err(e) => {
+                tracing::debug!(member = %format_id(id), error = %e, "membership proposal dropped; will retry");
+                if !voter {
+                    self.pending_joins.insert(id, member);
+                }
+            }
+        }
+        Ok(())
+    }
+}

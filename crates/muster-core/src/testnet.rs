@@ -1,0 +1,349 @@
+//! An in-memory site: many core nodes, a virtual clock and a virtual network with cuts, loss of
+//! discovery, crashes and restarts. Used by the core's scenario tests; the simulator builds on the
+//! same idea at scale.
+//!
+//! Connections stand in for discovery: two hosts that can see each other get `PeerConnected`
+//! after a discovery attempt succeeds (attempts repeat every `discovery_interval_ms` and are lost
+//! with probability `discovery_loss_pct`). Messages take 1–`max_latency_ms` ms and are dropped if
+//! the link is cut when they arrive. Everything random comes from one seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use muster_proto::Envelope;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{NodeConfig, NodeId};
+use crate::node::{Input, Node, Output};
+use crate::storage::MemStore;
+
+/// One host of the test site.
+pub struct Host {
+    /// Its configuration (kept across restarts).
+    pub cfg: NodeConfig,
+    /// The running node, `None` while down.
+    pub node: Option<Node<MemStore>>,
+    /// Its disk: survives crashes.
+    pub disk: MemStore,
+}
+
+struct InFlight {
+    at_ms: u64,
+    seq: u64,
+    from: NodeId,
+    to: NodeId,
+    envelope: Envelope,
+}
+
+/// The virtual site.
+pub struct TestNet {
+    /// Hosts by id.
+    pub hosts: BTreeMap<NodeId, Host>,
+    /// Virtual time.
+    pub now_ms: u64,
+    rng: rand::rngs::StdRng,
+    in_flight: Vec<InFlight>,
+    seq: u64,
+    /// Pairs (lower id, higher id) currently connected.
+    connected: BTreeSet<(NodeId, NodeId)>,
+    /// Pairs that cannot reach each other at all (partition).
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Pairs that discovery does not find, but that connect once one learns the other's address
+    /// from the replicated membership (partial discovery).
+    hidden: BTreeSet<(NodeId, NodeId)>,
+    /// Probability in percent that one discovery attempt is lost.
+    pub discovery_loss_pct: u32,
+    /// Interval between discovery attempts of an unconnected visible pair.
+    pub discovery_interval_ms: u64,
+    /// Largest message latency.
+    pub max_latency_ms: u64,
+    /// Node tick interval.
+    pub tick_interval_ms: u64,
+    last_discovery_ms: u64,
+}
+
+fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+    (a.min(b), a.max(b))
+}
+
+impl TestNet {
+    /// An empty site; `seed` drives every random choice.
+    pub fn new(seed: u64) -> Self {
+        TestNet {
+            hosts: BTreeMap::new(),
+            now_ms: 1,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            in_flight: Vec::new(),
+            seq: 0,
+            connected: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            hidden: BTreeSet::new(),
+            discovery_loss_pct: 0,
+            discovery_interval_ms: 250,
+            max_latency_ms: 3,
+            tick_interval_ms: 10,
+            last_discovery_ms: 0,
+        }
+    }
+
+    /// Adds a host (down) with a config from `make(public_key)`; returns its id.
+    pub fn add_host(&mut self, name: &str, tune: impl FnOnce(&mut NodeConfig)) -> NodeId {
+        let mut pk = [0u8; 32];
+        self.rng.fill(&mut pk[..]);
+        let mut cfg = NodeConfig::new(name, format!("{name}:7946"), pk.to_vec());
+        tune(&mut cfg);
+        let id = cfg.id;
+        self.hosts.insert(
+            id,
+            Host {
+                cfg,
+                node: None,
+                disk: MemStore::new(),
+            },
+        );
+        id
+    }
+
+    /// Boots a host from its disk.
+    pub fn start(&mut self, id: NodeId) {
+        let seed = self.rng.random();
+        let host = self.hosts.get_mut(&id).expect("known host");
+        let node = Node::new(host.cfg.clone(), host.disk.clone(), seed).expect("node starts");
+        host.node = Some(node);
+        self.input(
+            id,
+            Input::Tick {
+                now_ms: self.now_ms,
+                unix_ms: self.now_ms,
+            },
+        );
+    }
+
+    /// Kills a host: its disk keeps what the node persisted, connections drop.
+    pub fn crash(&mut self, id: NodeId) {
+        let host = self.hosts.get_mut(&id).expect("known host");
+        if let Some(node) = host.node.take() {
+            host.disk = (*node.store()).clone();
+        }
+        let gone: Vec<_> = self
+            .connected
+            .iter()
+            .filter(|(a, b)| *a == id || *b == id)
+            .copied()
+            .collect();
+        for (a, b) in gone {
+            self.disconnect(a, b);
+        }
+    }
+
+    /// Makes `a` and `b` unable to see or reach each other.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        self.cut.insert(pair(a, b));
+        if self.connected.contains(&pair(a, b)) {
+            self.disconnect(a, b);
+        }
+    }
+
+    /// Hides `a` and `b` from each other's discovery; they still connect through membership.
+    pub fn hide(&mut self, a: NodeId, b: NodeId) {
+        self.hidden.insert(pair(a, b));
+    }
+
+    /// Undoes every cut and hiding.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.hidden.clear();
+    }
+
+    fn connect(&mut self, a: NodeId, b: NodeId) {
+        let p = pair(a, b);
+        if a == b
+            || self.connected.contains(&p)
+            || self.cut.contains(&p)
+            || !self.is_up(a)
+            || !self.is_up(b)
+        {
+            return;
+        }
+        self.connected.insert(p);
+        self.input(a, Input::PeerConnected { id: b });
+        self.input(b, Input::PeerConnected { id: a });
+    }
+
+    /// Whether a host is up.
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.hosts.get(&id).is_some_and(|h| h.node.is_some())
+    }
+
+    /// The running node.
+    pub fn node(&self, id: NodeId) -> &Node<MemStore> {
+        self.hosts[&id].node.as_ref().expect("host is up")
+    }
+
+    fn disconnect(&mut self, a: NodeId, b: NodeId) {
+        self.connected.remove(&pair(a, b));
+        self.input(a, Input::PeerDisconnected { id: b });
+        self.input(b, Input::PeerDisconnected { id: a });
+    }
+
+    fn input(&mut self, id: NodeId, input: Input) {
+        let Some(node) = self.hosts.get_mut(&id).and_then(|h| h.node.as_mut()) else {
+            return;
+        };
+        let outputs = node.handle(input).expect("core reports no fatal error");
+        for out in outputs {
+            match out {
+                Output::Send { to, envelope } => {
+                    let latency = self.rng.random_range(1..=self.max_latency_ms);
+                    self.seq += 1;
+                    self.in_flight.push(InFlight {
+                        at_ms: self.now_ms + latency,
+                        seq: self.seq,
+                        from: id,
+                        to,
+                        envelope,
+                    });
+                }
+                // The daemon dials members' recorded addresses; here that is a connect.
+                Output::MembersChanged { members } => {
+                    for m in members {
+                        self.connect(id, m.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn discovery_round(&mut self) {
+        let up: Vec<NodeId> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.node.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for (i, a) in up.iter().enumerate() {
+            for b in &up[i + 1..] {
+                let p = pair(*a, *b);
+                if self.connected.contains(&p) || self.hidden.contains(&p) {
+                    continue;
+                }
+                if self.rng.random_range(0..100) < self.discovery_loss_pct {
+                    continue;
+                }
+                self.connect(*a, *b);
+            }
+        }
+    }
+
+    /// Runs the site for `ms` of virtual time.
+    pub fn run_for(&mut self, ms: u64) {
+        let end = self.now_ms + ms;
+        while self.now_ms < end {
+            self.now_ms += 1;
+            if self.now_ms >= self.last_discovery_ms + self.discovery_interval_ms {
+                self.last_discovery_ms = self.now_ms;
+                self.discovery_round();
+            }
+            self.deliver_due();
+            if self.now_ms % self.tick_interval_ms == 0 {
+                let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
+                for id in ids {
+                    self.input(
+                        id,
+                        Input::Tick {
+                            now_ms: self.now_ms,
+                            unix_ms: self.now_ms,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs until `done` holds or `limit_ms` passes; returns the virtual time it took.
+    pub fn run_until(
+        &mut self,
+        limit_ms: u64,
+        mut done: impl FnMut(&TestNet) -> bool,
+    ) -> Option<u64> {
+        let start = self.now_ms;
+        while self.now_ms < start + limit_ms {
+            self.run_for(10);
+            if done(self) {
+                return Some(self.now_ms - start);
+            }
+        }
+        None
+    }
+
+    fn deliver_due(&mut self) {
+        loop {
+            let now = self.now_ms;
+            let mut due: Vec<InFlight> = Vec::new();
+            let mut i = 0;
+            while i < self.in_flight.len() {
+                if self.in_flight[i].at_ms <= now {
+                    due.push(self.in_flight.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if due.is_empty() {
+                return;
+            }
+            due.sort_by_key(|m| (m.at_ms, m.seq));
+            for m in due {
+                if !self.connected.contains(&pair(m.from, m.to)) {
+                    continue;
+                }
+                self.input(
+                    m.to,
+                    Input::Message {
+                        from: m.from,
+                        envelope: m.envelope,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Ids of the hosts that are up.
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.node.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether every up host is in one cluster with one leader, exactly `members` as members and
+    /// `voters` of them voters.
+    pub fn formed(&self, members: &BTreeSet<NodeId>, voters: usize) -> bool {
+        let up = self.up_ids();
+        let Some(first) = up.first() else {
+            return false;
+        };
+        let n0 = self.node(*first);
+        let (cluster, leader) = (n0.cluster_id(), n0.leader_id());
+        if cluster == 0 || leader == 0 || !self.is_up(leader) {
+            return false;
+        }
+        up.iter().all(|id| {
+            let n = self.node(*id);
+            let st = n.cluster_state();
+            let ids: BTreeSet<NodeId> = st.members.iter().map(|m| m.id).collect();
+            n.cluster_id() == cluster
+                && n.leader_id() == leader
+                && &ids == members
+                && st.members.iter().filter(|m| m.voter).count() == voters
+        })
+    }
+
+    /// Distinct nonzero cluster ids among up hosts.
+    pub fn clusters(&self) -> BTreeSet<u64> {
+        self.up_ids()
+            .iter()
+            .map(|id| self.node(*id).cluster_id())
+            .filter(|c| *c != 0)
+            .collect()
+    }
+}

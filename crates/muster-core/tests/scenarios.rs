@@ -1,0 +1,286 @@
+//! Scenario tests: whole sites of core nodes over the in-memory network (`testnet`), checking
+//! what an operator would check — one cluster, one leader, every host a member, the right number
+//! of voters — under staggered boots, lost discovery, partial visibility, restarts and merges.
+
+use std::collections::BTreeSet;
+
+use muster_core::testnet::TestNet;
+use muster_core::NodeId;
+
+fn site(
+    seed: u64,
+    n: usize,
+    expected: usize,
+    tune: impl Fn(&mut muster_core::NodeConfig),
+) -> (TestNet, Vec<NodeId>) {
+    let mut net = TestNet::new(seed);
+    let ids = (0..n)
+        .map(|i| {
+            net.add_host(&format!("h{i}"), |c| {
+                c.expected_nodes = expected;
+                tune(c);
+            })
+        })
+        .collect();
+    (net, ids)
+}
+
+fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+    ids.iter().copied().collect()
+}
+
+fn describe(net: &TestNet) -> String {
+    net.up_ids()
+        .iter()
+        .map(|id| {
+            let s = net.node(*id).status();
+            format!(
+                "{} {:016x}: cluster={:016x} leader={:016x} phase={} members={}",
+                s.node_name,
+                id,
+                s.cluster_id,
+                s.leader_id,
+                s.phase,
+                s.members
+                    .iter()
+                    .map(|m| format!("{}{}", m.name, if m.voter { "*" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_forms(net: &mut TestNet, members: &[NodeId], voters: usize, limit_ms: u64) -> u64 {
+    let want = set(members);
+    match net.run_until(limit_ms, |n| n.formed(&want, voters)) {
+        Some(t) => t,
+        None => panic!("site did not form within {limit_ms} ms:\n{}", describe(net)),
+    }
+}
+
+#[test]
+fn three_hosts_booting_together_form_one_cluster_quickly() {
+    for seed in 0..20 {
+        let (mut net, ids) = site(seed, 3, 3, |_| {});
+        for id in &ids {
+            net.start(*id);
+        }
+        let t = assert_forms(&mut net, &ids, 3, 10_000);
+        assert!(
+            t < 3_000,
+            "seed {seed}: formation took {t} ms of virtual time"
+        );
+        assert_eq!(net.clusters().len(), 1);
+    }
+}
+
+#[test]
+fn staggered_boots_over_minutes_join_the_first_cluster() {
+    let (mut net, ids) = site(7, 5, 5, |_| {});
+    for (i, id) in ids.iter().enumerate() {
+        net.start(*id);
+        // The first host waits out its settle period alone, bootstraps; later ones join.
+        net.run_for(if i == 0 { 30_000 } else { 20_000 });
+        assert_eq!(
+            net.clusters().len(),
+            1,
+            "after host {i}:\n{}",
+            describe(&net)
+        );
+    }
+    assert_forms(&mut net, &ids, 3, 20_000);
+}
+
+#[test]
+fn more_hosts_than_expected_become_learners_beyond_control_plane_count() {
+    let (mut net, ids) = site(3, 7, 3, |_| {});
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 20_000);
+}
+
+#[test]
+fn five_control_plane_voters_when_configured() {
+    let (mut net, ids) = site(4, 6, 6, |c| c.control_plane_count = 5);
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 5, 20_000);
+}
+
+#[test]
+fn lossy_discovery_still_forms_one_cluster() {
+    for seed in 0..10 {
+        let (mut net, ids) = site(100 + seed, 5, 5, |_| {});
+        net.discovery_loss_pct = 70;
+        for id in &ids {
+            net.start(*id);
+        }
+        assert_forms(&mut net, &ids, 3, 60_000);
+    }
+}
+
+#[test]
+fn partial_discovery_forms_one_cluster() {
+    // A chain: each host sees only its neighbours, so no host sees the expected count at once.
+    for seed in 0..10 {
+        let (mut net, ids) = site(200 + seed, 5, 5, |_| {});
+        for i in 0..ids.len() {
+            for j in i + 2..ids.len() {
+                net.hide(ids[i], ids[j]);
+            }
+        }
+        for id in &ids {
+            net.start(*id);
+        }
+        let want = set(&ids);
+        let ok = net.run_until(60_000, |n| {
+            n.clusters().len() == 1
+                && n.up_ids().iter().all(|id| {
+                    let st = n.node(*id).cluster_state();
+                    st.members.iter().map(|m| m.id).collect::<BTreeSet<_>>() == want
+                })
+        });
+        assert!(
+            ok.is_some(),
+            "seed {seed}: one cluster with every host expected:\n{}",
+            describe(&net)
+        );
+    }
+}
+
+#[test]
+fn clusters_formed_apart_merge_into_one_when_they_meet() {
+    let (mut net, ids) = site(9, 5, 2, |c| c.settle_ms = 2_000);
+    let (left, right) = ids.split_at(2);
+    for a in left {
+        for b in right {
+            net.cut(*a, *b);
+        }
+    }
+    for id in &ids {
+        net.start(*id);
+    }
+    net.run_for(15_000);
+    assert_eq!(
+        net.clusters().len(),
+        2,
+        "two sides formed apart:\n{}",
+        describe(&net)
+    );
+    net.heal();
+    assert_forms(&mut net, &ids, 3, 30_000);
+}
+
+#[test]
+fn restarted_host_rejoins_with_its_identity_and_state() {
+    let (mut net, ids) = site(11, 3, 3, |_| {});
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 10_000);
+    let cluster = net.clusters().into_iter().next().expect("one cluster");
+    let follower = ids
+        .iter()
+        .copied()
+        .find(|id| net.node(*id).leader_id() != *id)
+        .expect("a follower");
+    net.crash(follower);
+    net.run_for(2_000);
+    net.start(follower);
+    assert_eq!(
+        net.node(follower).cluster_id(),
+        cluster,
+        "restored from its own store"
+    );
+    assert_forms(&mut net, &ids, 3, 10_000);
+    assert_eq!(net.clusters(), BTreeSet::from([cluster]));
+}
+
+#[test]
+fn leader_crash_elects_a_new_leader_and_old_leader_rejoins() {
+    let (mut net, ids) = site(12, 3, 3, |_| {});
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 10_000);
+    let old = net.node(ids[0]).leader_id();
+    net.crash(old);
+    let rest: Vec<NodeId> = ids.iter().copied().filter(|id| *id != old).collect();
+    let ok = net.run_until(10_000, |n| {
+        let l = n.node(rest[0]).leader_id();
+        l != 0 && l != old && rest.iter().all(|id| n.node(*id).leader_id() == l)
+    });
+    assert!(
+        ok.is_some(),
+        "a new leader among the survivors:\n{}",
+        describe(&net)
+    );
+    net.start(old);
+    assert_forms(&mut net, &ids, 3, 10_000);
+}
+
+#[test]
+fn whole_site_power_cycle_keeps_cluster_and_members() {
+    let (mut net, ids) = site(13, 4, 4, |_| {});
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 10_000);
+    let cluster = net.clusters();
+    let commit: Vec<u64> = ids
+        .iter()
+        .map(|id| net.node(*id).status().commit_index)
+        .collect();
+    for id in &ids {
+        net.crash(*id);
+    }
+    net.run_for(1_000);
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 10_000);
+    assert_eq!(net.clusters(), cluster);
+    for (id, before) in ids.iter().zip(commit) {
+        assert!(
+            net.node(*id).status().commit_index >= before,
+            "commit index went backwards"
+        );
+    }
+}
+
+#[test]
+fn log_compaction_bounds_the_log_and_late_hosts_join_by_snapshot() {
+    let (mut net, ids) = site(14, 6, 3, |c| c.snapshot_interval_entries = 3);
+    for id in &ids[..3] {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids[..3], 3, 10_000);
+    // Leader changes write entries; force a few.
+    for _ in 0..4 {
+        let leader = net.node(ids[0]).leader_id();
+        net.crash(leader);
+        net.run_for(3_000);
+        net.start(leader);
+        assert_forms(&mut net, &ids[..3], 3, 10_000);
+    }
+    for id in &ids[..3] {
+        let s = net.node(*id).status();
+        assert!(
+            s.first_log_index > 1,
+            "log compacted: first index {}",
+            s.first_log_index
+        );
+        assert!(
+            s.applied_index + 1 - s.first_log_index < 10,
+            "log bounded: {s:?}"
+        );
+    }
+    for id in &ids[3..] {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 20_000);
+}

@@ -1,0 +1,10 @@
+//! Rust types generated from `proto/muster.proto`: the wire envelope exchanged between agents, the
+//! replicated cluster state, and the status RPC service. Every other crate speaks these types.
+#![allow(clippy::all)]
+
+/// Version 1 of muster's formats.
+pub mod v1 {
+    tonic::include_proto!("muster.v1");
+}
+
+pub use v1::*;
