@@ -1,0 +1,369 @@
+//! `muster-net`: the authenticated transport of a muster agent.
+//!
+//! Every host of a site holds the same site key (a 32-byte pre-shared key) and its own ed25519
+//! host identity. [`spawn`] starts an actor task that owns a libp2p swarm over
+//! TCP → pnet (site key) → noise (host identity) → yamux, listening only on the configured LAN
+//! address. Peers are found through static bootstrap addresses, mDNS, addresses handed in with
+//! [`NetHandle::add_address`] (e.g. from replicated membership) and identify. Messages are opaque
+//! byte strings carried one per request-response stream and acked; delivery is best effort and
+//! unordered across messages.
+//!
+//! The agent binary (`crates/muster`) is the only user: it sends the encoded `proto/` messages
+//! of muster-core through a [`NetHandle`], reads [`NetEvent`]s from the returned receiver, and
+//! maps peer ids to Raft node ids with [`node_id_of`]. A host without the site key never
+//! completes a handshake: each attempt shows up as [`NetEvent::HandshakeRejected`].
+//!
+//! Modules: `transport` (the connection stack and failure classification), `codec` (wire
+//! format), `actor` (the swarm task), `dialer` (address book, backoff, bootstrap), `sink`
+//! (event delivery), `site_key` and `ids` (key file and identity helpers), `error`.
+
+mod actor;
+mod codec;
+mod dialer;
+mod error;
+mod ids;
+mod sink;
+mod site_key;
+mod transport;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::identity::{KeyType, Keypair};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{identify, mdns, request_response};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+pub use error::NetError;
+pub use ids::{node_id_of, node_id_of_key, peer_id_of, public_key_of};
+pub use libp2p::{Multiaddr, PeerId};
+pub use site_key::{format_site_key, parse_site_key};
+
+/// Capacity of the handle → actor command queue.
+pub const COMMAND_QUEUE_LEN: usize = 1024;
+/// Capacity of the actor → agent event queue.
+pub const EVENT_QUEUE_LEN: usize = 4096;
+/// Connections are kept open this long without traffic (muster's own heartbeats keep them busy;
+/// dead peers are noticed by TCP/yamux errors and failed requests, not by this timeout).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Concurrent request-response streams per connection.
+const MAX_CONCURRENT_STREAMS: usize = 128;
+
+/// Configuration of the network layer; build it with [`NetConfig::new`] and adjust fields.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// This host's ed25519 identity; its peer id is what other hosts authenticate.
+    pub keypair: Keypair,
+    /// The site key shared by all hosts of the site (see [`parse_site_key`]). Hosts with a
+    /// different key cannot complete a handshake with this one.
+    pub psk: [u8; 32],
+    /// The address on the LAN interface to listen on. Nothing else is bound; it must be a
+    /// concrete address (not `0.0.0.0`) with a non-zero port.
+    pub listen: SocketAddr,
+    /// Static peers, dialled at start and re-dialled with backoff (1 s doubling to 30 s)
+    /// whenever not connected. May include this host's own `listen` address, which is skipped.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Discover peers with mDNS on all non-loopback interfaces and dial them.
+    pub mdns: bool,
+    /// How often mDNS queries the network (default 500 ms). Records are announced with a TTL
+    /// of ten intervals (at least 2 s), so a vanished host's record expires within seconds.
+    pub mdns_query_interval: Duration,
+    /// How long a sent message may wait for its ack before it counts as failed (default 5 s).
+    pub request_timeout: Duration,
+    /// Largest message accepted or sent (default 4 MiB). Larger inbound messages are refused
+    /// from their length prefix, without allocating; larger outbound ones are dropped.
+    pub max_message_bytes: usize,
+}
+
+impl NetConfig {
+    /// A configuration with the defaults: no bootstrap peers, mDNS on with a 500 ms query
+    /// interval, 5 s request timeout, 4 MiB message limit.
+    pub fn new(keypair: Keypair, psk: [u8; 32], listen: SocketAddr) -> Self {
+        Self {
+            keypair,
+            psk,
+            listen,
+            bootstrap: Vec::new(),
+            mdns: true,
+            mdns_query_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(5),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    /// The mDNS record TTL derived from [`NetConfig::mdns_query_interval`].
+    pub fn mdns_ttl(&self) -> Duration {
+        (self.mdns_query_interval * 10).max(Duration::from_secs(2))
+    }
+
+    /// Checks the values [`spawn`] cannot work with.
+    pub fn validate(&self) -> Result<(), NetError> {
+        if self.keypair.key_type() != KeyType::Ed25519 {
+            return Err(NetError::config(
+                "keypair",
+                "the host identity must be an ed25519 key",
+            ));
+        }
+        if self.listen.ip().is_unspecified() || self.listen.port() == 0 {
+            return Err(NetError::config(
+                "listen",
+                format!(
+                    "{} must be the LAN interface address and a fixed port",
+                    self.listen
+                ),
+            ));
+        }
+        if self.mdns && self.mdns_query_interval.is_zero() {
+            return Err(NetError::config(
+                "mdns_query_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(NetError::config(
+                "request_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_message_bytes == 0 || u32::try_from(self.max_message_bytes).is_err() {
+            return Err(NetError::config(
+                "max_message_bytes",
+                "must be between 1 and 2^32 - 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("peer_id", &self.keypair.public().to_peer_id())
+            .field("psk", &"<redacted>")
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("mdns", &self.mdns)
+            .field("mdns_query_interval", &self.mdns_query_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+/// What the network layer reports to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// The first authenticated connection (pnet + noise + yamux done) to `peer` is up.
+    /// Fires once per transition from "no connection" to "connected".
+    Connected { peer: PeerId, remote: Multiaddr },
+    /// The last connection to `peer` closed.
+    Disconnected { peer: PeerId },
+    /// One message from an authenticated peer.
+    Message { from: PeerId, bytes: Vec<u8> },
+    /// An inbound or outbound connection failed its pnet/noise handshake, e.g. because the
+    /// remote uses another site key. `remote` is its `ip:port`.
+    HandshakeRejected { remote: String, error: String },
+}
+
+/// A snapshot of the network layer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Connections (either direction) that failed authentication.
+    pub handshakes_rejected: u64,
+    /// Outbound messages dropped: queue full, too large, no address, too many unacked.
+    pub messages_dropped: u64,
+    /// Events not delivered because the event receiver was full (inbound messages, which
+    /// then go unacked, and control events beyond the backlog).
+    pub events_dropped: u64,
+    /// Peers with at least one open connection.
+    pub connected_peers: usize,
+}
+
+/// Counters shared by the actor and its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) handshakes_rejected: AtomicU64,
+    pub(crate) messages_dropped: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
+    pub(crate) connected_peers: AtomicUsize,
+}
+
+/// A cheap, cloneable handle to the network actor.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<actor::Command>,
+    local_peer_id: PeerId,
+    counters: Arc<Counters>,
+    max_message_bytes: usize,
+}
+
+impl fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetHandle")
+            .field("local_peer_id", &self.local_peer_id)
+            .finish()
+    }
+}
+
+impl NetHandle {
+    /// Queues `bytes` for `to`. Never blocks: if the message exceeds `max_message_bytes`, the
+    /// command queue is full or the actor has stopped, the message is dropped and counted.
+    /// Dials `to` if it is not connected and an address is known (bootstrap, mDNS, identify or
+    /// [`NetHandle::add_address`]).
+    pub fn send(&self, to: PeerId, bytes: Vec<u8>) {
+        let len = bytes.len();
+        if len > self.max_message_bytes {
+            self.counters
+                .messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            let limit = self.max_message_bytes;
+            tracing::warn!(peer = %to, len, limit, "message too large; dropped");
+            return;
+        }
+        let command = actor::Command::Send { to, bytes };
+        if self.commands.try_send(command).is_err() {
+            self.counters
+                .messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %to, len, "command queue full or network stopped; message dropped");
+        }
+    }
+
+    /// Tells the actor where `peer` can be reached; the address is kept and dialled when a
+    /// message is sent to `peer`. Never blocks: logged and ignored if the queue is full.
+    pub fn add_address(&self, peer: PeerId, addr: SocketAddr) {
+        if self
+            .commands
+            .try_send(actor::Command::AddAddress { peer, addr })
+            .is_err()
+        {
+            tracing::warn!(peer = %peer, %addr, "command queue full; address ignored");
+        }
+    }
+
+    /// Stops the actor, closing the listener and all connections, and waits until it is done.
+    /// Returns at once if it already stopped.
+    pub async fn shutdown(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self
+            .commands
+            .send(actor::Command::Shutdown(done))
+            .await
+            .is_ok()
+        {
+            let _ = stopped.await;
+        }
+    }
+
+    /// This host's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> NetStats {
+        NetStats {
+            handshakes_rejected: self.counters.handshakes_rejected.load(Ordering::Relaxed),
+            messages_dropped: self.counters.messages_dropped.load(Ordering::Relaxed),
+            events_dropped: self.counters.events_dropped.load(Ordering::Relaxed),
+            connected_peers: self.counters.connected_peers.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Starts the network actor on the current Tokio runtime. The listen socket is bound before
+/// this returns. Dropping every [`NetHandle`] stops the actor like [`NetHandle::shutdown`].
+pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+    cfg.validate()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
+    check_listen_address(cfg.listen)?;
+
+    let local_peer_id = cfg.keypair.public().to_peer_id();
+    let behaviour = build_behaviour(&cfg, local_peer_id)?;
+    let psk = libp2p::pnet::PreSharedKey::new(cfg.psk);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+        .with_tokio()
+        .with_other_transport(|keypair| {
+            transport::build(keypair, psk).map_err(|error| Box::new(error) as BoxError)
+        })
+        .map_err(|error| NetError::Transport(error.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|error| NetError::Transport(error.to_string()))?
+        .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    swarm
+        .listen_on(dialer::multiaddr_of(cfg.listen))
+        .map_err(|error| NetError::Listen {
+            addr: cfg.listen,
+            source: std::io::Error::other(error.to_string()),
+        })?;
+
+    let counters = Arc::new(Counters::default());
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_LEN);
+    let bootstrap = cfg
+        .bootstrap
+        .iter()
+        .map(|addr| dialer::BootstrapPeer::new(*addr, cfg.listen))
+        .collect();
+    let actor = actor::Actor::new(swarm, command_rx, event_tx, counters.clone(), bootstrap);
+    let span = tracing::info_span!("net", local = %local_peer_id, listen = %cfg.listen);
+    runtime.spawn(actor.run().instrument(span));
+    let handle = NetHandle {
+        commands: command_tx,
+        local_peer_id,
+        counters,
+        max_message_bytes: cfg.max_message_bytes,
+    };
+    Ok((handle, event_rx))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn build_behaviour(cfg: &NetConfig, local_peer_id: PeerId) -> Result<actor::Behaviour, NetError> {
+    let messages = request_response::Behaviour::with_codec(
+        codec::MessageCodec::new(cfg.max_message_bytes),
+        [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(cfg.request_timeout)
+            .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+    );
+    let identify = identify::Behaviour::new(
+        identify::Config::new(actor::PROTOCOL_VERSION.to_owned(), cfg.keypair.public())
+            .with_agent_version(format!("muster-net/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let mdns = if cfg.mdns {
+        let config = mdns::Config {
+            ttl: cfg.mdns_ttl(),
+            query_interval: cfg.mdns_query_interval,
+            enable_ipv6: cfg.listen.is_ipv6(),
+        };
+        Some(mdns::tokio::Behaviour::new(config, local_peer_id).map_err(NetError::Mdns)?)
+    } else {
+        None
+    };
+    Ok(actor::Behaviour {
+        messages,
+        identify,
+        mdns: Toggle::from(mdns),
+    })
+}
+
+/// libp2p binds its listener with `SO_REUSEPORT`, so a second agent on the same port would
+/// silently share it. A plain bind first turns that into a clear "address in use" error.
+fn check_listen_address(addr: SocketAddr) -> Result<(), NetError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(NetError::AddressInUse { addr })
+        }
+        Err(source) => Err(NetError::Listen { addr, source }),
+    }
+}

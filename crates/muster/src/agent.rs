@@ -1,0 +1,244 @@
+//! `muster agent`: wires the core to real I/O.
+//!
+//! One event loop owns the core [`Node`] over a [`DiskStore`]; it turns network events, a 10 ms
+//! timer and status queries into core inputs and carries the outputs out: messages to the
+//! libp2p transport, member addresses to its dialer. SIGTERM / SIGINT stop it cleanly; a fatal
+//! core error (a store that cannot persist) stops it with an error, since acknowledging writes
+//! that were not made would break Raft.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use libp2p::PeerId;
+use muster_core::{format_id, Input, Node, NodeConfig, NodeId, Output};
+use muster_net::{NetConfig, NetEvent, NetHandle};
+use muster_proto::{Envelope, Member};
+use muster_store::DiskStore;
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::rpc::{self, StatusQuery};
+
+/// Interval of the core's clock input.
+const TICK_INTERVAL: Duration = Duration::from_millis(10);
+/// How long to wait between looks for the interface's address at boot.
+const ADDRESS_RETRY: Duration = Duration::from_millis(500);
+/// Status queries waiting for the loop.
+const STATUS_QUEUE: usize = 64;
+
+/// Runs the agent until SIGTERM/SIGINT or a fatal error.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    for section in &cfg.unimplemented {
+        tracing::warn!(section, "this config section is validated but not acted on by this version of muster");
+    }
+    let site_key = crate::identity::load_site_key(&cfg.key_file)?;
+    let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
+    let public_key = keypair
+        .public()
+        .try_into_ed25519()
+        .context("identity is not ed25519")?
+        .to_bytes();
+    let ip = wait_for_interface_address(&cfg.interface).await?;
+    let listen = SocketAddr::new(ip, cfg.listen_port);
+    let store_dir = cfg.data_dir.join("raft");
+    let store = DiskStore::open(&store_dir).with_context(|| {
+        format!(
+            "raft store {} cannot be used; it is left untouched for inspection (move it away to rejoin as a new host)",
+            store_dir.display()
+        )
+    })?;
+
+    let mut node_cfg = NodeConfig::new(cfg.name.clone(), listen.to_string(), public_key.to_vec());
+    node_cfg.expected_nodes = cfg.expected_nodes;
+    node_cfg.control_plane_count = cfg.control_plane_count;
+    node_cfg.settle_ms = cfg.settle.as_millis() as u64;
+    let seed: u64 = rand::random();
+    let node_id = node_cfg.id;
+    let span = tracing::info_span!("agent", node = %format_id(node_id), name = %cfg.name);
+    let _guard = span.enter();
+    tracing::info!(%listen, seed, expected = cfg.expected_nodes, control_plane = cfg.control_plane_count, "starting");
+    let node = Node::new(node_cfg, store, seed).context("starting the node state machine")?;
+
+    let mut net_cfg = NetConfig::new(keypair, site_key, listen);
+    net_cfg.bootstrap = cfg.bootstrap.clone();
+    net_cfg.mdns = cfg.mdns;
+    let (net, events) = muster_net::spawn(net_cfg).context("starting the network")?;
+
+    let (query_tx, query_rx) = mpsc::channel(STATUS_QUEUE);
+    let (stop_rpc, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc_task = rpc::serve(cfg.socket.clone(), query_tx, async {
+        let _ = rpc_stopped.await;
+    })
+    .await?;
+    tracing::info!(socket = %cfg.socket.display(), "status RPC listening");
+
+    let mut agent = Agent {
+        node,
+        net: net.clone(),
+        peers: HashMap::new(),
+        started: Instant::now(),
+    };
+    let result = agent.event_loop(events, query_rx).await;
+    let _ = stop_rpc.send(());
+    net.shutdown().await;
+    let _ = rpc_task.await;
+    match &result {
+        Ok(()) => tracing::info!("stopped"),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "stopped on a fatal error"),
+    }
+    result
+}
+
+struct Agent {
+    node: Node<DiskStore>,
+    net: NetHandle,
+    /// Node id → libp2p peer, learned from connections and from the replicated membership.
+    peers: HashMap<NodeId, PeerId>,
+    started: Instant,
+}
+
+impl Agent {
+    async fn event_loop(
+        &mut self,
+        mut events: mpsc::Receiver<NetEvent>,
+        mut queries: mpsc::Receiver<StatusQuery>,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let input = Input::Tick { now_ms: self.now_ms(), unix_ms: unix_ms() };
+                    self.step(input)?;
+                }
+                event = events.recv() => match event {
+                    Some(e) => self.on_net_event(e)?,
+                    None => anyhow::bail!("network task ended unexpectedly"),
+                },
+                Some(reply) = queries.recv() => {
+                    let mut status = self.node.status();
+                    let stats = self.net.stats();
+                    status.rejected_connections = stats.handshakes_rejected;
+                    let _ = reply.send(status);
+                }
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn on_net_event(&mut self, event: NetEvent) -> anyhow::Result<()> {
+        match event {
+            NetEvent::Connected { peer, remote } => {
+                let Some(id) = self.learn_peer(peer) else { return Ok(()) };
+                tracing::debug!(peer = %format_id(id), %remote, "peer connected");
+                self.step(Input::PeerConnected { id })
+            }
+            NetEvent::Disconnected { peer } => {
+                let Some(id) = muster_net::node_id_of(&peer) else { return Ok(()) };
+                tracing::debug!(peer = %format_id(id), "peer disconnected");
+                self.step(Input::PeerDisconnected { id })
+            }
+            NetEvent::Message { from, bytes } => {
+                let Some(id) = self.learn_peer(from) else { return Ok(()) };
+                match Envelope::decode(bytes.as_slice()) {
+                    Ok(envelope) => self.step(Input::Message { from: id, envelope }),
+                    Err(e) => {
+                        tracing::warn!(peer = %format_id(id), error = %e, len = bytes.len(), "undecodable message dropped");
+                        Ok(())
+                    }
+                }
+            }
+            NetEvent::HandshakeRejected { remote, error } => {
+                tracing::warn!(%remote, %error, "connection rejected: handshake failed (peer without our site key?)");
+                Ok(())
+            }
+        }
+    }
+
+    fn learn_peer(&mut self, peer: PeerId) -> Option<NodeId> {
+        match muster_net::node_id_of(&peer) {
+            Some(id) => {
+                self.peers.insert(id, peer);
+                Some(id)
+            }
+            None => {
+                tracing::warn!(%peer, "peer without an ed25519 identity ignored");
+                None
+            }
+        }
+    }
+
+    fn step(&mut self, input: Input) -> anyhow::Result<()> {
+        let outputs = self.node.handle(input).context("node state machine")?;
+        for output in outputs {
+            match output {
+                Output::Send { to, envelope } => match self.peers.get(&to) {
+                    Some(peer) => self.net.send(*peer, envelope.encode_to_vec()),
+                    None => tracing::debug!(to = %format_id(to), "no route to peer; message dropped"),
+                },
+                Output::MembersChanged { members } => self.learn_members(&members),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records members' identities and addresses so the transport can dial them.
+    fn learn_members(&mut self, members: &[Member]) {
+        for m in members {
+            if m.id == self.node.id() {
+                continue;
+            }
+            let Ok(pk) = <[u8; 32]>::try_from(m.public_key.as_slice()) else {
+                tracing::warn!(member = %format_id(m.id), "member has no valid public key");
+                continue;
+            };
+            let Some(peer) = muster_net::peer_id_of(&pk) else { continue };
+            self.peers.insert(m.id, peer);
+            match m.address.parse::<SocketAddr>() {
+                Ok(addr) => self.net.add_address(peer, addr),
+                Err(_) => tracing::warn!(member = %format_id(m.id), address = %m.address, "member address does not parse"),
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Waits until `interface` has an IPv4 address (at boot DHCP may not have finished).
+async fn wait_for_interface_address(interface: &str) -> anyhow::Result<IpAddr> {
+    let mut waited = Duration::ZERO;
+    loop {
+        let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+        let mut exists = false;
+        for ifa in addrs {
+            if ifa.interface_name != interface {
+                continue;
+            }
+            exists = true;
+            if let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+                return Ok(IpAddr::V4(sin.ip()));
+            }
+        }
+        if waited.as_secs() % 5 == 0 && waited.subsec_millis() < ADDRESS_RETRY.as_millis() as u32 {
+            if exists {
+                tracing::warn!(interface, "network.interface has no IPv4 address yet; waiting");
+            } else {
+                tracing::warn!(interface, "network.interface does not exist (yet); waiting");
+            }
+        }
+        tokio::time::sleep(ADDRESS_RETRY).await;
+        waited += ADDRESS_RETRY;
+    }
+}

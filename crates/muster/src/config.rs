@@ -1,0 +1,361 @@
+//! The agent's TOML configuration: parsing, defaults and validation into a typed runtime config.
+//!
+//! Read once by `muster agent` at start. Unknown keys are errors (a typo must not be silently
+//! ignored); every error names the key, and parse errors carry the line and column that `toml`
+//! reports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration cannot be used. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type (message has line and column).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's description, which names the key and its position.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted key, e.g. `site.control_plane_count`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    node: NodeSection,
+    site: SiteSection,
+    network: NetworkSection,
+    #[serde(default)]
+    rpc: RpcSection,
+    #[serde(default)]
+    formation: FormationSection,
+    vip: Option<VipSection>,
+    ddns: Option<DdnsSection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SiteSection {
+    key_file: PathBuf,
+    expected_nodes: Option<i64>,
+    control_plane_count: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NetworkSection {
+    interface: String,
+    listen_port: Option<i64>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    mdns: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RpcSection {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FormationSection {
+    settle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VipSection {
+    address: Option<String>,
+    address6: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DdnsSection {
+    server: String,
+    zone: String,
+    name: String,
+    tsig_key_file: PathBuf,
+}
+
+/// Default path of the status socket.
+pub const DEFAULT_SOCKET: &str = "/run/muster/muster.sock";
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host name shown to operators.
+    pub name: String,
+    /// Where identity and raft state live.
+    pub data_dir: PathBuf,
+    /// Site key file (swarm.key format).
+    pub key_file: PathBuf,
+    /// Hosts to wait for before the lowest id bootstraps.
+    pub expected_nodes: usize,
+    /// Raft voters: 1, 3 or 5.
+    pub control_plane_count: usize,
+    /// LAN interface whose IPv4 address the agent listens on.
+    pub interface: String,
+    /// TCP port.
+    pub listen_port: u16,
+    /// Static peers.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+    /// Status socket path.
+    pub socket: PathBuf,
+    /// How long a host that sees no cluster waits for `expected_nodes` before bootstrapping.
+    pub settle: Duration,
+    /// Sections parsed but not acted on by this version (named in a startup warning).
+    pub unimplemented: Vec<&'static str>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let name = match file.node.name {
+            Some(n) if n.trim().is_empty() => return Err(invalid("node.name", "must not be empty".into())),
+            Some(n) => n,
+            None => hostname(),
+        };
+        let data_dir = file.node.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/muster"));
+        let expected_nodes = file.site.expected_nodes.unwrap_or(3);
+        if !(1..=1000).contains(&expected_nodes) {
+            return Err(invalid("site.expected_nodes", format!("must be between 1 and 1000, got {expected_nodes}")));
+        }
+        let control_plane_count = file.site.control_plane_count.unwrap_or(3);
+        if ![1, 3, 5].contains(&control_plane_count) {
+            return Err(invalid(
+                "site.control_plane_count",
+                format!("must be 1, 3 or 5 (an odd number of voters), got {control_plane_count}"),
+            ));
+        }
+        if file.network.interface.trim().is_empty() {
+            return Err(invalid("network.interface", "must name the LAN interface".into()));
+        }
+        let listen_port = file.network.listen_port.unwrap_or(7946);
+        if !(1..=65535).contains(&listen_port) {
+            return Err(invalid("network.listen_port", format!("must be 1-65535, got {listen_port}")));
+        }
+        let mut bootstrap = Vec::new();
+        for entry in &file.network.bootstrap {
+            let addr = resolve(entry).map_err(|m| invalid("network.bootstrap", m))?;
+            bootstrap.push(addr);
+        }
+        let mdns = file.network.mdns.unwrap_or(true);
+        if !mdns && bootstrap.is_empty() {
+            return Err(invalid(
+                "network.bootstrap",
+                "with network.mdns = false at least one bootstrap peer is needed".into(),
+            ));
+        }
+        let settle = match &file.formation.settle {
+            Some(s) => parse_duration(s).map_err(|m| invalid("formation.settle", m))?,
+            None => Duration::from_secs(10),
+        };
+        let mut unimplemented = Vec::new();
+        if let Some(vip) = &file.vip {
+            for (key, value) in [("vip.address", &vip.address), ("vip.address6", &vip.address6)] {
+                if let Some(v) = value {
+                    check_cidr(v).map_err(|m| invalid(key, m))?;
+                }
+            }
+            unimplemented.push("vip");
+        }
+        if let Some(ddns) = &file.ddns {
+            resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
+            for (key, v) in [("ddns.zone", &ddns.zone), ("ddns.name", &ddns.name)] {
+                if !v.ends_with('.') {
+                    return Err(invalid(key, format!("must be a fully qualified name ending in '.', got {v:?}")));
+                }
+            }
+            if ddns.tsig_key_file.as_os_str().is_empty() {
+                return Err(invalid("ddns.tsig_key_file", "must name a file".into()));
+            }
+            unimplemented.push("ddns");
+        }
+        Ok(Config {
+            name,
+            data_dir,
+            key_file: file.site.key_file,
+            expected_nodes: expected_nodes as usize,
+            control_plane_count: control_plane_count as usize,
+            interface: file.network.interface,
+            listen_port: listen_port as u16,
+            bootstrap,
+            mdns,
+            socket: file.rpc.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            settle,
+            unimplemented,
+        })
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "muster".into())
+}
+
+/// Resolves "host:port" (numeric or a name) to one socket address.
+fn resolve(entry: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = entry.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    match entry.to_socket_addrs() {
+        Ok(mut it) => it.next().ok_or_else(|| format!("{entry:?} resolves to no address")),
+        Err(e) => Err(format!("{entry:?} is not \"host:port\": {e}")),
+    }
+}
+
+/// Checks "ip/prefix".
+fn check_cidr(v: &str) -> Result<(), String> {
+    let (ip, prefix) = v
+        .split_once('/')
+        .ok_or_else(|| format!("{v:?} must be ADDRESS/PREFIX, e.g. 10.0.0.100/24"))?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => Ok(()),
+        _ => Err(format!("prefix {prefix:?} must be 0-{max}")),
+    }
+}
+
+/// Parses a human duration: "250ms", "10s", "2m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"500ms\", \"10s\" or \"2m\""))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "edge-1"
+data_dir = "/var/lib/muster"
+[site]
+key_file = "/etc/muster/site.key"
+expected_nodes = 3
+control_plane_count = 3
+[network]
+interface = "eth0"
+listen_port = 7946
+bootstrap = ["10.0.0.2:7946"]
+[rpc]
+socket = "/run/muster/muster.sock"
+[vip]
+address = "10.0.0.100/24"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("muster.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn operator_contract_example_parses() {
+        let c = Config::parse(Path::new("muster.toml"), GOOD).unwrap();
+        assert_eq!(c.name, "edge-1");
+        assert_eq!(c.expected_nodes, 3);
+        assert_eq!(c.bootstrap, vec!["10.0.0.2:7946".parse().unwrap()]);
+        assert_eq!(c.unimplemented, vec!["vip"]);
+        assert_eq!(c.settle, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn even_control_plane_count_is_refused_by_key() {
+        let e = err(&GOOD.replace("control_plane_count = 3", "control_plane_count = 4"));
+        assert!(e.contains("site.control_plane_count") && e.contains("got 4"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_name_and_line() {
+        let e = err(&GOOD.replace("expected_nodes = 3", "expected_node = 3"));
+        assert!(e.contains("expected_node") && e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = err(&GOOD.replace("interface = \"eth0\"\n", ""));
+        assert!(e.contains("interface"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(err(&GOOD.replace("10.0.0.2:7946", "nonsense")).contains("network.bootstrap"));
+        assert!(err(&GOOD.replace("10.0.0.100/24", "10.0.0.100")).contains("vip.address"));
+        assert!(err(&GOOD.replace("listen_port = 7946", "listen_port = 70000")).contains("network.listen_port"));
+        assert!(err(&GOOD.replace("expected_nodes = 3", "expected_nodes = \"three\"")).contains("expected_nodes"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+}

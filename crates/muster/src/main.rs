@@ -1,0 +1,116 @@
+//! The `muster` binary: `muster agent` runs the agent; `keygen` and `status` are the operator CLI.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+
+mod agent;
+mod config;
+mod identity;
+mod render;
+mod rpc;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// muster: forms a site's hosts into one Raft group and floats the Kubernetes API endpoint.
+#[derive(Parser)]
+#[command(name = "muster", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (logs to stderr; RUST_LOG sets the level).
+    Agent {
+        /// Path of the TOML configuration.
+        #[arg(long, default_value = "/etc/muster/muster.toml")]
+        config: PathBuf,
+    },
+    /// Write a new random site key (mode 0600).
+    Keygen {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the local agent's view of the site.
+    Status {
+        /// The agent's status socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// One JSON object instead of the readable view.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        /// Path of the TOML configuration.
+        #[arg(long, default_value = "/etc/muster/muster.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Keygen { out } => report(identity::keygen(&out), 1),
+        Command::CheckConfig { config } => match config::Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
+        Command::Agent { config } => {
+            let cfg = match config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(e),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            report(runtime.block_on(agent::run(cfg)), 1)
+        }
+        Command::Status { socket, json } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            let status = match runtime.block_on(rpc::query(&socket)) {
+                Ok(s) => s,
+                Err(e) => return report(Err(e), 1),
+            };
+            if json {
+                println!("{}", render::json(&status));
+            } else {
+                print!("{}", render::human(&status));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn usage_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("muster: {e}");
+    ExitCode::from(2)
+}
+
+fn report(result: anyhow::Result<()>, code: u8) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("muster: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

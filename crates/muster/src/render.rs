@@ -1,0 +1,130 @@
+//! Renders a status answer for operators: a readable table, or the JSON object of the operator
+//! contract (`node_id`, `node_name`, `cluster_id`, `leader_id`, `term`, `commit_index`, `members`).
+
+use muster_core::format_id;
+use muster_proto::StatusResponse;
+use serde_json::{json, Value};
+
+fn id_or_null(id: u64) -> Value {
+    if id == 0 {
+        Value::Null
+    } else {
+        Value::String(format_id(id))
+    }
+}
+
+/// The operator-contract JSON object.
+pub fn json(s: &StatusResponse) -> Value {
+    let members: Vec<Value> = s
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": format_id(m.id),
+                "name": m.name,
+                "address": m.address,
+                "voter": m.voter,
+                "reachable": m.reachable,
+                "joined_unix_ms": m.joined_unix_ms,
+            })
+        })
+        .collect();
+    json!({
+        "node_id": format_id(s.node_id),
+        "node_name": s.node_name,
+        "cluster_id": id_or_null(s.cluster_id),
+        "leader_id": id_or_null(s.leader_id),
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "first_log_index": s.first_log_index,
+        "phase": s.phase,
+        "address": s.address,
+        "peers_connected": s.peers_connected,
+        "rejected_connections": s.rejected_connections,
+        "members": members,
+    })
+}
+
+/// The readable view.
+pub fn human(s: &StatusResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let dash = |id: u64| if id == 0 { "-".to_string() } else { format_id(id) };
+    let leader_name = s
+        .members
+        .iter()
+        .find(|m| m.id == s.leader_id)
+        .map(|m| format!(" ({})", m.name))
+        .unwrap_or_default();
+    let _ = writeln!(out, "node      {} ({}) at {}", format_id(s.node_id), s.node_name, s.address);
+    let _ = writeln!(out, "phase     {}", s.phase);
+    let _ = writeln!(out, "cluster   {}", dash(s.cluster_id));
+    let _ = writeln!(out, "leader    {}{}", dash(s.leader_id), leader_name);
+    let _ = writeln!(out, "raft      term {}, commit {}, applied {}", s.term, s.commit_index, s.applied_index);
+    let _ = writeln!(
+        out,
+        "peers     {} connected, {} connection(s) refused for lacking the site key",
+        s.peers_connected, s.rejected_connections
+    );
+    let _ = writeln!(out, "members   {}", s.members.len());
+    if !s.members.is_empty() {
+        let _ = writeln!(out, "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}", "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE");
+        for m in &s.members {
+            let role = if m.id == s.leader_id {
+                "leader"
+            } else if m.voter {
+                "voter"
+            } else {
+                "learner"
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}",
+                format_id(m.id),
+                m.name,
+                m.address,
+                role,
+                if m.reachable { "yes" } else { "NO" }
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_proto::MemberStatus;
+
+    #[test]
+    fn json_has_the_contract_fields_and_nulls_before_joining() {
+        let s = StatusResponse {
+            node_id: 0xab,
+            node_name: "edge-1".into(),
+            ..Default::default()
+        };
+        let v = json(&s);
+        assert_eq!(v["node_id"], "00000000000000ab");
+        assert!(v["cluster_id"].is_null() && v["leader_id"].is_null());
+        for key in ["node_name", "term", "commit_index", "members"] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn human_marks_the_leader_and_unreachable_members() {
+        let s = StatusResponse {
+            node_id: 1,
+            leader_id: 1,
+            cluster_id: 9,
+            members: vec![
+                MemberStatus { id: 1, name: "a".into(), voter: true, reachable: true, ..Default::default() },
+                MemberStatus { id: 2, name: "b".into(), voter: false, reachable: false, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let h = human(&s);
+        assert!(h.contains("leader") && h.contains("learner") && h.contains("NO"), "{h}");
+    }
+}

@@ -1,0 +1,27 @@
+# Shared by demo.sh and test.sh: checks and installs what a fresh Debian machine lacks.
+# Sourced, not run. Needs root (namespaces, veths, bridges; apt-get).
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+need_root() {
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "error: run as root: the testbed creates network namespaces, veths and bridges" >&2
+        exit 1
+    fi
+}
+
+# Installs the Debian packages for any missing command (one `apt-get update`, only if needed).
+need_tools() {
+    local pkgs=()
+    command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
+    command -v cc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
+    if ((${#pkgs[@]})); then
+        echo "installing: ${pkgs[*]}" >&2
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found: install the Rust toolchain (https://rustup.rs) and retry" >&2
+        exit 1
+    fi
+}

@@ -1,0 +1,281 @@
+//! End-to-end formation tests of the real `muster` binary in network namespaces.
+//!
+//! Each test builds its own site (unique prefix `mf-<letter>`) through
+//! [`muster_testbed::scenario`], which serializes sites within this binary, prints every host's
+//! log tail on failure and removes all namespaces and agents however the test ends. Needs root,
+//! iproute2 and a built binary (`cargo build --bin muster`, or `MUSTER_BIN`); without them the
+//! tests fail with a message saying so.
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use muster_testbed::{overrides, scenario, Discovery, Formed, Site, SiteOptions};
+
+/// Generous bound for a site to (re)form: correctness here, speed is the benchmark's job.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the foreign-key test watches for the outsider leaking into the group.
+const OUTSIDER_OBSERVE_MIN: Duration = Duration::from_secs(5);
+/// How long the foreign-key test waits for evidence of a refused connection.
+const REJECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Checks what a user checks beyond agreement: names and addresses match the hosts.
+fn check_identities(site: &Site, formed: &Formed) -> Result<()> {
+    for (i, view) in &formed.views {
+        ensure!(
+            view.node_name == format!("h{i}"),
+            "host {i} reports node_name {}",
+            view.node_name
+        );
+        if let Some(phase) = &view.phase {
+            ensure!(
+                phase == "member",
+                "host {i} is formed but reports phase {phase}"
+            );
+        }
+    }
+    let view = &formed.views[0].1;
+    for m in &view.members {
+        let host = site
+            .host_of(&m.id)
+            .with_context(|| format!("member {} is no known host", m.id))?;
+        if let Some(name) = &m.name {
+            ensure!(
+                *name == format!("h{host}"),
+                "member {} named {name}, expected h{host}",
+                m.id
+            );
+        }
+        if let Some(address) = m.address.as_deref().filter(|a| !a.is_empty()) {
+            let ip = site.ip(host).to_string();
+            ensure!(
+                address.contains(&ip),
+                "member {} has address {address}, expected {ip}",
+                m.id
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn mdns_three_hosts_form_one_group() {
+    scenario("mf-a", 3, SiteOptions::default(), |site| {
+        site.start_all()?;
+        let formed = site.wait_formed(FORM_TIMEOUT, &site.all())?;
+        ensure!(formed.members.len() == 3, "members {:?}", formed.members);
+        ensure!(formed.voters.len() == 3, "voters {:?}", formed.voters);
+        check_identities(site, &formed)
+    });
+}
+
+#[test]
+fn bootstrap_five_hosts_form_one_group_with_three_voters() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mf-b", 5, opts, |site| {
+        site.start_all()?;
+        let formed = site.wait_formed(FORM_TIMEOUT, &site.all())?;
+        ensure!(formed.members.len() == 5, "members {:?}", formed.members);
+        ensure!(formed.voters.len() == 3, "voters {:?}", formed.voters);
+        let learners = formed.views[0]
+            .1
+            .members
+            .iter()
+            .filter(|m| !m.voter)
+            .count();
+        ensure!(learners == 2, "{learners} learners, expected 2");
+        check_identities(site, &formed)
+    });
+}
+
+#[test]
+fn killed_leader_is_replaced_and_rejoins_with_same_identity() {
+    scenario("mf-c", 3, SiteOptions::default(), |site| {
+        let all = site.all();
+        site.start_all()?;
+        let first = site.wait_formed(FORM_TIMEOUT, &all)?;
+        let old = first
+            .leader_host()
+            .context("leader is not a queried host")?;
+        let old_id = first.leader_id.clone();
+        let old_term = first.view(old).map_or(0, |s| s.term);
+
+        site.kill(old)?;
+        // Survivors must agree on a leader that is one of them; members are still all three.
+        let second = site.wait_formed(FORM_TIMEOUT, &all)?;
+        ensure!(
+            second.leader_id != old_id,
+            "the killed host {old} is still leader"
+        );
+        ensure!(
+            second.cluster_id == first.cluster_id,
+            "cluster id changed after failover"
+        );
+        for (i, view) in &second.views {
+            ensure!(
+                view.term > old_term,
+                "host {i} term {} not above {old_term}",
+                view.term
+            );
+        }
+
+        site.start(old)?;
+        let third = site.wait_formed(FORM_TIMEOUT, &all)?;
+        ensure!(
+            third.cluster_id == first.cluster_id,
+            "restarted host joined another cluster"
+        );
+        let rejoined = third.view(old).context("restarted host not queried")?;
+        ensure!(
+            rejoined.node_id == old_id,
+            "node id changed: {} -> {}",
+            old_id,
+            rejoined.node_id
+        );
+        ensure!(
+            third.members == first.members,
+            "members {:?} vs {:?}",
+            third.members,
+            first.members
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn whole_site_killed_and_restarted_keeps_its_cluster() {
+    scenario("mf-d", 3, SiteOptions::default(), |site| {
+        let all = site.all();
+        site.start_all()?;
+        let before = site.wait_formed(FORM_TIMEOUT, &all)?;
+        let commits: Vec<u64> = all
+            .iter()
+            .map(|&i| before.view(i).map_or(0, |s| s.commit_index))
+            .collect();
+
+        for &i in &all {
+            site.kill(i)?;
+        }
+        site.start_all()?;
+        let after = site.wait_formed(FORM_TIMEOUT, &all)?;
+        ensure!(
+            after.cluster_id == before.cluster_id,
+            "cluster id changed across kill -9 of all"
+        );
+        ensure!(
+            after.members == before.members,
+            "members {:?} vs {:?}",
+            after.members,
+            before.members
+        );
+        for (i, view) in &after.views {
+            let was = before.view(*i).map(|s| s.node_id.as_str());
+            ensure!(
+                was == Some(view.node_id.as_str()),
+                "host {i} node id changed"
+            );
+        }
+        // Committed state survived: every host's commit index gets back to at least where it was
+        // (a follower may report a stale value for a moment after restart).
+        site.wait_until(FORM_TIMEOUT, |s| {
+            all.iter()
+                .all(|&i| s.status_view(i).is_ok_and(|v| v.commit_index >= commits[i]))
+        })
+        .with_context(|| format!("commit indexes never got back to {commits:?}"))?;
+        Ok(())
+    });
+}
+
+#[test]
+fn host_with_foreign_key_is_refused() {
+    let opts = SiteOptions::default()
+        .expected_nodes(3)
+        .control_plane_count(3);
+    scenario("mf-e", 4, opts, |site| {
+        let trio = [0, 1, 2];
+        let outsider = 3;
+        site.use_own_key(outsider)?;
+        // The outsider also dials the trio directly, so refusals happen even if mDNS is slow.
+        let peers: Vec<toml::Value> = trio.iter().map(|&j| site.addr(j).into()).collect();
+        site.write_config(
+            outsider,
+            &overrides([("network.bootstrap", toml::Value::Array(peers))]),
+        )?;
+        site.start_all()?;
+
+        let formed = site.wait_formed(FORM_TIMEOUT, &trio)?;
+        let outsider_id = site.status_view(outsider)?.node_id;
+        ensure!(
+            !formed.members.contains(&outsider_id),
+            "outsider {outsider_id} is a member"
+        );
+        watch_outsider(site, &trio, outsider, &outsider_id, &formed.members)?;
+
+        let again = site.check_formed(&trio)?;
+        ensure!(
+            again.cluster_id == formed.cluster_id,
+            "the trio's cluster changed"
+        );
+        Ok(())
+    });
+}
+
+/// Watches until a refused connection is evident (and at least [`OUTSIDER_OBSERVE_MIN`]),
+/// failing as soon as the outsider and the trio learn of each other.
+fn watch_outsider(
+    site: &Site,
+    trio: &[usize],
+    outsider: usize,
+    outsider_id: &str,
+    members: &BTreeSet<String>,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        for &i in trio {
+            let view = site.status_view(i)?;
+            ensure!(
+                !view.member_ids().any(|id| id == outsider_id),
+                "host {i} lists the outsider {outsider_id} as a member"
+            );
+        }
+        let view = site.status_view(outsider)?;
+        ensure!(
+            !view.member_ids().any(|id| members.contains(id)),
+            "the outsider learned members of the site: {:?}",
+            view.members
+        );
+        ensure!(
+            view.peers_connected.unwrap_or(0) == 0,
+            "the outsider has {:?} authenticated peers",
+            view.peers_connected
+        );
+        let refused = rejection_evident(site, trio.iter().copied().chain([outsider]))?;
+        if refused && started.elapsed() >= OUTSIDER_OBSERVE_MIN {
+            return Ok(());
+        }
+        if started.elapsed() > REJECTION_TIMEOUT {
+            bail!(
+                "no host reported rejected_connections > 0 and no log mentions a rejected \
+                 handshake within {REJECTION_TIMEOUT:?}\nstatus:{}",
+                site.describe()
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether any host counts a refused connection, or logs a rejection.
+fn rejection_evident(site: &Site, hosts: impl Iterator<Item = usize>) -> Result<bool> {
+    for i in hosts {
+        if site.status_view(i)?.rejected_connections.unwrap_or(0) > 0 {
+            return Ok(true);
+        }
+        if site.log(i).to_ascii_lowercase().contains("reject") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
