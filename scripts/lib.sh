@@ -20,6 +20,9 @@ need_tools() {
         apt-get update
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
     fi
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    fi
     if ! command -v cargo >/dev/null 2>&1; then
         echo "error: cargo not found: install the Rust toolchain (https://rustup.rs) and retry" >&2
         exit 1

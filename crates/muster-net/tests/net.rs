@@ -427,3 +427,66 @@ async fn mdns_discovers_and_connects_peers() {
     a.handle.shutdown().await;
     b.handle.shutdown().await;
 }
+
+/// Silently drops every loopback packet to or from `port`: a `tc` filter steers them into an
+/// htb class whose queue holds nothing (this kernel has neither netem nor the drop action).
+fn blackhole_port(port: u16) {
+    let run = |args: &str| {
+        let status = std::process::Command::new("tc")
+            .args(args.split_whitespace())
+            .status()
+            .expect("run tc");
+        assert!(status.success(), "tc {args}");
+    };
+    run("qdisc add dev lo root handle 1: htb default 10 r2q 100000");
+    run("class add dev lo parent 1: classid 1:10 htb rate 10gbit");
+    run("class add dev lo parent 1: classid 1:20 htb rate 8bit ceil 8bit");
+    run("qdisc add dev lo parent 1:20 handle 20: pfifo limit 0");
+    for field in ["dport", "sport"] {
+        run(&format!(
+            "filter add dev lo parent 1: protocol ip u32 match ip {field} {port} 0xffff flowid 1:20"
+        ));
+    }
+}
+
+/// A peer that goes silent without closing its sockets (power loss) is disconnected by TCP
+/// keepalive / `TCP_USER_TIMEOUT` within about 25 s. Needs root and a throwaway network
+/// namespace, because it installs a `tc` filter on `lo`:
+/// `unshare -n sh -c 'ip link set lo up && MUSTER_NET_PRIVATE_NETNS=1 <test binary> --ignored silent'`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root in a private network namespace; set MUSTER_NET_PRIVATE_NETNS=1"]
+async fn silent_peer_is_disconnected_within_seconds() {
+    assert_eq!(std::env::var("MUSTER_NET_PRIVATE_NETNS").as_deref(), Ok("1"));
+    for idle in [true, false] {
+        let (addr_a, addr_b) = (free_addr(), free_addr());
+        let mut a = start(config(SITE_KEY, addr_a, vec![addr_b]));
+        let mut b = start(config(SITE_KEY, addr_b, vec![]));
+        let peer_b = b.peer();
+        a.connected_to(peer_b).await;
+        b.connected_to(a.peer()).await;
+
+        blackhole_port(addr_b.port());
+        let cut = Instant::now();
+        if !idle {
+            a.handle.send(peer_b, b"into the void".to_vec());
+        }
+        let gone = |e: &NetEvent| matches!(e, NetEvent::Disconnected { peer } if *peer == peer_b);
+        let waited = timeout(Duration::from_secs(40), async {
+            while let Some(event) = a.events.recv().await {
+                if gone(&event) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "idle={idle}: no Disconnected within 40 s");
+        eprintln!("idle={idle}: disconnected after {:?}", cut.elapsed());
+        a.handle.shutdown().await;
+        b.handle.shutdown().await;
+        let status = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", "lo", "root"])
+            .status()
+            .expect("run tc");
+        assert!(status.success());
+    }
+}

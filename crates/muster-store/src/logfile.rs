@@ -15,6 +15,10 @@ use raft::prelude::Entry;
 use crate::frame::{self, Kind};
 use crate::fsio::corrupt;
 
+/// Indexes, terms and epochs read from disk must be below this. Raft never gets near it, and the
+/// bound keeps every later `+ 1` on them from overflowing, whatever a file says.
+pub(crate) const MAX_INDEX: u64 = 1 << 62;
+
 /// What the rest of the store says the log must agree with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
@@ -71,7 +75,14 @@ pub(crate) fn read_header(buf: &[u8], path: &Path) -> Result<(u64, usize), Store
             ),
         )
     })?;
-    Ok((u64::from_le_bytes(epoch), next))
+    let epoch = u64::from_le_bytes(epoch);
+    if epoch >= MAX_INDEX {
+        return Err(corrupt(
+            path,
+            format!("log header at offset 0: epoch {epoch} is out of range"),
+        ));
+    }
+    Ok((epoch, next))
 }
 
 /// Encodes `entries` as records appended to `out`, returning each record's offset given that
@@ -118,6 +129,15 @@ pub(crate) fn scan_entries(
                 format!("record at offset {at}: entry does not decode: {e}"),
             )
         })?;
+        if entry.index >= MAX_INDEX || entry.term >= MAX_INDEX {
+            return Err(corrupt(
+                path,
+                format!(
+                    "record at offset {at} holds index {} term {}, beyond any real log",
+                    entry.index, entry.term
+                ),
+            ));
+        }
         check_order(&entry, prev, at, path, bounds)?;
         prev = Some((entry.index, entry.term));
         if entry.index > bounds.compacted_index {
@@ -351,6 +371,14 @@ mod tests {
             detail.contains(&format!("offset {}", img.offsets[1])),
             "{detail}"
         );
+    }
+
+    #[test]
+    fn absurd_indexes_are_corruption_not_overflow() {
+        let buf = log_of(7, &[entry(u64::MAX, 1)]);
+        assert!(corrupt_detail(scan(&buf, (0, 0), 0)).contains("beyond any real log"));
+        let buf = log_of(7, &[entry(1, u64::MAX)]);
+        assert!(corrupt_detail(scan(&buf, (0, 0), 0)).contains("beyond any real log"));
     }
 
     #[test]

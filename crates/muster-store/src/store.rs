@@ -2,7 +2,7 @@
 //! mutation to disk (layout and crash ordering in the crate docs) before changing the cache.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use muster_core::{LogCache, RaftStore, StoreError};
@@ -97,26 +97,30 @@ impl DiskStore {
             compacted_term: applied.compacted_term,
             entries: Vec::new(),
         };
-        let log = load_log(dir, &mut cache, applied.log_epoch, fresh)?;
+        let epoch = applied.log_epoch;
+        let loaded = load_log(dir, &mut cache, epoch, fresh)?;
+        // The content is verified whole before open repairs anything.
+        verify(dir, &cache)?;
+        let stale_prefix = loaded.stale_prefix;
+        let (log, offsets, log_end) = loaded.repair(dir, epoch)?;
         let mut store = DiskStore {
             dir: dir.to_path_buf(),
             cache,
             disk_hard_state,
-            log: log.file,
-            offsets: log.offsets,
-            log_end: log.end,
-            log_epoch: applied.log_epoch,
+            log,
+            offsets,
+            log_end,
+            log_epoch: epoch,
             failed: None,
             _lock: lock,
         };
-        if log.stale_prefix {
+        if stale_prefix {
             tracing::info!(
                 compacted_index = store.cache.compacted_index,
                 "finishing an interrupted compaction: rewriting the log without compacted entries"
             );
-            store.replace_log(store.log_epoch, 0)?;
+            store.replace_log(epoch, 0)?;
         }
-        store.verify_commit()?;
         Ok(store)
     }
 
@@ -140,34 +144,6 @@ impl DiskStore {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-
-    /// A log that lost committed entries cannot be used.
-    fn verify_commit(&self) -> Result<(), StoreError> {
-        let c = &self.cache;
-        let applied = c.applied.get_metadata().index;
-        if c.compacted_index > applied {
-            return Err(corrupt(
-                &self.path(APPLIED_FILE),
-                format!(
-                    "compaction point {} is beyond the applied index {applied}",
-                    c.compacted_index
-                ),
-            ));
-        }
-        if c.hard_state.commit > c.last_index() {
-            return Err(corrupt(
-                &self.path(LOG_FILE),
-                format!(
-                    "hard state commit index {} but the log ends at index {}: committed entries {}..={} are missing",
-                    c.hard_state.commit,
-                    c.last_index(),
-                    c.last_index() + 1,
-                    c.hard_state.commit
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Atomically replaces the log with a header for `epoch` and the cached entries from
@@ -463,6 +439,7 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, StoreError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(io_err(&path, "open lock file"))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
@@ -488,16 +465,79 @@ fn finish_reset(dir: &Path) -> Result<(File, Vec<u64>, u64), StoreError> {
     Ok(log)
 }
 
-/// The log as `open` found it, verified.
+/// Checks that the files agree with each other: the compaction point is covered by the applied
+/// state, and no committed entry is missing from the log.
+fn verify(dir: &Path, c: &LogCache) -> Result<(), StoreError> {
+    let applied = c.applied.get_metadata().index;
+    if c.compacted_index > applied {
+        return Err(corrupt(
+            &dir.join(APPLIED_FILE),
+            format!(
+                "compaction point {} is beyond the applied index {applied}",
+                c.compacted_index
+            ),
+        ));
+    }
+    if c.hard_state.commit > c.last_index() {
+        return Err(corrupt(
+            &dir.join(LOG_FILE),
+            format!(
+                "hard state commit index {} but the log ends at index {}: committed entries {}..={} are missing",
+                c.hard_state.commit,
+                c.last_index(),
+                c.last_index() + 1,
+                c.hard_state.commit
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What open must do to the log file once everything is verified.
+enum LogRepair {
+    /// Nothing: the file is as read.
+    None,
+    /// Write an empty log: the store is new, or a snapshot install superseded the log.
+    WriteEmpty,
+    /// Cut off a torn final record.
+    CutTornTail(logfile::TornTail),
+}
+
+/// The log as `open` read and verified it.
 struct LoadedLog {
-    file: File,
     offsets: Vec<u64>,
     end: u64,
     stale_prefix: bool,
+    repair: LogRepair,
 }
 
-/// Reads and verifies the log into `cache.entries`, creating it for a fresh store, replacing it if
-/// a snapshot install superseded it, and cutting off a torn final record.
+impl LoadedLog {
+    /// Carries out the repair; returns the open log file, record offsets and file length.
+    fn repair(self, dir: &Path, epoch: u64) -> Result<(File, Vec<u64>, u64), StoreError> {
+        let path = dir.join(LOG_FILE);
+        match self.repair {
+            LogRepair::WriteEmpty => write_log_file(dir, epoch, &[]),
+            LogRepair::None => Ok((open_log_file(&path)?, self.offsets, self.end)),
+            LogRepair::CutTornTail(torn) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset = torn.offset,
+                    index = torn.index,
+                    fault = %torn.fault,
+                    "cutting off a torn final log record left by a crash during an unacknowledged append"
+                );
+                let file = open_log_file(&path)?;
+                file.set_len(torn.offset)
+                    .map_err(io_err(&path, "truncate torn tail"))?;
+                file.sync_data().map_err(io_err(&path, "fsync"))?;
+                Ok((file, self.offsets, self.end))
+            }
+        }
+    }
+}
+
+/// Reads and verifies the log into `cache.entries` and decides what open must repair: a missing
+/// log of a new store, a log a snapshot install superseded, a torn final record. Writes nothing.
 fn load_log(
     dir: &Path,
     cache: &mut LogCache,
@@ -505,19 +545,15 @@ fn load_log(
     fresh: bool,
 ) -> Result<LoadedLog, StoreError> {
     let path = dir.join(LOG_FILE);
-    let empty = |reason| -> Result<LoadedLog, StoreError> {
-        tracing::debug!(path = %path.display(), epoch, reason, "writing an empty log");
-        let (file, offsets, end) = write_log_file(dir, epoch, &[])?;
-        Ok(LoadedLog {
-            file,
-            offsets,
-            end,
-            stale_prefix: false,
-        })
+    let empty = LoadedLog {
+        offsets: Vec::new(),
+        end: 0,
+        stale_prefix: false,
+        repair: LogRepair::WriteEmpty,
     };
     let Some(buf) = fsio::read_optional(&path, u64::MAX)? else {
         if fresh {
-            return empty("new store");
+            return Ok(empty);
         }
         return Err(corrupt(
             &path,
@@ -531,7 +567,7 @@ fn load_log(
             snapshot_index = cache.compacted_index,
             "finishing an interrupted snapshot install: the log predates the snapshot"
         );
-        return empty("superseded by a snapshot");
+        return Ok(empty);
     }
     if log_epoch != epoch {
         return Err(corrupt(
@@ -547,26 +583,12 @@ fn load_log(
         commit: cache.hard_state.commit,
     };
     let image = logfile::scan_entries(&buf, start, &path, bounds)?;
-    let file = open_log_file(&path)?;
-    if let Some(torn) = image.torn {
-        tracing::warn!(
-            path = %path.display(),
-            offset = torn.offset,
-            index = torn.index,
-            commit = bounds.commit,
-            fault = %torn.fault,
-            "cutting off a torn final log record left by a crash during an unacknowledged append"
-        );
-        file.set_len(torn.offset)
-            .map_err(io_err(&path, "truncate torn tail"))?;
-        file.sync_data().map_err(io_err(&path, "fsync"))?;
-    }
     cache.entries = image.entries;
     Ok(LoadedLog {
-        file,
         offsets: image.offsets,
         end: image.end,
         stale_prefix: image.stale_prefix,
+        repair: image.torn.map_or(LogRepair::None, LogRepair::CutTornTail),
     })
 }
 
@@ -627,12 +649,24 @@ fn decode_applied(buf: &[u8], path: &Path) -> Result<AppliedRecord, StoreError> 
             ),
         )
     })?;
-    Ok(AppliedRecord {
+    let rec = AppliedRecord {
         compacted_index: word(0),
         compacted_term: word(1),
         log_epoch: word(2),
         snapshot,
-    })
+    };
+    let meta = rec.snapshot.get_metadata();
+    let fields = [
+        ("compacted index", rec.compacted_index),
+        ("compacted term", rec.compacted_term),
+        ("log epoch", rec.log_epoch),
+        ("applied index", meta.index),
+        ("applied term", meta.term),
+    ];
+    if let Some((name, value)) = fields.iter().find(|(_, v)| *v >= logfile::MAX_INDEX) {
+        return Err(corrupt(path, format!("{name} {value} is out of range")));
+    }
+    Ok(rec)
 }
 
 /// The payload of a file that holds exactly one record of `kind`.

@@ -13,7 +13,7 @@ use raft::Storage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const SEEDS: u64 = 48;
+const SEEDS: u64 = 32;
 const STEPS_PER_SEED: usize = 80;
 
 fn random_entries(rng: &mut StdRng, first: u64, count: u64, mut term: u64) -> Vec<Entry> {

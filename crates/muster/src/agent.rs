@@ -32,7 +32,10 @@ const STATUS_QUEUE: usize = 64;
 /// Runs the agent until SIGTERM/SIGINT or a fatal error.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     for section in &cfg.unimplemented {
-        tracing::warn!(section, "this config section is validated but not acted on by this version of muster");
+        tracing::warn!(
+            section,
+            "this config section is validated but not acted on by this version of muster"
+        );
     }
     let site_key = crate::identity::load_site_key(&cfg.key_file)?;
     let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
@@ -139,17 +142,23 @@ impl Agent {
     fn on_net_event(&mut self, event: NetEvent) -> anyhow::Result<()> {
         match event {
             NetEvent::Connected { peer, remote } => {
-                let Some(id) = self.learn_peer(peer) else { return Ok(()) };
+                let Some(id) = self.learn_peer(peer) else {
+                    return Ok(());
+                };
                 tracing::debug!(peer = %format_id(id), %remote, "peer connected");
                 self.step(Input::PeerConnected { id })
             }
             NetEvent::Disconnected { peer } => {
-                let Some(id) = muster_net::node_id_of(&peer) else { return Ok(()) };
+                let Some(id) = muster_net::node_id_of(&peer) else {
+                    return Ok(());
+                };
                 tracing::debug!(peer = %format_id(id), "peer disconnected");
                 self.step(Input::PeerDisconnected { id })
             }
             NetEvent::Message { from, bytes } => {
-                let Some(id) = self.learn_peer(from) else { return Ok(()) };
+                let Some(id) = self.learn_peer(from) else {
+                    return Ok(());
+                };
                 match Envelope::decode(bytes.as_slice()) {
                     Ok(envelope) => self.step(Input::Message { from: id, envelope }),
                     Err(e) => {
@@ -184,7 +193,9 @@ impl Agent {
             match output {
                 Output::Send { to, envelope } => match self.peers.get(&to) {
                     Some(peer) => self.net.send(*peer, envelope.encode_to_vec()),
-                    None => tracing::debug!(to = %format_id(to), "no route to peer; message dropped"),
+                    None => {
+                        tracing::debug!(to = %format_id(to), "no route to peer; message dropped")
+                    }
                 },
                 Output::MembersChanged { members } => self.learn_members(&members),
             }
@@ -202,18 +213,24 @@ impl Agent {
                 tracing::warn!(member = %format_id(m.id), "member has no valid public key");
                 continue;
             };
-            let Some(peer) = muster_net::peer_id_of(&pk) else { continue };
+            let Some(peer) = muster_net::peer_id_of(&pk) else {
+                continue;
+            };
             self.peers.insert(m.id, peer);
             match m.address.parse::<SocketAddr>() {
                 Ok(addr) => self.net.add_address(peer, addr),
-                Err(_) => tracing::warn!(member = %format_id(m.id), address = %m.address, "member address does not parse"),
+                Err(_) => {
+                    tracing::warn!(member = %format_id(m.id), address = %m.address, "member address does not parse")
+                }
             }
         }
     }
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Waits until `interface` has an IPv4 address (at boot DHCP may not have finished).
@@ -233,7 +250,10 @@ async fn wait_for_interface_address(interface: &str) -> anyhow::Result<IpAddr> {
         }
         if waited.as_secs() % 5 == 0 && waited.subsec_millis() < ADDRESS_RETRY.as_millis() as u32 {
             if exists {
-                tracing::warn!(interface, "network.interface has no IPv4 address yet; waiting");
+                tracing::warn!(
+                    interface,
+                    "network.interface has no IPv4 address yet; waiting"
+                );
             } else {
                 tracing::warn!(interface, "network.interface does not exist (yet); waiting");
             }

@@ -164,14 +164,22 @@ impl Config {
             message,
         };
         let name = match file.node.name {
-            Some(n) if n.trim().is_empty() => return Err(invalid("node.name", "must not be empty".into())),
+            Some(n) if n.trim().is_empty() => {
+                return Err(invalid("node.name", "must not be empty".into()))
+            }
             Some(n) => n,
             None => hostname(),
         };
-        let data_dir = file.node.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/muster"));
+        let data_dir = file
+            .node
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/muster"));
         let expected_nodes = file.site.expected_nodes.unwrap_or(3);
         if !(1..=1000).contains(&expected_nodes) {
-            return Err(invalid("site.expected_nodes", format!("must be between 1 and 1000, got {expected_nodes}")));
+            return Err(invalid(
+                "site.expected_nodes",
+                format!("must be between 1 and 1000, got {expected_nodes}"),
+            ));
         }
         let control_plane_count = file.site.control_plane_count.unwrap_or(3);
         if ![1, 3, 5].contains(&control_plane_count) {
@@ -181,11 +189,17 @@ impl Config {
             ));
         }
         if file.network.interface.trim().is_empty() {
-            return Err(invalid("network.interface", "must name the LAN interface".into()));
+            return Err(invalid(
+                "network.interface",
+                "must name the LAN interface".into(),
+            ));
         }
         let listen_port = file.network.listen_port.unwrap_or(7946);
         if !(1..=65535).contains(&listen_port) {
-            return Err(invalid("network.listen_port", format!("must be 1-65535, got {listen_port}")));
+            return Err(invalid(
+                "network.listen_port",
+                format!("must be 1-65535, got {listen_port}"),
+            ));
         }
         let mut bootstrap = Vec::new();
         for entry in &file.network.bootstrap {
@@ -205,7 +219,10 @@ impl Config {
         };
         let mut unimplemented = Vec::new();
         if let Some(vip) = &file.vip {
-            for (key, value) in [("vip.address", &vip.address), ("vip.address6", &vip.address6)] {
+            for (key, value) in [
+                ("vip.address", &vip.address),
+                ("vip.address6", &vip.address6),
+            ] {
                 if let Some(v) = value {
                     check_cidr(v).map_err(|m| invalid(key, m))?;
                 }
@@ -216,7 +233,10 @@ impl Config {
             resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
             for (key, v) in [("ddns.zone", &ddns.zone), ("ddns.name", &ddns.name)] {
                 if !v.ends_with('.') {
-                    return Err(invalid(key, format!("must be a fully qualified name ending in '.', got {v:?}")));
+                    return Err(invalid(
+                        key,
+                        format!("must be a fully qualified name ending in '.', got {v:?}"),
+                    ));
                 }
             }
             if ddns.tsig_key_file.as_os_str().is_empty() {
@@ -234,7 +254,10 @@ impl Config {
             listen_port: listen_port as u16,
             bootstrap,
             mdns,
-            socket: file.rpc.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            socket: file
+                .rpc
+                .socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             settle,
             unimplemented,
         })
@@ -256,7 +279,9 @@ fn resolve(entry: &str) -> Result<SocketAddr, String> {
     }
     use std::net::ToSocketAddrs;
     match entry.to_socket_addrs() {
-        Ok(mut it) => it.next().ok_or_else(|| format!("{entry:?} resolves to no address")),
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{entry:?} resolves to no address")),
         Err(e) => Err(format!("{entry:?} is not \"host:port\": {e}")),
     }
 }
@@ -266,7 +291,9 @@ fn check_cidr(v: &str) -> Result<(), String> {
     let (ip, prefix) = v
         .split_once('/')
         .ok_or_else(|| format!("{v:?} must be ADDRESS/PREFIX, e.g. 10.0.0.100/24"))?;
-    let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     match prefix.parse::<u8>() {
         Ok(p) if p <= max => Ok(()),
@@ -313,7 +340,9 @@ address = "10.0.0.100/24"
 "#;
 
     fn err(text: &str) -> String {
-        Config::parse(Path::new("muster.toml"), text).unwrap_err().to_string()
+        Config::parse(Path::new("muster.toml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -329,7 +358,10 @@ address = "10.0.0.100/24"
     #[test]
     fn even_control_plane_count_is_refused_by_key() {
         let e = err(&GOOD.replace("control_plane_count = 3", "control_plane_count = 4"));
-        assert!(e.contains("site.control_plane_count") && e.contains("got 4"), "{e}");
+        assert!(
+            e.contains("site.control_plane_count") && e.contains("got 4"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -348,8 +380,14 @@ address = "10.0.0.100/24"
     fn bad_values_are_named() {
         assert!(err(&GOOD.replace("10.0.0.2:7946", "nonsense")).contains("network.bootstrap"));
         assert!(err(&GOOD.replace("10.0.0.100/24", "10.0.0.100")).contains("vip.address"));
-        assert!(err(&GOOD.replace("listen_port = 7946", "listen_port = 70000")).contains("network.listen_port"));
-        assert!(err(&GOOD.replace("expected_nodes = 3", "expected_nodes = \"three\"")).contains("expected_nodes"));
+        assert!(
+            err(&GOOD.replace("listen_port = 7946", "listen_port = 70000"))
+                .contains("network.listen_port")
+        );
+        assert!(
+            err(&GOOD.replace("expected_nodes = 3", "expected_nodes = \"three\""))
+                .contains("expected_nodes")
+        );
     }
 
     #[test]

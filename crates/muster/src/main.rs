@@ -75,14 +75,21 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => return report(Err(e.into()), 1),
             };
             report(runtime.block_on(agent::run(cfg)), 1)
         }
         Command::Status { socket, json } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => return report(Err(e.into()), 1),
             };

@@ -50,18 +50,34 @@ pub fn json(s: &StatusResponse) -> Value {
 pub fn human(s: &StatusResponse) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let dash = |id: u64| if id == 0 { "-".to_string() } else { format_id(id) };
+    let dash = |id: u64| {
+        if id == 0 {
+            "-".to_string()
+        } else {
+            format_id(id)
+        }
+    };
     let leader_name = s
         .members
         .iter()
         .find(|m| m.id == s.leader_id)
         .map(|m| format!(" ({})", m.name))
         .unwrap_or_default();
-    let _ = writeln!(out, "node      {} ({}) at {}", format_id(s.node_id), s.node_name, s.address);
+    let _ = writeln!(
+        out,
+        "node      {} ({}) at {}",
+        format_id(s.node_id),
+        s.node_name,
+        s.address
+    );
     let _ = writeln!(out, "phase     {}", s.phase);
     let _ = writeln!(out, "cluster   {}", dash(s.cluster_id));
     let _ = writeln!(out, "leader    {}{}", dash(s.leader_id), leader_name);
-    let _ = writeln!(out, "raft      term {}, commit {}, applied {}", s.term, s.commit_index, s.applied_index);
+    let _ = writeln!(
+        out,
+        "raft      term {}, commit {}, applied {}",
+        s.term, s.commit_index, s.applied_index
+    );
     let _ = writeln!(
         out,
         "peers     {} connected, {} connection(s) refused for lacking the site key",
@@ -69,7 +85,11 @@ pub fn human(s: &StatusResponse) -> String {
     );
     let _ = writeln!(out, "members   {}", s.members.len());
     if !s.members.is_empty() {
-        let _ = writeln!(out, "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}", "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE");
+        let _ = writeln!(
+            out,
+            "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}",
+            "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE"
+        );
         for m in &s.members {
             let role = if m.id == s.leader_id {
                 "leader"
@@ -119,12 +139,27 @@ mod tests {
             leader_id: 1,
             cluster_id: 9,
             members: vec![
-                MemberStatus { id: 1, name: "a".into(), voter: true, reachable: true, ..Default::default() },
-                MemberStatus { id: 2, name: "b".into(), voter: false, reachable: false, ..Default::default() },
+                MemberStatus {
+                    id: 1,
+                    name: "a".into(),
+                    voter: true,
+                    reachable: true,
+                    ..Default::default()
+                },
+                MemberStatus {
+                    id: 2,
+                    name: "b".into(),
+                    voter: false,
+                    reachable: false,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
         let h = human(&s);
-        assert!(h.contains("leader") && h.contains("learner") && h.contains("NO"), "{h}");
+        assert!(
+            h.contains("leader") && h.contains("learner") && h.contains("NO"),
+            "{h}"
+        );
     }
 }

@@ -45,12 +45,16 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use anyhow::Context as _;
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("rpc.socket: cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("rpc.socket: cannot create {}", dir.display()))?;
     }
     match std::fs::remove_file(&socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("rpc.socket: cannot replace {}", socket.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("rpc.socket: cannot replace {}", socket.display()))
+        }
     }
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("rpc.socket: cannot bind {}", socket.display()))?;
@@ -81,7 +85,12 @@ pub async fn query(socket: &Path) -> anyhow::Result<StatusResponse> {
             }
         }))
         .await
-        .with_context(|| format!("cannot reach the agent at {} (is `muster agent` running?)", socket.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot reach the agent at {} (is `muster agent` running?)",
+                socket.display()
+            )
+        })?;
     let mut client = StatusClient::new(channel);
     let response = client
         .get_status(StatusRequest {})
