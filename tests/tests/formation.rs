@@ -122,6 +122,30 @@ fn killed_leader_is_replaced_and_rejoins_with_same_identity() {
             );
         }
 
+        // The survivors notice the vanished host: it is listed, but not reachable.
+        let survivors: Vec<usize> = all.iter().copied().filter(|i| *i != old).collect();
+        site.wait_until(FORM_TIMEOUT, |s| {
+            survivors.iter().all(|&i| {
+                s.status_view(i).is_ok_and(|v| {
+                    v.members
+                        .iter()
+                        .any(|m| m.id == old_id && m.reachable == Some(false))
+                })
+            })
+        })
+        .context("survivors still show the killed host as reachable")?;
+        for &i in &survivors {
+            let v = site.status_view(i)?;
+            ensure!(
+                v.members
+                    .iter()
+                    .filter(|m| m.id != old_id)
+                    .all(|m| m.reachable == Some(true)),
+                "host {i} shows a live member unreachable: {:?}",
+                v.members
+            );
+        }
+
         site.start(old)?;
         let third = site.wait_formed(FORM_TIMEOUT, &all)?;
         ensure!(
@@ -281,4 +305,84 @@ fn rejection_evident(site: &Site, trio: &[usize], outsider: usize) -> Result<boo
         .unwrap_or(0)
         > 0;
     Ok(trio_refused && outsider_refused)
+}
+
+/// A host whose raft log was damaged on disk refuses to start, says which file is corrupt, and
+/// leaves the file as it was; the rest of the site keeps its cluster.
+#[test]
+fn corrupt_store_is_reported_not_accepted() {
+    scenario("mf-f", 3, SiteOptions::default(), |site| {
+        let all = site.all();
+        site.start_all()?;
+        let formed = site.wait_formed(FORM_TIMEOUT, &all)?;
+        let victim = (0..3)
+            .find(|i| Some(*i) != formed.leader_host())
+            .context("a follower")?;
+        site.kill(victim)?;
+        let log = site.host(victim).data_dir.join("raft").join("log");
+        let mut bytes =
+            std::fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
+        ensure!(
+            bytes.len() > 64,
+            "raft log of {} bytes is too short to damage",
+            bytes.len()
+        );
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0xff;
+        std::fs::write(&log, &bytes)?;
+
+        site.start(victim)?;
+        site.wait_until(FORM_TIMEOUT, |s| !s.is_running(victim))?;
+        let exit = site
+            .host(victim)
+            .last_exit()
+            .context("exit status recorded")?;
+        ensure!(
+            !exit.success(),
+            "agent started on a corrupt store: {exit:?}"
+        );
+        let text = site.log(victim);
+        ensure!(
+            text.contains("corrupt") && text.contains(&log.display().to_string()),
+            "the error does not name the corrupt file:\n{}",
+            muster_testbed::host::tail(&text, 10)
+        );
+        ensure!(
+            std::fs::read(&log)? == bytes,
+            "the corrupt store was modified"
+        );
+
+        // The survivors still agree, and still list the stopped host as a member.
+        let after = site.check_formed(&all)?;
+        ensure!(
+            after.cluster_id == formed.cluster_id,
+            "the rest of the site changed cluster"
+        );
+        Ok(())
+    });
+}
+
+/// Hosts that only know some of the others (a chain of bootstrap lists, no multicast) still form
+/// one group, and every host ends up connected to every member through the replicated addresses.
+#[test]
+fn partial_discovery_forms_one_group() {
+    let opts = SiteOptions::default().discovery(Discovery::Bootstrap);
+    scenario("mf-g", 3, opts, |site| {
+        let all = site.all();
+        for (host, peer) in [(0, 1), (2, 1), (1, 0)] {
+            let list = toml::Value::Array(vec![site.addr(peer).into()]);
+            site.write_config(host, &overrides([("network.bootstrap", list)]))?;
+        }
+        site.start_all()?;
+        site.wait_formed(FORM_TIMEOUT, &all)?;
+        site.wait_until(FORM_TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status_view(i).is_ok_and(|v| {
+                    v.members.len() == 3 && v.members.iter().all(|m| m.reachable == Some(true))
+                })
+            })
+        })
+        .with_context(|| format!("hosts 0 and 2 never connected:\n{}", site.describe()))?;
+        Ok(())
+    });
 }

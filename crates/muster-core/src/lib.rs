@@ -4,6 +4,9 @@
 //! (learners, promotion to voters) and the replicated cluster state. It reads no clock, opens no
 //! socket and draws no randomness of its own: the daemon (`muster agent`) and the simulator feed it
 //! [`Input`]s and carry out the [`Output`]s it returns.
+// raft-rs's rust-protobuf 2 types are built by assigning fields to a default value.
+#![allow(clippy::field_reassign_with_default)]
+
 pub mod config;
 mod formation;
 mod log;

@@ -311,12 +311,17 @@ impl<S: RaftStore> Node<S> {
         }
         self.last_hello_ms = Some(self.now_ms);
         let hello = self.hello();
-        let targets: Vec<NodeId> = self
+        // Connected peers, and every member even if not connected: sending to a member makes
+        // the transport dial its recorded address, so members keep a full mesh (reachability in
+        // status, and the leader can reach hosts that discovery never paired it with).
+        let mut targets: std::collections::BTreeSet<NodeId> = self
             .peers
             .iter()
             .filter(|(_, p)| p.connected)
             .map(|(id, _)| *id)
             .collect();
+        targets.extend(self.cluster.members.iter().map(|m| m.id));
+        targets.remove(&self.cfg.id);
         for id in targets {
             self.send(id, muster_proto::envelope::Body::Hello(hello.clone()));
         }

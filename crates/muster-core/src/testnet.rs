@@ -244,7 +244,7 @@ impl TestNet {
                 self.discovery_round();
             }
             self.deliver_due();
-            if self.now_ms % self.tick_interval_ms == 0 {
+            if self.now_ms.is_multiple_of(self.tick_interval_ms) {
                 let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
                 for id in ids {
                     self.input(

@@ -366,7 +366,7 @@ impl Actor {
         self.counters
             .handshakes_rejected
             .fetch_add(1, Ordering::Relaxed);
-        warn!(%remote, %error, ?retry_in, "handshake rejected");
+        info!(%remote, %error, ?retry_in, "handshake rejected");
         self.sink
             .control(NetEvent::HandshakeRejected { remote, error });
     }

@@ -47,8 +47,8 @@ pub use site_key::{format_site_key, parse_site_key};
 pub const COMMAND_QUEUE_LEN: usize = 1024;
 /// Capacity of the actor → agent event queue.
 pub const EVENT_QUEUE_LEN: usize = 4096;
-/// Connections are kept open this long without traffic (muster's own heartbeats keep them busy;
-/// dead peers are noticed by TCP/yamux errors and failed requests, not by this timeout).
+/// Connections are kept open this long without traffic. Dead peers are noticed by TCP
+/// keepalive and `TCP_USER_TIMEOUT` (about 20 s, see `transport`), not by this timeout.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Concurrent request-response streams per connection.
 const MAX_CONCURRENT_STREAMS: usize = 128;

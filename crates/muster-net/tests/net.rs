@@ -233,27 +233,18 @@ async fn node_with_another_site_key_is_rejected_and_not_hammered() {
         "c sees its dials rejected: {at_c:?}"
     );
     assert!(rejections(&at_a) >= 1, "a sees c rejected: {at_a:?}");
-    let Some(NetEvent::HandshakeRejected { remote, error }) = at_c
-        .iter()
-        .find(|e| matches!(e, NetEvent::HandshakeRejected { .. }))
-    else {
-        unreachable!()
-    };
-    assert_eq!(
-        remote,
-        &addr_a.to_string(),
-        "c's outbound dial names a's address"
+    // c's own dials to a are reported with a's address and name the cause.
+    let addr_a_text = addr_a.to_string();
+    assert!(
+        at_c.iter().any(
+            |e| matches!(e, NetEvent::HandshakeRejected { remote, error }
+            if *remote == addr_a_text && error.contains("site key"))
+        ),
+        "{at_c:?}"
     );
-    assert!(error.contains("site key"), "{error}");
 
     // Backoff 1 s, 2 s, 4 s: within ~4.5 s c dials a at most 3 times (plus a's dials to c).
     let stats = c.handle.stats();
-    eprintln!(
-        "c: {stats:?} a: {:?} events a={} c={}",
-        a.handle.stats(),
-        rejections(&at_a),
-        rejections(&at_c)
-    );
     assert!(stats.handshakes_rejected >= 1);
     assert!(stats.handshakes_rejected <= 6, "c hammers a: {stats:?}");
     assert_eq!(stats.connected_peers, 0);
@@ -428,35 +419,55 @@ async fn mdns_discovers_and_connects_peers() {
     b.handle.shutdown().await;
 }
 
-/// Silently drops every loopback packet to or from `port`: a `tc` filter steers them into an
-/// htb class whose queue holds nothing (this kernel has neither netem nor the drop action).
+/// Silently loses every loopback packet to or from `port`, as a cut cable would: an ingress
+/// filter on `lo` redirects them into a veth whose peer is down. (Dropping on egress instead
+/// would be seen by the sender as local congestion, which TCP's timeouts treat differently;
+/// this kernel has neither netem nor the drop action.)
 fn blackhole_port(port: u16) {
-    let run = |args: &str| {
-        let status = std::process::Command::new("tc")
+    let run = |program: &str, args: &str| {
+        let status = std::process::Command::new(program)
             .args(args.split_whitespace())
             .status()
-            .expect("run tc");
-        assert!(status.success(), "tc {args}");
+            .unwrap_or_else(|error| panic!("run {program}: {error}"));
+        assert!(status.success(), "{program} {args}");
     };
-    run("qdisc add dev lo root handle 1: htb default 10 r2q 100000");
-    run("class add dev lo parent 1: classid 1:10 htb rate 10gbit");
-    run("class add dev lo parent 1: classid 1:20 htb rate 8bit ceil 8bit");
-    run("qdisc add dev lo parent 1:20 handle 20: pfifo limit 0");
+    run("ip", "link add void0 type veth peer name void1");
+    run("ip", "link set void0 up");
+    run("tc", "qdisc add dev lo ingress");
     for field in ["dport", "sport"] {
-        run(&format!(
-            "filter add dev lo parent 1: protocol ip u32 match ip {field} {port} 0xffff flowid 1:20"
-        ));
+        run(
+            "tc",
+            &format!(
+                "filter add dev lo parent ffff: protocol ip u32 match ip {field} {port} 0xffff \
+                 action mirred egress redirect dev void0"
+            ),
+        );
+    }
+}
+
+fn restore_loopback() {
+    for args in ["tc qdisc del dev lo ingress", "ip link del void0"] {
+        let mut words = args.split_whitespace();
+        let program = words.next().expect("program");
+        let status = std::process::Command::new(program)
+            .args(words)
+            .status()
+            .expect("run");
+        assert!(status.success(), "{args}");
     }
 }
 
 /// A peer that goes silent without closing its sockets (power loss) is disconnected by TCP
-/// keepalive / `TCP_USER_TIMEOUT` within about 25 s. Needs root and a throwaway network
-/// namespace, because it installs a `tc` filter on `lo`:
+/// keepalive / `TCP_USER_TIMEOUT` within about 20 s. Needs root and a throwaway network
+/// namespace, because it rewires `lo`:
 /// `unshare -n sh -c 'ip link set lo up && MUSTER_NET_PRIVATE_NETNS=1 <test binary> --ignored silent'`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root in a private network namespace; set MUSTER_NET_PRIVATE_NETNS=1"]
 async fn silent_peer_is_disconnected_within_seconds() {
-    assert_eq!(std::env::var("MUSTER_NET_PRIVATE_NETNS").as_deref(), Ok("1"));
+    assert_eq!(
+        std::env::var("MUSTER_NET_PRIVATE_NETNS").as_deref(),
+        Ok("1")
+    );
     for idle in [true, false] {
         let (addr_a, addr_b) = (free_addr(), free_addr());
         let mut a = start(config(SITE_KEY, addr_a, vec![addr_b]));
@@ -471,7 +482,7 @@ async fn silent_peer_is_disconnected_within_seconds() {
             a.handle.send(peer_b, b"into the void".to_vec());
         }
         let gone = |e: &NetEvent| matches!(e, NetEvent::Disconnected { peer } if *peer == peer_b);
-        let waited = timeout(Duration::from_secs(40), async {
+        let waited = timeout(Duration::from_secs(30), async {
             while let Some(event) = a.events.recv().await {
                 if gone(&event) {
                     return;
@@ -479,14 +490,10 @@ async fn silent_peer_is_disconnected_within_seconds() {
             }
         })
         .await;
-        assert!(waited.is_ok(), "idle={idle}: no Disconnected within 40 s");
+        assert!(waited.is_ok(), "idle={idle}: no Disconnected within 30 s");
         eprintln!("idle={idle}: disconnected after {:?}", cut.elapsed());
         a.handle.shutdown().await;
         b.handle.shutdown().await;
-        let status = std::process::Command::new("tc")
-            .args(["qdisc", "del", "dev", "lo", "root"])
-            .status()
-            .expect("run tc");
-        assert!(status.success());
+        restore_loopback();
     }
 }

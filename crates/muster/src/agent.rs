@@ -26,6 +26,8 @@ use crate::rpc::{self, StatusQuery};
 const TICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long to wait between looks for the interface's address at boot.
 const ADDRESS_RETRY: Duration = Duration::from_millis(500);
+/// Log the wait for the interface address every this many attempts (every 5 s).
+const ADDRESS_LOG_EVERY: u64 = 10;
 /// Status queries waiting for the loop.
 const STATUS_QUEUE: usize = 64;
 
@@ -49,7 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let store_dir = cfg.data_dir.join("raft");
     let store = DiskStore::open(&store_dir).with_context(|| {
         format!(
-            "raft store {} cannot be used; it is left untouched for inspection (move it away to rejoin as a new host)",
+            "raft store {} cannot be used; it is left untouched for inspection",
             store_dir.display()
         )
     })?;
@@ -235,7 +237,7 @@ fn unix_ms() -> u64 {
 
 /// Waits until `interface` has an IPv4 address (at boot DHCP may not have finished).
 async fn wait_for_interface_address(interface: &str) -> anyhow::Result<IpAddr> {
-    let mut waited = Duration::ZERO;
+    let mut attempt = 0u64;
     loop {
         let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
         let mut exists = false;
@@ -248,7 +250,8 @@ async fn wait_for_interface_address(interface: &str) -> anyhow::Result<IpAddr> {
                 return Ok(IpAddr::V4(sin.ip()));
             }
         }
-        if waited.as_secs() % 5 == 0 && waited.subsec_millis() < ADDRESS_RETRY.as_millis() as u32 {
+        // Say so at once, then every ADDRESS_LOG_EVERY attempts.
+        if attempt.is_multiple_of(ADDRESS_LOG_EVERY) {
             if exists {
                 tracing::warn!(
                     interface,
@@ -258,7 +261,7 @@ async fn wait_for_interface_address(interface: &str) -> anyhow::Result<IpAddr> {
                 tracing::warn!(interface, "network.interface does not exist (yet); waiting");
             }
         }
+        attempt += 1;
         tokio::time::sleep(ADDRESS_RETRY).await;
-        waited += ADDRESS_RETRY;
     }
 }

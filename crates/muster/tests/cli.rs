@@ -45,13 +45,27 @@ fn keygen_writes_a_0600_key_and_refuses_to_overwrite() {
     let key_s = key.display().to_string();
     let o = muster(&["keygen", "--out", &key_s]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let text = std::fs::read_to_string(&key).unwrap();
-    assert!(text.starts_with("/key/swarm/psk/1.0.0/"), "swarm.key format");
+    assert!(
+        text.starts_with("/key/swarm/psk/1.0.0/"),
+        "swarm.key format"
+    );
     let again = muster(&["keygen", "--out", &key_s]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), text, "key untouched");
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        text,
+        "key untouched"
+    );
 }
 
 #[test]
@@ -66,18 +80,36 @@ fn good_config_checks_ok() {
 fn bad_configs_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (CONFIG.replace("control_plane_count = 3", "control_plane_count = 2"), "site.control_plane_count"),
-        (CONFIG.replace("expected_nodes = 3", "expected_nodez = 3"), "expected_nodez"),
+        (
+            CONFIG.replace("control_plane_count = 3", "control_plane_count = 2"),
+            "site.control_plane_count",
+        ),
+        (
+            CONFIG.replace("expected_nodes = 3", "expected_nodez = 3"),
+            "expected_nodez",
+        ),
         (CONFIG.replace("interface = \"eth0\"\n", ""), "interface"),
-        (CONFIG.replace("bootstrap = []", "bootstrap = [\"not an address\"]"), "network.bootstrap"),
+        (
+            CONFIG.replace("bootstrap = []", "bootstrap = [\"not an address\"]"),
+            "network.bootstrap",
+        ),
         (CONFIG.replace("[rpc]", "[rpc\n"), "line"),
     ];
     for (text, key) in cases {
         let cfg = write_config(dir.path(), &text);
         for sub in ["check-config", "agent"] {
             let o = muster(&[sub, "--config", &cfg]);
-            assert_eq!(o.status.code(), Some(2), "{sub} with bad {key}: {}", stderr(&o));
-            assert!(stderr(&o).contains(key), "{sub}: message names {key}: {}", stderr(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{sub} with bad {key}: {}",
+                stderr(&o)
+            );
+            assert!(
+                stderr(&o).contains(key),
+                "{sub}: message names {key}: {}",
+                stderr(&o)
+            );
         }
     }
 }
@@ -86,7 +118,11 @@ fn bad_configs_exit_2_naming_the_key() {
 fn missing_config_file_is_named() {
     let o = muster(&["agent", "--config", "/nonexistent/muster.toml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("/nonexistent/muster.toml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/muster.toml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -95,12 +131,20 @@ fn missing_site_key_stops_the_agent_with_its_path() {
     let cfg = write_config(dir.path(), CONFIG);
     let o = muster(&["agent", "--config", &cfg]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("site.key_file") && stderr(&o).contains("site.key"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("site.key_file") && stderr(&o).contains("site.key"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn status_without_an_agent_says_so() {
     let o = muster(&["status", "--socket", "/nonexistent/muster.sock"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("is `muster agent` running?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is `muster agent` running?"),
+        "{}",
+        stderr(&o)
+    );
 }
