@@ -161,6 +161,12 @@ impl<S: RaftStore> Node<S> {
         self.raft_cluster_id = cluster_id;
         if let Some(raw) = self.raw.as_mut() {
             raw.campaign()?;
+            crate::replica::reseed_election_timeout(
+                raw,
+                &mut self.rng,
+                &mut self.raft_role,
+                self.cfg.election_ticks,
+            );
         }
         self.members_dirty = true;
         Ok(())

@@ -111,6 +111,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) cluster: ClusterState,
     /// The cluster the running raft group belongs to (set before the first snapshot arrives).
     pub(crate) raft_cluster_id: u64,
+    /// (term, role, leader) when the election timeout was last drawn from `rng`.
+    pub(crate) raft_role: Option<(u64, raft::StateRole, u64)>,
     pub(crate) peers: BTreeMap<NodeId, Peer>,
     pub(crate) now_ms: u64,
     pub(crate) unix_ms: u64,
@@ -144,6 +146,7 @@ impl<S: RaftStore> Node<S> {
             phase: Phase::Discovering,
             cluster: ClusterState::default(),
             raft_cluster_id: 0,
+            raft_role: None,
             peers: BTreeMap::new(),
             now_ms: 0,
             unix_ms: 0,
@@ -199,6 +202,8 @@ impl<S: RaftStore> Node<S> {
         let config = raft::Config {
             id: self.cfg.id,
             election_tick: self.cfg.election_ticks,
+            min_election_tick: self.cfg.election_ticks,
+            max_election_tick: 2 * self.cfg.election_ticks,
             heartbeat_tick: self.cfg.heartbeat_ticks,
             applied,
             pre_vote: true,
@@ -207,7 +212,15 @@ impl<S: RaftStore> Node<S> {
             max_inflight_msgs: 256,
             ..Default::default()
         };
-        self.raw = Some(RawNode::new(&config, store, &self.logger)?);
+        let mut raw = RawNode::new(&config, store, &self.logger)?;
+        self.raft_role = None;
+        crate::replica::reseed_election_timeout(
+            &mut raw,
+            &mut self.rng,
+            &mut self.raft_role,
+            self.cfg.election_ticks,
+        );
+        self.raw = Some(raw);
         self.phase = Phase::Member;
         Ok(())
     }

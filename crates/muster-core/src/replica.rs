@@ -23,6 +23,25 @@ use crate::storage::{applied_snapshot, RaftStore, SharedStore};
 /// Most ready rounds handled per input; raft-rs rarely needs more than two.
 const MAX_READY_ROUNDS: usize = 8;
 
+/// raft-rs draws each randomized election timeout from the thread RNG whenever a node changes
+/// term, role or leader. The core must be deterministic under a seed (the simulator replays runs
+/// from it), so after every raft call that may have reset the timer, a new timeout in
+/// `[base, 2·base)` ticks is drawn from the node's seeded RNG instead.
+pub(crate) fn reseed_election_timeout<T: raft::Storage>(
+    raw: &mut RawNode<T>,
+    rng: &mut rand::rngs::StdRng,
+    last: &mut Option<(u64, StateRole, u64)>,
+    base: usize,
+) {
+    use rand::Rng as _;
+    let now = (raw.raft.term, raw.raft.state, raw.raft.leader_id);
+    if *last != Some(now) {
+        *last = Some(now);
+        raw.raft
+            .set_randomized_election_timeout(rng.random_range(base..2 * base));
+    }
+}
+
 impl<S: RaftStore> Node<S> {
     /// Advances raft's logical clock by the ticks elapsed since the last one. After a long stall
     /// at most `election_ticks` are replayed, so a paused process does not fire a burst.
@@ -34,6 +53,12 @@ impl<S: RaftStore> Node<S> {
         let Some(raw) = self.raw.as_mut() else { return };
         for _ in 0..due.min(self.cfg.election_ticks as u64) {
             raw.tick();
+            reseed_election_timeout(
+                raw,
+                &mut self.rng,
+                &mut self.raft_role,
+                self.cfg.election_ticks,
+            );
         }
     }
 
@@ -74,6 +99,12 @@ impl<S: RaftStore> Node<S> {
         if let Err(e) = raw.step(msg) {
             tracing::debug!(peer = %format_id(from), error = %e, "raft step refused message");
         }
+        reseed_election_timeout(
+            raw,
+            &mut self.rng,
+            &mut self.raft_role,
+            self.cfg.election_ticks,
+        );
         Ok(())
     }
 
