@@ -40,6 +40,14 @@ pub struct NodeConfig {
     pub peer_timeout_ms: u64,
     /// Compact the log once this many entries have been applied since the last compaction.
     pub snapshot_interval_entries: u64,
+    /// Whether this site floats a VIP: the leader emits `VipAcquire` / `VipRelease`.
+    pub vip: bool,
+    /// Largest rate difference between any two hosts' clocks, in percent; shortens the lease.
+    pub max_clock_drift_pct: u64,
+    /// Fault injection for tests and the simulator only: the lease is multiplied by this
+    /// percentage. 100 is correct; above 100 the lease outlives the voters' promise and fencing
+    /// (invariant I2) breaks, which checkers must catch.
+    pub lease_stretch_pct_for_tests: u64,
 }
 
 impl NodeConfig {
@@ -61,6 +69,9 @@ impl NodeConfig {
             join_retry_ms: 300,
             peer_timeout_ms: 3_000,
             snapshot_interval_entries: 1_000,
+            vip: false,
+            max_clock_drift_pct: 5,
+            lease_stretch_pct_for_tests: 100,
         }
     }
 
@@ -85,6 +96,12 @@ impl NodeConfig {
             return Err(format!(
                 "election_ticks ({}) must exceed heartbeat_ticks ({}), which must be positive",
                 self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.max_clock_drift_pct >= 50 {
+            return Err(format!(
+                "max_clock_drift_pct: must be below 50, got {}",
+                self.max_clock_drift_pct
             ));
         }
         if self.snapshot_interval_entries == 0 {

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod formation;
+mod lease;
 mod log;
 mod node;
 mod replica;

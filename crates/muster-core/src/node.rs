@@ -59,6 +59,11 @@ pub enum Output {
         /// All members.
         members: Vec<Member>,
     },
+    /// Hold the VIP: add it and announce it. Emitted only while this node is leader with a valid
+    /// lease (see `lease.rs`); always followed by `VipRelease` before the lease can end.
+    VipAcquire,
+    /// Stop holding the VIP: remove it now.
+    VipRelease,
 }
 
 /// Why the node cannot go on. Each is fatal to the agent: it must not acknowledge what it did not
@@ -126,6 +131,9 @@ pub struct Node<S: RaftStore> {
     pub(crate) logger: slog::Logger,
     pub(crate) out: Vec<Output>,
     pub(crate) members_dirty: bool,
+    pub(crate) lease: crate::lease::Lease,
+    /// The shell's gate on holding the VIP (local API-server health, later); default true.
+    pub(crate) vip_allowed: bool,
 }
 
 /// Most join requests a leader holds at once; more are refused and retried by the joiner.
@@ -159,6 +167,8 @@ impl<S: RaftStore> Node<S> {
             logger,
             out: Vec::new(),
             members_dirty: false,
+            lease: Default::default(),
+            vip_allowed: true,
         };
         node.restore()?;
         Ok(node)
@@ -234,6 +244,7 @@ impl<S: RaftStore> Node<S> {
             Input::Message { from, envelope } => self.on_message(from, envelope)?,
         }
         self.drive_raft()?;
+        self.update_vip();
         if std::mem::take(&mut self.members_dirty) {
             self.out.push(Output::MembersChanged {
                 members: self.cluster.members.clone(),
@@ -250,6 +261,7 @@ impl<S: RaftStore> Node<S> {
             self.last_raft_tick_ms = self.now_ms;
         }
         self.raft_ticks();
+        self.probe_lease();
         self.maybe_hello();
         match self.phase {
             Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,
@@ -351,6 +363,7 @@ impl<S: RaftStore> Node<S> {
             member_ids: self.cluster.members.iter().map(|m| m.id).collect(),
             public_key: self.cfg.public_key.clone(),
             locked: false,
+            vip_held: self.lease.holding,
         }
     }
 
@@ -432,7 +445,31 @@ impl<S: RaftStore> Node<S> {
             rejected_connections: 0,
             first_log_index: first,
             address: self.cfg.address.clone(),
+            vip: self.cfg.vip.then(|| muster_proto::VipStatus {
+                address: String::new(),
+                holder_id: self.vip_holder(),
+                held_here: self.lease.holding,
+                lease_left_ms: self.lease_left_ms(),
+            }),
         }
+    }
+
+    /// Who holds the VIP as far as this node knows: itself, or a peer whose hello says so.
+    pub fn vip_holder(&self) -> NodeId {
+        if self.lease.holding {
+            return self.cfg.id;
+        }
+        self.peers
+            .iter()
+            .filter(|(id, _)| self.reachable(**id))
+            .find(|(_, p)| p.hello.as_ref().is_some_and(|h| h.vip_held))
+            .map_or(0, |(id, _)| *id)
+    }
+
+    /// Gates holding the VIP (e.g. on local API-server health once Kubernetes runs). `false`
+    /// makes a holder release it at the next input; it never makes a non-leader acquire.
+    pub fn set_vip_allowed(&mut self, allowed: bool) {
+        self.vip_allowed = allowed;
     }
 
     /// Whether a peer counts as reachable: connected and heard from within `peer_timeout_ms`.

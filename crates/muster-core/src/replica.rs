@@ -73,9 +73,9 @@ impl<S: RaftStore> Node<S> {
                 self.accept_join(cluster_id)?;
             }
         }
-        let Some(raw) = self.raw.as_mut() else {
+        if self.raw.is_none() {
             return Ok(());
-        };
+        }
         if m.cluster_id != self.raft_cluster_id {
             tracing::debug!(peer = %format_id(from), their_cluster = %format_id(m.cluster_id), "raft message for another cluster dropped");
             return Ok(());
@@ -96,6 +96,17 @@ impl<S: RaftStore> Node<S> {
             );
             return Ok(());
         }
+        let vote = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        if vote && msg.get_context() != raft::CAMPAIGN_TRANSFER && self.vote_guard_active() {
+            tracing::debug!(peer = %format_id(from), "vote request ignored: just restarted (lease guard)");
+            return Ok(());
+        }
+        let Some(raw) = self.raw.as_mut() else {
+            return Ok(());
+        };
         if let Err(e) = raw.step(msg) {
             tracing::debug!(peer = %format_id(from), error = %e, "raft step refused message");
         }
@@ -129,6 +140,9 @@ impl<S: RaftStore> Node<S> {
     fn ready_round(&mut self, raw: &mut RawNode<SharedStore<S>>) -> Result<(), CoreError> {
         let mut rd = raw.ready();
         self.send_raft(raw, rd.take_messages());
+        for rs in rd.take_read_states() {
+            self.lease_confirmed(&rs.request_ctx, raw.raft.term);
+        }
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.store.lock().persist(Some(&snap), &[], None)?;

@@ -59,6 +59,12 @@ pub struct TestNet {
     /// Node tick interval.
     pub tick_interval_ms: u64,
     last_discovery_ms: u64,
+    /// Hosts that currently hold the VIP (acquired, not yet released, not crashed).
+    pub vip_holders: BTreeSet<NodeId>,
+    /// Largest number of simultaneous VIP holders seen (invariant I2: never above 1).
+    pub max_vip_holders: usize,
+    /// Virtual time of every VIP acquire: (time, host).
+    pub vip_acquires: Vec<(u64, NodeId)>,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -82,6 +88,9 @@ impl TestNet {
             max_latency_ms: 3,
             tick_interval_ms: 10,
             last_discovery_ms: 0,
+            vip_holders: BTreeSet::new(),
+            max_vip_holders: 0,
+            vip_acquires: Vec::new(),
         }
     }
 
@@ -124,6 +133,8 @@ impl TestNet {
         if let Some(node) = host.node.take() {
             host.disk = (*node.store()).clone();
         }
+        // A dead host holds nothing (the agent releases a stale VIP when it starts again).
+        self.vip_holders.remove(&id);
         let gone: Vec<_> = self
             .connected
             .iter()
@@ -208,6 +219,14 @@ impl TestNet {
                     for m in members {
                         self.connect(id, m.id);
                     }
+                }
+                Output::VipAcquire => {
+                    self.vip_holders.insert(id);
+                    self.vip_acquires.push((self.now_ms, id));
+                    self.max_vip_holders = self.max_vip_holders.max(self.vip_holders.len());
+                }
+                Output::VipRelease => {
+                    self.vip_holders.remove(&id);
                 }
             }
         }

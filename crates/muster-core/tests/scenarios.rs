@@ -293,7 +293,7 @@ fn same_seed_same_history() {
     fn history(seed: u64) -> Vec<String> {
         let (mut net, ids) = site(seed, 5, 5, |_| {});
         let mut trace = Vec::new();
-        let mut snap = |net: &TestNet, trace: &mut Vec<String>| {
+        let snap = |net: &TestNet, trace: &mut Vec<String>| {
             for id in net.up_ids() {
                 let s = net.node(id).status();
                 trace.push(format!(
@@ -325,4 +325,86 @@ fn same_seed_same_history() {
     let a = history(77);
     assert_eq!(a, history(77), "same seed, same history");
     assert_ne!(a, history(78), "another seed, another history");
+}
+
+/// I2 over the core's outputs: through formation, leader crashes, a leader cut off from the
+/// other voters and a healed partition, never two VIP holders at once; and after each fault a
+/// holder (the leader) exists again.
+#[test]
+fn vip_has_at_most_one_holder_and_follows_the_leader() {
+    for seed in 0..10 {
+        let (mut net, ids) = site(300 + seed, 5, 5, |c| c.vip = true);
+        for id in &ids {
+            net.start(*id);
+        }
+        assert_forms(&mut net, &ids, 3, 10_000);
+        let holder_is_leader = |n: &TestNet| {
+            let leader = n.node(n.up_ids()[0]).leader_id();
+            leader != 0 && n.vip_holders == BTreeSet::from([leader])
+        };
+        assert!(
+            net.run_until(5_000, holder_is_leader).is_some(),
+            "seed {seed}: the leader holds the VIP"
+        );
+        for round in 0..3 {
+            let leader = net.node(net.up_ids()[0]).leader_id();
+            if round == 1 {
+                // Cut the leader off from everyone while it keeps running: its lease must end
+                // before anyone else can be elected and acquire.
+                for id in &ids {
+                    if *id != leader {
+                        net.cut(leader, *id);
+                    }
+                }
+                net.run_for(5_000);
+                assert!(
+                    !net.vip_holders.contains(&leader),
+                    "seed {seed}: cut-off leader still holds"
+                );
+                net.heal();
+            } else {
+                net.crash(leader);
+                net.run_for(5_000);
+                net.start(leader);
+            }
+            assert!(
+                net.run_until(10_000, holder_is_leader).is_some(),
+                "seed {seed} round {round}: a holder again"
+            );
+        }
+        assert_eq!(
+            net.max_vip_holders, 1,
+            "seed {seed}: two VIP holders at once"
+        );
+    }
+}
+
+/// The fencing rule is what keeps I2: with the lease stretched past the followers' election
+/// timeout, the same scenario does produce two holders. Shows the check above can fail.
+#[test]
+fn a_lease_longer_than_the_election_timeout_breaks_fencing() {
+    let mut broke = false;
+    for seed in 0..10 {
+        let (mut net, ids) = site(300 + seed, 3, 3, |c| {
+            c.vip = true;
+            c.lease_stretch_pct_for_tests = 400;
+        });
+        for id in &ids {
+            net.start(*id);
+        }
+        assert_forms(&mut net, &ids, 3, 10_000);
+        net.run_for(2_000);
+        let leader = net.node(ids[0]).leader_id();
+        for id in &ids {
+            if *id != leader {
+                net.cut(leader, *id);
+            }
+        }
+        net.run_for(5_000);
+        broke |= net.max_vip_holders > 1;
+    }
+    assert!(
+        broke,
+        "stretching the lease past the election timeout must allow two holders"
+    );
 }

@@ -200,6 +200,11 @@ impl Agent {
                     }
                 },
                 Output::MembersChanged { members } => self.learn_members(&members),
+                // The node emits these only with `NodeConfig::vip` set, which this build of the
+                // agent leaves off until the VIP is wired to netlink.
+                Output::VipAcquire | Output::VipRelease => {
+                    tracing::error!("VIP output without a VIP configured; ignored")
+                }
             }
         }
         Ok(())

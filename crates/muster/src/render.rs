@@ -29,7 +29,7 @@ pub fn json(s: &StatusResponse) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut v = json!({
         "node_id": format_id(s.node_id),
         "node_name": s.node_name,
         "cluster_id": id_or_null(s.cluster_id),
@@ -43,7 +43,16 @@ pub fn json(s: &StatusResponse) -> Value {
         "peers_connected": s.peers_connected,
         "rejected_connections": s.rejected_connections,
         "members": members,
-    })
+    });
+    if let Some(vip) = &s.vip {
+        v["vip"] = json!({
+            "address": vip.address,
+            "holder_id": id_or_null(vip.holder_id),
+            "held_here": vip.held_here,
+            "lease_left_ms": vip.lease_left_ms,
+        });
+    }
+    v
 }
 
 /// The readable view.
