@@ -1,0 +1,60 @@
+//! `muster-vip`: floats the Kubernetes API virtual IP on the Raft leader's LAN interface.
+//!
+//! The seam is [`VipControl`]: `acquire` adds the address(es) and starts announcing, `release`
+//! removes them, `is_present` asks the kernel. The agent binary (`crates/muster`) calls
+//! `acquire` / `release` when muster-core outputs `VipAcquire` / `VipRelease` — the lease and
+//! fencing logic that decides *when* lives in the core, not here. There are two implementations:
+//!
+//! * [`NetlinkVip`] — the real one: rtnetlink adds the IPv4 address (replace semantics, label
+//!   `<if>:vip`) and the IPv6 address (`IFA_F_NODAD`); an `AF_PACKET` socket sends gratuitous ARP
+//!   (request and reply form) and unsolicited Neighbor Advertisements on the
+//!   [`AnnounceSchedule`]; a holder task re-adds an address that something else removed
+//!   ([`NetlinkVip::restored_count`]). Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
+//! * [`MemVip`] — in memory, records calls, injects failures and external removal.
+//!
+//! Things the caller must know:
+//! * Dropping a [`NetlinkVip`] leaves the addresses in place; only `release` removes them. After
+//!   a crash the address may still be on the interface, so the agent should `release` at startup
+//!   before it can be leader.
+//! * An IPv4 VIP that is the first address of its subnet on the interface becomes the *primary*;
+//!   deleting a primary also deletes its secondaries unless `net.ipv4.conf.<if>.promote_secondaries`
+//!   is 1. Give the host its own address in the subnet first, set `promote_secondaries`, or use a
+//!   `/32` VIP.
+//!
+//! Modules: `config` (addresses, schedule), `error`, `frames` (pure frame builders), `packet`
+//! (raw socket), `netlink` (rtnetlink requests), `session` (holder task), `vip` (`NetlinkVip`),
+//! `mem` (`MemVip`).
+
+mod config;
+mod error;
+pub mod frames;
+mod mem;
+mod netlink;
+mod packet;
+mod session;
+mod vip;
+
+use std::future::Future;
+
+pub use config::{
+    AnnounceSchedule, ConfigError, IpCidr, Ipv4Cidr, Ipv6Cidr, VipConfig, BURST_OFFSET_MAX,
+    BURST_ROUNDS_MAX, IFNAME_MAX_LEN, PERIOD_MIN, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN,
+};
+pub use error::{Action, VipError, VipOp};
+pub use mem::{MemCall, MemVip};
+pub use packet::PacketSender;
+pub use vip::{NetlinkVip, VipStats};
+
+/// Puts the VIP on this host's interface and takes it off again.
+///
+/// Every method is idempotent, so the caller can repeat one after an error or a restart without
+/// tracking what already happened. The returned futures are `Send`, so the agent can drive them
+/// from any task; the trait is not object-safe (use generics).
+pub trait VipControl: Send {
+    /// Adds the address(es) if missing (idempotent) and starts the announcement schedule.
+    fn acquire(&mut self) -> impl Future<Output = Result<(), VipError>> + Send;
+    /// Removes the address(es) if present (idempotent) and stops announcing.
+    fn release(&mut self) -> impl Future<Output = Result<(), VipError>> + Send;
+    /// Whether the address is currently on the interface (as the kernel says).
+    fn is_present(&mut self) -> impl Future<Output = Result<bool, VipError>> + Send;
+}
