@@ -56,7 +56,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
     })?;
 
+    let vip = crate::vip::Vip::start(cfg.vip.clone()).await?;
     let mut node_cfg = NodeConfig::new(cfg.name.clone(), listen.to_string(), public_key.to_vec());
+    node_cfg.vip = vip.enabled();
     node_cfg.expected_nodes = cfg.expected_nodes;
     node_cfg.control_plane_count = cfg.control_plane_count;
     node_cfg.settle_ms = cfg.settle.as_millis() as u64;
@@ -85,8 +87,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         net: net.clone(),
         peers: HashMap::new(),
         started: Instant::now(),
+        vip,
     };
     let result = agent.event_loop(events, query_rx).await;
+    // Whatever stopped the loop, this host must not keep the VIP after it is gone.
+    agent.vip.release().await;
     let _ = stop_rpc.send(());
     net.shutdown().await;
     let _ = rpc_task.await;
@@ -103,6 +108,7 @@ struct Agent {
     /// Node id → libp2p peer, learned from connections and from the replicated membership.
     peers: HashMap<NodeId, PeerId>,
     started: Instant,
+    vip: crate::vip::Vip,
 }
 
 impl Agent {
@@ -119,16 +125,21 @@ impl Agent {
             tokio::select! {
                 _ = tick.tick() => {
                     let input = Input::Tick { now_ms: self.now_ms(), unix_ms: unix_ms() };
-                    self.step(input)?;
+                    self.step(input).await?;
+                    self.vip.retry_if_due(self.node.holds_vip()).await;
                 }
                 event = events.recv() => match event {
-                    Some(e) => self.on_net_event(e)?,
+                    Some(e) => self.on_net_event(e).await?,
                     None => anyhow::bail!("network task ended unexpectedly"),
                 },
                 Some(reply) = queries.recv() => {
                     let mut status = self.node.status();
                     let stats = self.net.stats();
                     status.rejected_connections = stats.handshakes_rejected;
+                    if let Some(v) = status.vip.as_mut() {
+                        v.address = self.vip.address.clone();
+                        v.held_here = v.held_here && self.vip.is_held();
+                    }
                     let _ = reply.send(status);
                 }
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
@@ -141,28 +152,28 @@ impl Agent {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn on_net_event(&mut self, event: NetEvent) -> anyhow::Result<()> {
+    async fn on_net_event(&mut self, event: NetEvent) -> anyhow::Result<()> {
         match event {
             NetEvent::Connected { peer, remote } => {
                 let Some(id) = self.learn_peer(peer) else {
                     return Ok(());
                 };
                 tracing::debug!(peer = %format_id(id), %remote, "peer connected");
-                self.step(Input::PeerConnected { id })
+                self.step(Input::PeerConnected { id }).await
             }
             NetEvent::Disconnected { peer } => {
                 let Some(id) = muster_net::node_id_of(&peer) else {
                     return Ok(());
                 };
                 tracing::debug!(peer = %format_id(id), "peer disconnected");
-                self.step(Input::PeerDisconnected { id })
+                self.step(Input::PeerDisconnected { id }).await
             }
             NetEvent::Message { from, bytes } => {
                 let Some(id) = self.learn_peer(from) else {
                     return Ok(());
                 };
                 match Envelope::decode(bytes.as_slice()) {
-                    Ok(envelope) => self.step(Input::Message { from: id, envelope }),
+                    Ok(envelope) => self.step(Input::Message { from: id, envelope }).await,
                     Err(e) => {
                         tracing::warn!(peer = %format_id(id), error = %e, len = bytes.len(), "undecodable message dropped");
                         Ok(())
@@ -189,7 +200,9 @@ impl Agent {
         }
     }
 
-    fn step(&mut self, input: Input) -> anyhow::Result<()> {
+    /// Feeds one input to the core and carries its outputs out in order (a VIP release happens
+    /// before any message that follows it is sent).
+    async fn step(&mut self, input: Input) -> anyhow::Result<()> {
         let outputs = self.node.handle(input).context("node state machine")?;
         for output in outputs {
             match output {
@@ -200,11 +213,8 @@ impl Agent {
                     }
                 },
                 Output::MembersChanged { members } => self.learn_members(&members),
-                // The node emits these only with `NodeConfig::vip` set, which this build of the
-                // agent leaves off until the VIP is wired to netlink.
-                Output::VipAcquire | Output::VipRelease => {
-                    tracing::error!("VIP output without a VIP configured; ignored")
-                }
+                Output::VipAcquire => self.vip.acquire().await,
+                Output::VipRelease => self.vip.release().await,
             }
         }
         Ok(())

@@ -138,6 +138,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// How long a host that sees no cluster waits for `expected_nodes` before bootstrapping.
     pub settle: Duration,
+    /// The floating API address, if configured.
+    pub vip: Option<muster_vip::VipConfig>,
     /// Sections parsed but not acted on by this version (named in a startup warning).
     pub unimplemented: Vec<&'static str>,
 }
@@ -218,17 +220,12 @@ impl Config {
             None => Duration::from_secs(10),
         };
         let mut unimplemented = Vec::new();
-        if let Some(vip) = &file.vip {
-            for (key, value) in [
-                ("vip.address", &vip.address),
-                ("vip.address6", &vip.address6),
-            ] {
-                if let Some(v) = value {
-                    check_cidr(v).map_err(|m| invalid(key, m))?;
-                }
-            }
-            unimplemented.push("vip");
-        }
+        let vip = match &file.vip {
+            None => None,
+            Some(section) => Some(
+                vip_config(&file.network.interface, section).map_err(|(key, m)| invalid(key, m))?,
+            ),
+        };
         if let Some(ddns) = &file.ddns {
             resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
             for (key, v) in [("ddns.zone", &ddns.zone), ("ddns.name", &ddns.name)] {
@@ -259,6 +256,7 @@ impl Config {
                 .socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             settle,
+            vip,
             unimplemented,
         })
     }
@@ -286,19 +284,29 @@ fn resolve(entry: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Checks "ip/prefix".
-fn check_cidr(v: &str) -> Result<(), String> {
-    let (ip, prefix) = v
-        .split_once('/')
-        .ok_or_else(|| format!("{v:?} must be ADDRESS/PREFIX, e.g. 10.0.0.100/24"))?;
-    let ip: std::net::IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match prefix.parse::<u8>() {
-        Ok(p) if p <= max => Ok(()),
-        _ => Err(format!("prefix {prefix:?} must be 0-{max}")),
+/// Builds the VIP settings; an error names the key.
+fn vip_config(
+    interface: &str,
+    section: &VipSection,
+) -> Result<muster_vip::VipConfig, (&'static str, String)> {
+    let mut addresses = Vec::new();
+    for (key, value) in [
+        ("vip.address", &section.address),
+        ("vip.address6", &section.address6),
+    ] {
+        if let Some(v) = value {
+            v.parse::<muster_vip::IpCidr>()
+                .map_err(|e| (key, e.to_string()))?;
+            addresses.push(v.as_str());
+        }
     }
+    if addresses.is_empty() {
+        return Err((
+            "vip.address",
+            "a [vip] section needs address and/or address6".into(),
+        ));
+    }
+    muster_vip::VipConfig::parse(interface, &addresses).map_err(|e| ("vip", e.to_string()))
 }
 
 /// Parses a human duration: "250ms", "10s", "2m".
@@ -351,7 +359,8 @@ address = "10.0.0.100/24"
         assert_eq!(c.name, "edge-1");
         assert_eq!(c.expected_nodes, 3);
         assert_eq!(c.bootstrap, vec!["10.0.0.2:7946".parse().unwrap()]);
-        assert_eq!(c.unimplemented, vec!["vip"]);
+        assert!(c.unimplemented.is_empty());
+        assert_eq!(c.vip.unwrap().addresses().len(), 1);
         assert_eq!(c.settle, Duration::from_secs(10));
     }
 

@@ -7,6 +7,7 @@ mod config;
 mod identity;
 mod render;
 mod rpc;
+mod vip;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,94 @@
+//! The agent's side of the floating VIP: carries the core's `VipAcquire` / `VipRelease` out to
+//! netlink (`muster_vip::NetlinkVip`), retries a failed acquire while the core still wants the
+//! VIP held, removes a stale VIP left by a crashed run at start, and releases on shutdown.
+
+use std::time::{Duration, Instant};
+
+use muster_vip::{NetlinkVip, VipConfig, VipControl as _};
+
+/// Wait before retrying a failed acquire.
+const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
+
+/// The VIP as the agent drives it; a no-op when the site has no `[vip]`.
+pub struct Vip {
+    ctl: Option<NetlinkVip>,
+    /// "10.0.0.100/24,fd00::100/64" for status.
+    pub address: String,
+    retry_at: Option<Instant>,
+}
+
+impl Vip {
+    /// Opens netlink for `cfg` (inside the runtime) and removes any VIP a previous run left.
+    pub async fn start(cfg: Option<VipConfig>) -> anyhow::Result<Vip> {
+        let Some(cfg) = cfg else {
+            return Ok(Vip {
+                ctl: None,
+                address: String::new(),
+                retry_at: None,
+            });
+        };
+        let address = cfg
+            .addresses()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut ctl = NetlinkVip::new(cfg).map_err(|e| anyhow::anyhow!("vip: {e}"))?;
+        // A SIGKILLed run may have left the address on the interface; this host holds nothing yet.
+        if ctl.is_present().await.unwrap_or(false) {
+            tracing::warn!(%address, "removing a VIP left on the interface by a previous run");
+        }
+        ctl.release()
+            .await
+            .map_err(|e| anyhow::anyhow!("vip: removing a stale VIP: {e}"))?;
+        Ok(Vip {
+            ctl: Some(ctl),
+            address,
+            retry_at: None,
+        })
+    }
+
+    /// Whether a VIP is configured.
+    pub fn enabled(&self) -> bool {
+        self.ctl.is_some()
+    }
+
+    /// Adds and announces the VIP; on failure logs and schedules a retry.
+    pub async fn acquire(&mut self) {
+        let Some(ctl) = self.ctl.as_mut() else { return };
+        match ctl.acquire().await {
+            Ok(()) => {
+                self.retry_at = None;
+                tracing::info!(address = %self.address, "VIP acquired and announced");
+            }
+            Err(e) => {
+                self.retry_at = Some(Instant::now() + ACQUIRE_RETRY);
+                tracing::error!(address = %self.address, error = %e, "cannot add the VIP; retrying");
+            }
+        }
+    }
+
+    /// Removes the VIP. A failure is logged: the core has already stopped claiming it.
+    pub async fn release(&mut self) {
+        self.retry_at = None;
+        let Some(ctl) = self.ctl.as_mut() else { return };
+        match ctl.release().await {
+            Ok(()) => tracing::info!(address = %self.address, "VIP released"),
+            Err(e) => tracing::error!(address = %self.address, error = %e, "cannot remove the VIP"),
+        }
+    }
+
+    /// Retries a failed acquire if the core still holds the lease.
+    pub async fn retry_if_due(&mut self, core_holds: bool) {
+        match self.retry_at {
+            Some(at) if core_holds && Instant::now() >= at => self.acquire().await,
+            Some(_) if !core_holds => self.retry_at = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the kernel-side state matches "held" (for status).
+    pub fn is_held(&self) -> bool {
+        self.ctl.as_ref().is_some_and(|c| c.is_held())
+    }
+}
