@@ -386,3 +386,51 @@ fn partial_discovery_forms_one_group() {
         Ok(())
     });
 }
+
+/// `muster transfer` on the leader hands leadership to another voter; asked of a follower it
+/// refuses, naming the leader.
+#[test]
+fn transfer_moves_leadership_and_refuses_on_followers() {
+    scenario("mf-h", 3, SiteOptions::default(), |site| {
+        let all = site.all();
+        site.start_all()?;
+        for round in 0..3 {
+            let formed = site.wait_formed(FORM_TIMEOUT, &all)?;
+            let leader = formed.leader_host().context("leader is a site host")?;
+            let follower = (0..3).find(|i| *i != leader).context("a follower")?;
+            let target = formed
+                .views
+                .iter()
+                .find(|(i, _)| *i == follower)
+                .context("view")?
+                .1
+                .node_id
+                .clone();
+
+            let socket = site.host(follower).socket.display().to_string();
+            let refused = std::process::Command::new(site.muster().path())
+                .args(["transfer", "--socket", &socket])
+                .output()?;
+            ensure!(!refused.status.success(), "a follower accepted a transfer");
+            let msg = String::from_utf8_lossy(&refused.stderr);
+            ensure!(
+                msg.contains("not the leader") && msg.contains(&formed.leader_id),
+                "refusal: {msg}"
+            );
+
+            let socket = site.host(leader).socket.display().to_string();
+            let out = site
+                .muster()
+                .run(&["transfer", "--socket", &socket, "--to", &target])?;
+            ensure!(out.contains("leadership moved"), "round {round}: {out}");
+            let after = site.wait_formed(FORM_TIMEOUT, &all)?;
+            ensure!(
+                after.leader_id == target,
+                "round {round}: leader is {} not {target}",
+                after.leader_id
+            );
+            ensure!(after.cluster_id == formed.cluster_id, "cluster changed");
+        }
+        Ok(())
+    });
+}

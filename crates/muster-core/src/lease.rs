@@ -54,7 +54,8 @@ impl<S: RaftStore> Node<S> {
         lease * self.cfg.lease_stretch_pct_for_tests / 100
     }
 
-    /// Leader only: issues a ReadIndex every heartbeat interval to renew the lease.
+    /// Leader only: issues a ReadIndex every heartbeat interval to renew the lease. Called after
+    /// every input, so a new leader probes as soon as it may.
     pub(crate) fn probe_lease(&mut self) {
         let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
         let now = self.now_ms;
@@ -75,7 +76,9 @@ impl<S: RaftStore> Node<S> {
             .lease
             .last_probe_ms
             .is_none_or(|t| now >= t + heartbeat_ms);
-        if due {
+        // raft-rs silently drops a ReadIndex until the leader has committed an entry of its own
+        // term; probe from then on (at the first input after it), not a heartbeat later.
+        if due && raw.raft.commit_to_current_term() {
             self.lease.last_probe_ms = Some(now);
             raw.read_index(now.to_be_bytes().to_vec());
         }

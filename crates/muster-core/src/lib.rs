@@ -20,4 +20,5 @@ pub mod testnet;
 
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
 pub use node::{CoreError, Input, Node, Output};
+pub use replica::TransferError;
 pub use storage::{LogCache, MemStore, RaftStore, SharedStore, StoreError};

@@ -244,6 +244,8 @@ impl<S: RaftStore> Node<S> {
             Input::Message { from, envelope } => self.on_message(from, envelope)?,
         }
         self.drive_raft()?;
+        self.probe_lease();
+        self.drive_raft()?;
         self.update_vip();
         if std::mem::take(&mut self.members_dirty) {
             self.out.push(Output::MembersChanged {
@@ -261,7 +263,6 @@ impl<S: RaftStore> Node<S> {
             self.last_raft_tick_ms = self.now_ms;
         }
         self.raft_ticks();
-        self.probe_lease();
         self.maybe_hello();
         match self.phase {
             Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,

@@ -16,7 +16,7 @@ use raft::prelude::{
 use raft::{RawNode, SnapshotStatus, StateRole};
 
 use crate::config::{format_id, NodeId};
-use crate::node::{CoreError, Node, Phase, MAX_PENDING_JOINS};
+use crate::node::{CoreError, Node, Output, Phase, MAX_PENDING_JOINS};
 use crate::state::{self, ApplyError};
 use crate::storage::{applied_snapshot, RaftStore, SharedStore};
 
@@ -418,5 +418,69 @@ impl<S: RaftStore> Node<S> {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a leadership transfer cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader can hand over; it names the leader it knows (0 = none).
+    #[error("this host is not the leader (leader: {})", if *.leader == 0 { "unknown".to_string() } else { format_id(*.leader) })]
+    NotLeader {
+        /// The current leader, 0 if unknown.
+        leader: NodeId,
+    },
+    /// The requested target is not a voter of the cluster.
+    #[error("{} is not a voter of this cluster", format_id(*.0))]
+    NotAVoter(NodeId),
+    /// No other voter is reachable and caught up enough to take over.
+    #[error("no other reachable voter to hand over to")]
+    NoTarget,
+}
+
+impl<S: RaftStore> Node<S> {
+    /// Planned handover: releases the VIP first (a transfer bypasses the raft-rs lease, see
+    /// `lease.rs`), then asks raft-rs to transfer leadership to `to`, or to the most caught-up
+    /// reachable voter. Returns the target and the outputs to carry out, in order; raft-rs's
+    /// messages for the transfer go out with the next input, which the caller feeds at once.
+    pub fn transfer_leadership(
+        &mut self,
+        to: Option<NodeId>,
+    ) -> Result<(NodeId, Vec<Output>), TransferError> {
+        let Some(raw) = self.raw.as_ref() else {
+            return Err(TransferError::NotLeader { leader: 0 });
+        };
+        if raw.raft.state != StateRole::Leader {
+            return Err(TransferError::NotLeader {
+                leader: raw.raft.leader_id,
+            });
+        }
+        let voters: Vec<NodeId> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.voter && m.id != self.cfg.id)
+            .map(|m| m.id)
+            .collect();
+        let target = match to {
+            Some(t) if voters.contains(&t) => t,
+            Some(t) => return Err(TransferError::NotAVoter(t)),
+            None => voters
+                .iter()
+                .copied()
+                .filter(|id| self.reachable(*id))
+                .max_by_key(|id| raw.raft.prs().get(*id).map_or(0, |p| p.matched))
+                .ok_or(TransferError::NoTarget)?,
+        };
+        if self.lease.holding {
+            self.lease.holding = false;
+            tracing::info!(to = %format_id(target), "releasing the VIP before handing over leadership");
+            self.out.push(Output::VipRelease);
+        }
+        if let Some(raw) = self.raw.as_mut() {
+            raw.transfer_leader(target);
+        }
+        tracing::info!(to = %format_id(target), "leadership transfer started");
+        Ok((target, std::mem::take(&mut self.out)))
     }
 }

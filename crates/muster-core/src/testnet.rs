@@ -65,6 +65,8 @@ pub struct TestNet {
     pub max_vip_holders: usize,
     /// Virtual time of every VIP acquire: (time, host).
     pub vip_acquires: Vec<(u64, NodeId)>,
+    /// Virtual time of every VIP release: (time, host).
+    pub vip_releases: Vec<(u64, NodeId)>,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -91,6 +93,7 @@ impl TestNet {
             vip_holders: BTreeSet::new(),
             max_vip_holders: 0,
             vip_acquires: Vec::new(),
+            vip_releases: Vec::new(),
         }
     }
 
@@ -196,11 +199,38 @@ impl TestNet {
         self.input(b, Input::PeerDisconnected { id: a });
     }
 
+    /// Operator handover on `leader`: carries out its outputs and feeds it a tick at once.
+    pub fn transfer(
+        &mut self,
+        leader: NodeId,
+        to: Option<NodeId>,
+    ) -> Result<NodeId, crate::TransferError> {
+        let node = self
+            .hosts
+            .get_mut(&leader)
+            .and_then(|h| h.node.as_mut())
+            .expect("host is up");
+        let (target, outputs) = node.transfer_leadership(to)?;
+        self.dispatch(leader, outputs);
+        self.input(
+            leader,
+            Input::Tick {
+                now_ms: self.now_ms,
+                unix_ms: self.now_ms,
+            },
+        );
+        Ok(target)
+    }
+
     fn input(&mut self, id: NodeId, input: Input) {
         let Some(node) = self.hosts.get_mut(&id).and_then(|h| h.node.as_mut()) else {
             return;
         };
         let outputs = node.handle(input).expect("core reports no fatal error");
+        self.dispatch(id, outputs);
+    }
+
+    fn dispatch(&mut self, id: NodeId, outputs: Vec<Output>) {
         for out in outputs {
             match out {
                 Output::Send { to, envelope } => {
@@ -227,6 +257,7 @@ impl TestNet {
                 }
                 Output::VipRelease => {
                     self.vip_holders.remove(&id);
+                    self.vip_releases.push((self.now_ms, id));
                 }
             }
         }

@@ -408,3 +408,64 @@ fn a_lease_longer_than_the_election_timeout_breaks_fencing() {
         "stretching the lease past the election timeout must allow two holders"
     );
 }
+
+/// Planned handover: leadership and the VIP move to the chosen voter, the VIP is released before
+/// the new holder acquires it, and the gap is a few network round trips, not an election timeout.
+#[test]
+fn transfer_moves_leadership_and_vip_quickly() {
+    let (mut net, ids) = site(21, 3, 3, |c| c.vip = true);
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_forms(&mut net, &ids, 3, 10_000);
+    net.run_for(1_000);
+    for round in 0..6 {
+        let leader = net.node(ids[0]).leader_id();
+        assert_eq!(
+            net.vip_holders,
+            BTreeSet::from([leader]),
+            "round {round}: leader holds before"
+        );
+        let to = ids.iter().copied().find(|id| *id != leader).unwrap();
+        let start = net.now_ms;
+        assert_eq!(net.transfer(leader, Some(to)), Ok(to));
+        let moved = net.run_until(2_000, |n| {
+            n.vip_holders == BTreeSet::from([to]) && n.node(to).leader_id() == to
+        });
+        assert!(
+            moved.is_some(),
+            "round {round}: leadership and VIP moved to the target"
+        );
+        let released = net
+            .vip_releases
+            .iter()
+            .rev()
+            .find(|(_, h)| *h == leader)
+            .expect("old holder released")
+            .0;
+        let acquired = net
+            .vip_acquires
+            .iter()
+            .rev()
+            .find(|(_, h)| *h == to)
+            .expect("new holder acquired")
+            .0;
+        assert!(
+            released >= start && acquired >= released,
+            "release before acquire"
+        );
+        assert!(
+            acquired - released <= 50,
+            "round {round}: VIP gap {} ms",
+            acquired - released
+        );
+        net.run_for(500);
+    }
+    assert_eq!(net.max_vip_holders, 1);
+    let follower = net.node(ids[0]).leader_id();
+    let not_leader = ids.iter().copied().find(|id| *id != follower).unwrap();
+    assert!(matches!(
+        net.transfer(not_leader, None),
+        Err(muster_core::TransferError::NotLeader { leader }) if leader == follower
+    ));
+}

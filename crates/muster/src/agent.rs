@@ -20,7 +20,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::rpc::{self, StatusQuery};
+use crate::rpc::{self, Query};
 
 /// Interval of the core's clock input.
 const TICK_INTERVAL: Duration = Duration::from_millis(10);
@@ -115,7 +115,7 @@ impl Agent {
     async fn event_loop(
         &mut self,
         mut events: mpsc::Receiver<NetEvent>,
-        mut queries: mpsc::Receiver<StatusQuery>,
+        mut queries: mpsc::Receiver<Query>,
     ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,20 +132,44 @@ impl Agent {
                     Some(e) => self.on_net_event(e).await?,
                     None => anyhow::bail!("network task ended unexpectedly"),
                 },
-                Some(reply) = queries.recv() => {
-                    let mut status = self.node.status();
-                    let stats = self.net.stats();
-                    status.rejected_connections = stats.handshakes_rejected;
-                    if let Some(v) = status.vip.as_mut() {
-                        v.address = self.vip.address.clone();
-                        v.held_here = v.held_here && self.vip.is_held();
-                    }
-                    let _ = reply.send(status);
-                }
+                Some(query) = queries.recv() => self.on_query(query).await?,
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
             }
         }
+    }
+
+    async fn on_query(&mut self, query: Query) -> anyhow::Result<()> {
+        match query {
+            Query::Status(reply) => {
+                let mut status = self.node.status();
+                status.rejected_connections = self.net.stats().handshakes_rejected;
+                if let Some(v) = status.vip.as_mut() {
+                    v.address = self.vip.address.clone();
+                    v.held_here = v.held_here && self.vip.is_held();
+                }
+                let _ = reply.send(status);
+            }
+            Query::Transfer { to, reply } => {
+                let from = self.node.id();
+                match self.node.transfer_leadership(to) {
+                    Ok((target, outputs)) => {
+                        self.carry_out(outputs).await;
+                        // raft-rs's transfer messages go out with the next input: feed it now.
+                        let input = Input::Tick {
+                            now_ms: self.now_ms(),
+                            unix_ms: unix_ms(),
+                        };
+                        self.step(input).await?;
+                        let _ = reply.send(Ok(muster_proto::TransferResponse { target, from }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn now_ms(&self) -> u64 {
@@ -200,10 +224,15 @@ impl Agent {
         }
     }
 
-    /// Feeds one input to the core and carries its outputs out in order (a VIP release happens
-    /// before any message that follows it is sent).
+    /// Feeds one input to the core and carries its outputs out.
     async fn step(&mut self, input: Input) -> anyhow::Result<()> {
         let outputs = self.node.handle(input).context("node state machine")?;
+        self.carry_out(outputs).await;
+        Ok(())
+    }
+
+    /// Carries outputs out in order (a VIP release happens before any message after it is sent).
+    async fn carry_out(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
                 Output::Send { to, envelope } => match self.peers.get(&to) {
@@ -217,7 +246,6 @@ impl Agent {
                 Output::VipRelease => self.vip.release().await,
             }
         }
-        Ok(())
     }
 
     /// Records members' identities and addresses so the transport can dial them.

@@ -45,6 +45,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hand leadership (and the VIP) over to another voter; ask the leader's agent.
+    Transfer {
+        /// The agent's status socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Target voter id (16 hex digits, as `muster status` shows); default: the most
+        /// caught-up reachable voter.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Check a configuration file and exit.
     CheckConfig {
         /// Path of the TOML configuration.
@@ -87,6 +97,21 @@ fn main() -> ExitCode {
             };
             report(runtime.block_on(agent::run(cfg)), 1)
         }
+        Command::Transfer { socket, to } => {
+            let to = match to.as_deref().map(muster_core::parse_id) {
+                None => 0,
+                Some(Some(id)) => id,
+                Some(None) => return usage_error("--to: expected a node id of 1-16 hex digits"),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            report(runtime.block_on(transfer(&socket, to)), 1)
+        }
         Command::Status { socket, json } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -106,6 +131,43 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// Starts a handover and waits until the local agent sees the target lead.
+async fn transfer(socket: &std::path::Path, to: u64) -> anyhow::Result<()> {
+    use muster_core::format_id;
+    let started = std::time::Instant::now();
+    let answer = rpc::transfer(socket, to).await?;
+    let deadline = started + std::time::Duration::from_secs(5);
+    loop {
+        let status = rpc::query(socket).await?;
+        if status.leader_id == answer.target {
+            let name = |id: u64| {
+                status
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map_or_else(String::new, |m| format!(" ({})", m.name))
+            };
+            println!(
+                "leadership moved from {}{} to {}{} in {} ms",
+                format_id(answer.from),
+                name(answer.from),
+                format_id(answer.target),
+                name(answer.target),
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "leadership did not move to {} within 5 s (leader is now {}); the old leader keeps it",
+                format_id(answer.target),
+                format_id(status.leader_id)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

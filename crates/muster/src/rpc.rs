@@ -8,14 +8,33 @@ use std::path::{Path, PathBuf};
 
 use muster_proto::status_client::StatusClient;
 use muster_proto::status_server::{Status as StatusService, StatusServer};
-use muster_proto::{StatusRequest, StatusResponse};
+use muster_proto::{StatusRequest, StatusResponse, TransferRequest, TransferResponse};
 use tokio::sync::{mpsc, oneshot};
 
 /// A request from the RPC server to the agent loop.
-pub type StatusQuery = oneshot::Sender<StatusResponse>;
+pub enum Query {
+    /// The local view.
+    Status(oneshot::Sender<StatusResponse>),
+    /// Start a planned leadership handover; the error is for the operator (e.g. "not the leader").
+    Transfer {
+        /// Target voter, `None` for the best one.
+        to: Option<u64>,
+        /// The answer.
+        reply: oneshot::Sender<Result<TransferResponse, String>>,
+    },
+}
 
 struct Service {
-    queries: mpsc::Sender<StatusQuery>,
+    queries: mpsc::Sender<Query>,
+}
+
+impl Service {
+    async fn ask(&self, q: Query) -> Result<(), tonic::Status> {
+        self.queries
+            .send(q)
+            .await
+            .map_err(|_| tonic::Status::unavailable("agent is shutting down"))
+    }
 }
 
 #[tonic::async_trait]
@@ -25,14 +44,25 @@ impl StatusService for Service {
         _request: tonic::Request<StatusRequest>,
     ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
         let (tx, rx) = oneshot::channel();
-        self.queries
-            .send(tx)
-            .await
-            .map_err(|_| tonic::Status::unavailable("agent is shutting down"))?;
+        self.ask(Query::Status(tx)).await?;
         let status = rx
             .await
             .map_err(|_| tonic::Status::unavailable("agent is shutting down"))?;
         Ok(tonic::Response::new(status))
+    }
+
+    async fn transfer(
+        &self,
+        request: tonic::Request<TransferRequest>,
+    ) -> Result<tonic::Response<TransferResponse>, tonic::Status> {
+        let to = Some(request.into_inner().to).filter(|t| *t != 0);
+        let (tx, rx) = oneshot::channel();
+        self.ask(Query::Transfer { to, reply: tx }).await?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
+            Ok(Err(message)) => Err(tonic::Status::failed_precondition(message)),
+            Err(_) => Err(tonic::Status::unavailable("agent is shutting down")),
+        }
     }
 }
 
@@ -40,7 +70,7 @@ impl StatusService for Service {
 /// `shutdown` resolves. Returns an error naming the path if it cannot bind.
 pub async fn serve(
     socket: PathBuf,
-    queries: mpsc::Sender<StatusQuery>,
+    queries: mpsc::Sender<Query>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use anyhow::Context as _;
@@ -72,8 +102,8 @@ pub async fn serve(
     }))
 }
 
-/// Asks the agent behind `socket` for its status.
-pub async fn query(socket: &Path) -> anyhow::Result<StatusResponse> {
+/// Connects to the agent behind `socket`.
+async fn client(socket: &Path) -> anyhow::Result<StatusClient<tonic::transport::Channel>> {
     use anyhow::Context as _;
     let path = socket.to_owned();
     let channel = tonic::transport::Endpoint::try_from("http://localhost")?
@@ -91,10 +121,25 @@ pub async fn query(socket: &Path) -> anyhow::Result<StatusResponse> {
                 socket.display()
             )
         })?;
-    let mut client = StatusClient::new(channel);
-    let response = client
+    Ok(StatusClient::new(channel))
+}
+
+/// Asks the agent behind `socket` for its status.
+pub async fn query(socket: &Path) -> anyhow::Result<StatusResponse> {
+    use anyhow::Context as _;
+    let response = client(socket)
+        .await?
         .get_status(StatusRequest {})
         .await
         .with_context(|| format!("status request to {} failed", socket.display()))?;
     Ok(response.into_inner())
+}
+
+/// Asks the agent behind `socket` (the leader) to hand leadership over.
+pub async fn transfer(socket: &Path, to: u64) -> anyhow::Result<TransferResponse> {
+    let response = client(socket).await?.transfer(TransferRequest { to }).await;
+    match response {
+        Ok(r) => Ok(r.into_inner()),
+        Err(status) => Err(anyhow::anyhow!("{}", status.message())),
+    }
 }
