@@ -25,7 +25,9 @@ pub struct NodeConfig {
     pub control_plane_count: usize,
     /// Length of one raft tick.
     pub tick_ms: u64,
-    /// Election timeout base in ticks (randomised by raft-rs within [base, 2·base)).
+    /// Election timeout base in ticks; each timeout is drawn from [base, 1.5·base) with the
+    /// node's seeded RNG. A voter also refuses votes for `base` ticks after hearing the leader,
+    /// which is what the VIP lease rests on (see `lease.rs`).
     pub election_ticks: usize,
     /// Leader heartbeat interval in ticks.
     pub heartbeat_ticks: usize,
@@ -61,7 +63,7 @@ impl NodeConfig {
             public_key,
             expected_nodes: 3,
             control_plane_count: 3,
-            tick_ms: 50,
+            tick_ms: 20,
             election_ticks: 10,
             heartbeat_ticks: 2,
             settle_ms: 10_000,

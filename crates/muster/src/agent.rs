@@ -62,6 +62,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     node_cfg.expected_nodes = cfg.expected_nodes;
     node_cfg.control_plane_count = cfg.control_plane_count;
     node_cfg.settle_ms = cfg.settle.as_millis() as u64;
+    node_cfg.tick_ms = cfg.tick.as_millis() as u64;
+    node_cfg.election_ticks = cfg.election_ticks;
+    node_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
     let seed: u64 = rand::random();
     let node_id = node_cfg.id;
     let span = tracing::info_span!("agent", node = %format_id(node_id), name = %cfg.name);

@@ -53,6 +53,8 @@ struct File {
     rpc: RpcSection,
     #[serde(default)]
     formation: FormationSection,
+    #[serde(default)]
+    timing: TimingSection,
     vip: Option<VipSection>,
     ddns: Option<DdnsSection>,
 }
@@ -92,6 +94,14 @@ struct RpcSection {
 #[serde(deny_unknown_fields)]
 struct FormationSection {
     settle: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TimingSection {
+    tick: Option<String>,
+    election_ticks: Option<i64>,
+    heartbeat_ticks: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +148,12 @@ pub struct Config {
     pub socket: PathBuf,
     /// How long a host that sees no cluster waits for `expected_nodes` before bootstrapping.
     pub settle: Duration,
+    /// Raft tick.
+    pub tick: Duration,
+    /// Election timeout base, in ticks.
+    pub election_ticks: usize,
+    /// Heartbeat interval, in ticks.
+    pub heartbeat_ticks: usize,
     /// The floating API address, if configured.
     pub vip: Option<muster_vip::VipConfig>,
     /// Sections parsed but not acted on by this version (named in a startup warning).
@@ -219,6 +235,30 @@ impl Config {
             Some(s) => parse_duration(s).map_err(|m| invalid("formation.settle", m))?,
             None => Duration::from_secs(10),
         };
+        let tick = match &file.timing.tick {
+            Some(t) => parse_duration(t).map_err(|m| invalid("timing.tick", m))?,
+            None => Duration::from_millis(20),
+        };
+        if !(Duration::from_millis(5)..=Duration::from_secs(1)).contains(&tick) {
+            return Err(invalid(
+                "timing.tick",
+                format!("must be between 5ms and 1s, got {tick:?}"),
+            ));
+        }
+        let election_ticks = file.timing.election_ticks.unwrap_or(10);
+        if !(3..=100).contains(&election_ticks) {
+            return Err(invalid(
+                "timing.election_ticks",
+                format!("must be 3-100, got {election_ticks}"),
+            ));
+        }
+        let heartbeat_ticks = file.timing.heartbeat_ticks.unwrap_or(2);
+        if heartbeat_ticks < 1 || heartbeat_ticks * 2 > election_ticks {
+            return Err(invalid(
+                "timing.heartbeat_ticks",
+                format!("must be at least 1 and at most half of timing.election_ticks ({election_ticks}), got {heartbeat_ticks}"),
+            ));
+        }
         let mut unimplemented = Vec::new();
         let vip = match &file.vip {
             None => None,
@@ -256,6 +296,9 @@ impl Config {
                 .socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             settle,
+            tick,
+            election_ticks: election_ticks as usize,
+            heartbeat_ticks: heartbeat_ticks as usize,
             vip,
             unimplemented,
         })
@@ -397,6 +440,21 @@ address = "10.0.0.100/24"
             err(&GOOD.replace("expected_nodes = 3", "expected_nodes = \"three\""))
                 .contains("expected_nodes")
         );
+    }
+
+    #[test]
+    fn timing_is_validated_by_key() {
+        let timing = |t: &str| err(&format!("{GOOD}\n[timing]\n{t}\n"));
+        assert!(timing("tick = \"1ms\"").contains("timing.tick"));
+        assert!(timing("election_ticks = 2").contains("timing.election_ticks"));
+        assert!(timing("heartbeat_ticks = 6").contains("timing.heartbeat_ticks"));
+        assert!(timing("tick = \"soon\"").contains("timing.tick"));
+        let ok = Config::parse(
+            Path::new("m.toml"),
+            &format!("{GOOD}\n[timing]\ntick = \"10ms\"\n"),
+        )
+        .unwrap();
+        assert_eq!(ok.tick, Duration::from_millis(10));
     }
 
     #[test]

@@ -92,6 +92,25 @@ pub fn human(s: &StatusResponse) -> String {
         "peers     {} connected, {} connection(s) refused for lacking the site key",
         s.peers_connected, s.rejected_connections
     );
+    if let Some(v) = &s.vip {
+        let holder = match v.holder_id {
+            0 => "nobody".to_string(),
+            id => {
+                let name = s
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map_or(String::new(), |m| format!(" ({})", m.name));
+                format!("{}{name}", format_id(id))
+            }
+        };
+        let here = if v.held_here {
+            format!(", here, lease {} ms left", v.lease_left_ms)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "vip       {} held by {holder}{here}", v.address);
+    }
     let _ = writeln!(out, "members   {}", s.members.len());
     if !s.members.is_empty() {
         let _ = writeln!(
