@@ -8,16 +8,19 @@
 //! ticks have passed since it last heard from the leader, i.e. for at least
 //! `(election_ticks - 1) · tick_ms` of its clock. Any new leader needs a quorum of such voters, and
 //! two quorums intersect, so no new leader can exist before `send + (election_ticks - 1)·tick_ms`
-//! measured on the slowest-running clock. The holder therefore keeps the lease until
-//! `send + lease_ms` on its own clock with
+//! measured on that voter's clock. With every clock within ±`drift_pct` percent of real time,
+//! that promise lasts at least `(election_ticks - 1)·tick_ms / (1 + drift)` of real time, while a
+//! lease of `L` ms on the holder's clock lasts at most `L / (1 - drift)`. The holder also notices
+//! the end of its lease only at its next input (the agent ticks every 10 ms), so one raft tick is
+//! kept in reserve:
 //!
 //! ```text
-//! lease_ms = (election_ticks - 1) · tick_ms · (100 - drift_pct) / (100 + drift_pct)
+//! lease_ms = (election_ticks - 1) · tick_ms · (100 - drift_pct) / (100 + drift_pct) - tick_ms
 //! ```
 //!
-//! which covers clocks running up to `drift_pct` percent fast or slow relative to each other.
-//! The agent checks at every 10 ms tick, so the VIP is dropped at most one tick after expiry; the
-//! drift margin (≥ 40 ms with the defaults) absorbs that.
+//! With the defaults (20 ms ticks, 10-tick election timeout, 5 %): the voters' promise is 180 ms
+//! on their clocks (≥ 171 ms real); the lease is 142 ms on the holder's clock (≤ 150 ms real),
+//! dropped within 10 ms more (≤ 160 ms real).
 //!
 //! A restarted voter has forgotten when it last heard the leader; it ignores (pre-)vote requests
 //! for `election_ticks · tick_ms` after boot (`Node::vote_guard_active`), restoring the promise.
