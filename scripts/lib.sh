@@ -15,6 +15,10 @@ need_tools() {
     local pkgs=()
     command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
     command -v cc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
+    # VIP tests and benchmark: partitions (nft), client pings, the keepalived comparison.
+    command -v nft >/dev/null 2>&1 || pkgs+=(nftables)
+    command -v ping >/dev/null 2>&1 || pkgs+=(iputils-ping)
+    command -v keepalived >/dev/null 2>&1 || [[ -x /usr/sbin/keepalived ]] || pkgs+=(keepalived)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update

@@ -12,23 +12,34 @@
 //! Module map: [`names`] (naming rules), [`netns`] (`ip` commands), [`config`] (muster.toml),
 //! [`cli`] (keygen/status, preflight), [`status`] (typed status), [`formed`] (agreement rule),
 //! [`host`] (files + agent process), [`site`] (the whole site), [`interrupt`] (Ctrl-C).
+//! VIP: [`vipsite`] (the site's VIP, client and partitions), [`addrs`] (who carries the VIP),
+//! [`holders`] (the two-holder checker), [`prober`] (the client's 5 ms ICMP prober),
+//! [`partition`] (nftables bridge rules), [`keepalived`] (the comparison peer for the benchmark),
+//! [`bench`] (statistics, RNG and CPU burners of `muster-vip-bench`).
 
 use std::sync::{Mutex, MutexGuard};
 
+pub mod addrs;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod formed;
+pub mod holders;
 pub mod host;
 pub mod interrupt;
+pub mod keepalived;
 pub mod names;
 pub mod netns;
+pub mod partition;
+pub mod prober;
 pub mod site;
 pub mod status;
+pub mod vipsite;
 
 pub use config::{overrides, Override};
 pub use formed::Formed;
-pub use site::{Discovery, Site, SiteOptions};
-pub use status::{Member, Status};
+pub use site::{Discovery, Site, SiteOptions, VipAddresses};
+pub use status::{Member, Status, VipStatus};
 
 /// Serializes namespace sites within one process: on a 2-core machine, sites of real agents
 /// must not run side by side (their timing would interfere and tests would turn flaky).

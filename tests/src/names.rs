@@ -20,6 +20,14 @@ pub const BRIDGE: &str = "br0";
 pub const HOST_IFACE: &str = "eth0";
 /// Prefix length of the site subnet 10.77.0.0/24.
 pub const SUBNET_PREFIX_LEN: u8 = 24;
+/// The site's IPv4 VIP as `[vip] address` sets it.
+pub const VIP_V4: &str = "10.77.0.100/24";
+/// The site's optional IPv6 VIP as `[vip] address6` sets it.
+pub const VIP_V6: &str = "fd77::100/64";
+/// The client's IPv4 address (outside the hosts' range 10.77.0.10 ..= 10.77.0.209).
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 250);
+/// The client's IPv6 address, in the IPv6 VIP's subnet.
+pub const CLIENT_IP6: &str = "fd77::250/64";
 
 /// Checks that `prefix` is short, lower-case ASCII letters, digits and `-`, and starts with a
 /// letter, so every name derived from it is a valid namespace and interface name.
@@ -63,6 +71,16 @@ pub fn bridge_port(prefix: &str, index: usize) -> String {
     format!("{prefix}-v{index}")
 }
 
+/// The namespace of the site's client (a host on the bridge without an agent): `<prefix>-c`.
+pub fn client_ns(prefix: &str) -> String {
+    format!("{prefix}-c")
+}
+
+/// The bridge-side end of the client's veth pair: `<prefix>-vc`.
+pub fn client_port(prefix: &str) -> String {
+    format!("{prefix}-vc")
+}
+
 /// The node name written to host `index`'s config: `h<index>`.
 pub fn node_name(index: usize) -> String {
     format!("h{index}")
@@ -74,13 +92,13 @@ pub fn host_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, last)
 }
 
-/// Whether namespace `name` is one a site with `prefix` creates (`<prefix>-br` or
+/// Whether namespace `name` is one a site with `prefix` creates (`<prefix>-br`, `<prefix>-c` or
 /// `<prefix>-h<digits>`). Used to sweep namespaces left behind by a crashed run.
 pub fn is_site_namespace(prefix: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    if rest == "br" {
+    if rest == "br" || rest == "c" {
         return true;
     }
     rest.strip_prefix('h')
@@ -123,6 +141,8 @@ mod tests {
         assert_eq!(bridge_port("mf-a", 3), "mf-a-v3");
         assert_eq!(host_ns("mf-a", 3), "mf-a-h3");
         assert_eq!(bridge_ns("mf-a"), "mf-a-br");
+        assert!(client_port(prefix).len() <= IFNAME_MAX_LEN);
+        assert_eq!(client_ns("mf-a"), "mf-a-c");
     }
 
     #[test]
@@ -139,6 +159,8 @@ mod tests {
         assert!(is_site_namespace("mf-a", "mf-a-br"));
         assert!(is_site_namespace("mf-a", "mf-a-h0"));
         assert!(is_site_namespace("mf-a", "mf-a-h12"));
+        assert!(is_site_namespace("mf-a", "mf-a-c"));
+        assert!(!is_site_namespace("mf-a", "mf-a-cx"));
         assert!(!is_site_namespace("mf-a", "mf-ab-h0"));
         assert!(!is_site_namespace("mf-a", "mf-a-h"));
         assert!(!is_site_namespace("mf-a", "mf-a-hx"));

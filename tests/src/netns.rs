@@ -101,6 +101,50 @@ pub fn add_host(prefix: &str, bridge_ns: &str, ns: &str, index: usize) -> Result
     Ok(())
 }
 
+/// Creates the client namespace `ns`, wired to the bridge in `bridge_ns` through `port`: `eth0`
+/// with `ipv4` (a `/24` in the site subnet) and, if given, `ipv6` (added without DAD), up. No
+/// agent runs there; it stands for a user of the VIP.
+pub fn add_client(
+    bridge_ns: &str,
+    ns: &str,
+    port: &str,
+    ipv4: std::net::Ipv4Addr,
+    ipv6: Option<&str>,
+) -> Result<()> {
+    let addr = format!("{ipv4}/{SUBNET_PREFIX_LEN}");
+    ip(&["netns", "add", ns])?;
+    ip_in(ns, &["link", "set", "lo", "up"])?;
+    ip_in(
+        ns,
+        &[
+            "link", "add", HOST_IFACE, "type", "veth", "peer", "name", port, "netns", bridge_ns,
+        ],
+    )?;
+    ip_in(ns, &["addr", "add", &addr, "dev", HOST_IFACE])?;
+    if let Some(v6) = ipv6 {
+        ip_in(ns, &["-6", "addr", "add", v6, "dev", HOST_IFACE, "nodad"])?;
+    }
+    ip_in(ns, &["link", "set", HOST_IFACE, "up"])?;
+    ip_in(bridge_ns, &["link", "set", port, "master", BRIDGE])?;
+    ip_in(bridge_ns, &["link", "set", port, "up"])?;
+    Ok(())
+}
+
+/// Moves the *calling thread* into network namespace `ns` (`/run/netns/<ns>`, as `ip netns`
+/// makes them). Sockets the thread creates afterwards belong to `ns`; other threads are not
+/// affected. Use it in a dedicated thread (a prober, a sampler), never in a test's own thread.
+pub fn enter(ns: &str) -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: setns(2) on a valid, open namespace fd; it changes only this thread's namespace.
+    let rc = unsafe { nix::libc::setns(file.as_raw_fd(), nix::libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("setns into {ns}"));
+    }
+    Ok(())
+}
+
 /// Turns flooding of multicast to a bridge port on or off. With every port off, mDNS cannot
 /// cross the bridge (snooping is off, so all multicast is flooded — or dropped here).
 pub fn set_port_multicast(bridge_ns: &str, port: &str, on: bool) -> Result<()> {

@@ -56,6 +56,19 @@ pub struct SiteOptions {
     pub discovery: Discovery,
     /// `[network] listen_port`.
     pub listen_port: u16,
+    /// `[vip] address` (and `address6`) for every host; `None`: no `[vip]` section.
+    pub vip: Option<VipAddresses>,
+    /// Whether to add a client namespace `<prefix>-c` (10.77.0.250, no agent) on the bridge.
+    pub client: bool,
+}
+
+/// The `[vip]` section every host of a site gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipAddresses {
+    /// `[vip] address`, e.g. [`names::VIP_V4`].
+    pub address: String,
+    /// `[vip] address6`, e.g. [`names::VIP_V6`].
+    pub address6: Option<String>,
 }
 
 impl Default for SiteOptions {
@@ -65,6 +78,8 @@ impl Default for SiteOptions {
             control_plane_count: None,
             discovery: Discovery::Mdns,
             listen_port: LISTEN_PORT,
+            vip: None,
+            client: false,
         }
     }
 }
@@ -87,6 +102,22 @@ impl SiteOptions {
         self.discovery = d;
         self
     }
+
+    /// Gives every host `[vip] address = "10.77.0.100/24"` and, with `ipv6`, `address6 =
+    /// "fd77::100/64"`.
+    pub fn vip(mut self, ipv6: bool) -> Self {
+        self.vip = Some(VipAddresses {
+            address: names::VIP_V4.to_owned(),
+            address6: ipv6.then(|| names::VIP_V6.to_owned()),
+        });
+        self
+    }
+
+    /// Adds the client namespace (see [`crate::vipsite`]).
+    pub fn client(mut self) -> Self {
+        self.client = true;
+        self
+    }
 }
 
 /// A running testbed site. See the module docs.
@@ -97,6 +128,8 @@ pub struct Site {
     control_plane_count: usize,
     discovery: Discovery,
     listen_port: u16,
+    pub(crate) vip: Option<VipAddresses>,
+    pub(crate) client_ns: Option<String>,
     muster: Muster,
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
@@ -135,6 +168,8 @@ impl Site {
             control_plane_count: opts.control_plane_count.unwrap_or(default_cp),
             discovery: opts.discovery,
             listen_port: opts.listen_port,
+            vip: opts.vip.clone(),
+            client_ns: opts.client.then(|| names::client_ns(prefix)),
             muster,
             dir: Some(dir),
             root,
@@ -164,6 +199,17 @@ impl Site {
             }
             self.hosts
                 .push(Host::new(i, ns, port, &self.root, self.site_key.clone())?);
+        }
+        if let Some(ns) = self.client_ns.clone() {
+            self.namespaces.push(ns.clone());
+            let v6 = self
+                .vip
+                .as_ref()
+                .and_then(|v| v.address6.as_ref())
+                .map(|_| names::CLIENT_IP6);
+            let port = names::client_port(&self.prefix);
+            netns::add_client(&self.bridge_ns, &ns, &port, names::CLIENT_IP, v6)
+                .with_context(|| format!("creating the client ({ns})"))?;
         }
         self.muster.keygen(&self.site_key)?;
         for i in 0..hosts {
@@ -219,6 +265,11 @@ impl Site {
         &self.hosts[i].ns
     }
 
+    /// The namespace holding the bridge.
+    pub fn bridge_namespace(&self) -> &str {
+        &self.bridge_ns
+    }
+
     /// Host `i`'s IPv4 address.
     pub fn ip(&self, i: usize) -> Ipv4Addr {
         names::host_ip(i)
@@ -254,10 +305,18 @@ impl Site {
         }
     }
 
-    /// (Re)writes host `i`'s config with `overrides` (replacing earlier overrides). Takes effect
-    /// at the next start. Returns the config's path.
+    /// (Re)writes host `i`'s config with `overrides` (replacing earlier overrides; applied after
+    /// the site's `[vip]` section, if any). Takes effect at the next start. Returns the path.
     pub fn write_config(&mut self, i: usize, overrides: &[Override]) -> Result<PathBuf> {
-        let text = self.agent_config(i).render(overrides)?;
+        let mut all = Vec::new();
+        if let Some(vip) = &self.vip {
+            all.push(("vip.address".to_owned(), vip.address.clone().into()));
+            if let Some(v6) = &vip.address6 {
+                all.push(("vip.address6".to_owned(), v6.clone().into()));
+            }
+        }
+        all.extend_from_slice(overrides);
+        let text = self.agent_config(i).render(&all)?;
         let h = &mut self.hosts[i];
         h.overrides = overrides.to_vec();
         std::fs::write(&h.config_path, text)

@@ -1,8 +1,9 @@
 //! The typed view of `muster status --json` that tests and the benchmark assert on.
 //!
 //! [`Status::from_json`] checks the operator contract's shape (16-hex-digit ids, required
-//! fields) so a malformed status fails loudly; fields the contract adds later (`vip`, `dns`,
-//! `plan`) are ignored here and stay readable through the raw `serde_json::Value`.
+//! fields) so a malformed status fails loudly; `vip` is typed as [`VipStatus`]; fields the
+//! contract adds later (`dns`, `plan`) are ignored here and stay readable through the raw
+//! `serde_json::Value`.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -25,6 +26,20 @@ pub struct Member {
     /// Whether the local node currently reaches it.
     #[serde(default)]
     pub reachable: Option<bool>,
+}
+
+/// The `vip` object: the VIP, who holds it, and this host's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct VipStatus {
+    /// The configured address(es), e.g. "10.77.0.100/24" or "10.77.0.100/24,fd77::100/64".
+    pub address: String,
+    /// Node id of the holder as this host knows it; `None` when nobody holds it.
+    pub holder_id: Option<String>,
+    /// Whether this host holds it (and the address is on its interface).
+    pub held_here: bool,
+    /// Lease left on this host, in ms (0 or absent when not held here).
+    #[serde(default)]
+    pub lease_left_ms: Option<u64>,
 }
 
 /// One host's view, as printed by `muster status --json`.
@@ -54,6 +69,9 @@ pub struct Status {
     /// Peers with an established, authenticated connection.
     #[serde(default)]
     pub peers_connected: Option<u64>,
+    /// The VIP; `None` when the site has no `[vip]`.
+    #[serde(default)]
+    pub vip: Option<VipStatus>,
 }
 
 impl Status {
@@ -77,6 +95,9 @@ impl Status {
         for m in &self.members {
             check_id("members[].id", &m.id)?;
         }
+        if let Some(id) = self.vip.as_ref().and_then(|v| v.holder_id.as_ref()) {
+            check_id("vip.holder_id", id)?;
+        }
         Ok(())
     }
 
@@ -92,9 +113,18 @@ impl Status {
 
     /// A one-line summary for progress output and error messages.
     pub fn summary(&self) -> String {
+        let vip = match &self.vip {
+            None => String::new(),
+            Some(v) => format!(
+                " vip_holder={} held_here={} lease_left_ms={}",
+                v.holder_id.as_deref().unwrap_or("-"),
+                v.held_here,
+                opt(v.lease_left_ms)
+            ),
+        };
         format!(
             "{} {} phase={} cluster={} leader={} term={} commit={} members={} voters={} peers={} \
-             rejected={}",
+             rejected={}{vip}",
             self.node_name,
             self.node_id,
             self.phase.as_deref().unwrap_or("?"),
@@ -160,6 +190,21 @@ pub(crate) mod tests {
         let s = Status::from_json(&v).unwrap();
         assert_eq!(s.cluster_id, None);
         assert_eq!(s.rejected_connections, None);
+    }
+
+    #[test]
+    fn vip_object_is_typed() {
+        let a = "aaaaaaaaaaaaaaaa";
+        let mut v = sample(a, Some(a), &[(a, true)]);
+        assert_eq!(Status::from_json(&v).unwrap().vip, None);
+        v["vip"] = json!({"address": "10.77.0.100/24", "holder_id": a, "held_here": true,
+                          "lease_left_ms": 350});
+        let vip = Status::from_json(&v).unwrap().vip.unwrap();
+        assert_eq!(vip.holder_id.as_deref(), Some(a));
+        assert!(vip.held_here);
+        assert_eq!(vip.lease_left_ms, Some(350));
+        v["vip"]["holder_id"] = json!("nope");
+        assert!(Status::from_json(&v).is_err());
     }
 
     #[test]

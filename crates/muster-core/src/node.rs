@@ -455,16 +455,23 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
-    /// Who holds the VIP as far as this node knows: itself, or a peer whose hello says so.
+    /// Who holds the VIP as far as this node knows: itself, or the current leader if its latest
+    /// hello says so (a cut-off old leader's stale hello must not win), else nobody known.
     pub fn vip_holder(&self) -> NodeId {
         if self.lease.holding {
             return self.cfg.id;
         }
-        self.peers
-            .iter()
-            .filter(|(id, _)| self.reachable(**id))
-            .find(|(_, p)| p.hello.as_ref().is_some_and(|h| h.vip_held))
-            .map_or(0, |(id, _)| *id)
+        let leader = self.leader_id();
+        let leader_holds = self
+            .peers
+            .get(&leader)
+            .and_then(|p| p.hello.as_ref())
+            .is_some_and(|h| h.vip_held);
+        if leader != 0 && leader_holds && self.reachable(leader) {
+            leader
+        } else {
+            0
+        }
     }
 
     /// Gates holding the VIP (e.g. on local API-server health once Kubernetes runs). `false`

@@ -338,9 +338,12 @@ fn vip_has_at_most_one_holder_and_follows_the_leader() {
             net.start(*id);
         }
         assert_forms(&mut net, &ids, 3, 10_000);
+        // The leader holds the VIP, and every host's status names it as the holder.
         let holder_is_leader = |n: &TestNet| {
             let leader = n.node(n.up_ids()[0]).leader_id();
-            leader != 0 && n.vip_holders == BTreeSet::from([leader])
+            leader != 0
+                && n.vip_holders == BTreeSet::from([leader])
+                && n.up_ids().iter().all(|id| n.node(*id).vip_holder() == leader)
         };
         assert!(
             net.run_until(5_000, holder_is_leader).is_some(),
