@@ -343,7 +343,9 @@ fn vip_has_at_most_one_holder_and_follows_the_leader() {
             let leader = n.node(n.up_ids()[0]).leader_id();
             leader != 0
                 && n.vip_holders == BTreeSet::from([leader])
-                && n.up_ids().iter().all(|id| n.node(*id).vip_holder() == leader)
+                && n.up_ids()
+                    .iter()
+                    .all(|id| n.node(*id).vip_holder() == leader)
         };
         assert!(
             net.run_until(5_000, holder_is_leader).is_some(),
