@@ -226,7 +226,7 @@ fn legend(s: &mut String, sim: &Sim, rows: usize) {
     };
     line(
         s,
-        "bar: host up, coloured by cluster (grey: none) | dark band: leader | orange band: VIP held | white ticks: membership changes | green line: formed",
+        "bar: host up, coloured by cluster (grey: none) | dark band: leader | orange band: VIP held | white ticks: membership changes (first 400 per row) | green line: formed",
         "#333333",
     );
     if sim.hosts.len() > rows {
