@@ -17,6 +17,9 @@ use crate::node::{CoreError, Node, Phase};
 use crate::state;
 use crate::storage::{applied_snapshot, RaftStore};
 
+/// How long a joiner waits for its first snapshot before it gives up on that cluster.
+const JOIN_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
+
 /// Ranks clusters for joining and merging: more members first, then the lower cluster id.
 fn rank(member_count: u32, cluster_id: u64) -> (u32, std::cmp::Reverse<u64>) {
     (member_count, std::cmp::Reverse(cluster_id))
@@ -177,6 +180,30 @@ impl<S: RaftStore> Node<S> {
         tracing::info!(cluster = %format_id(cluster_id), "contacted by the cluster's leader; starting raft as a new member");
         self.start_raft(0)?;
         self.raft_cluster_id = cluster_id;
+        self.join_started_ms = Some(self.now_ms);
+        Ok(())
+    }
+
+    /// A host that started raft to join a cluster but never received its first snapshot (the
+    /// cluster dissolved, or its leader vanished) goes back to discovering instead of waiting
+    /// forever.
+    pub(crate) fn abandon_stalled_join(&mut self) -> Result<(), CoreError> {
+        if self.cluster.cluster_id != 0 {
+            self.join_started_ms = None;
+            return Ok(());
+        }
+        let Some(started) = self.join_started_ms else {
+            return Ok(());
+        };
+        if self.now_ms >= started + JOIN_SNAPSHOT_TIMEOUT_MS {
+            tracing::warn!(
+                cluster = %format_id(self.raft_cluster_id),
+                waited_ms = self.now_ms - started,
+                "no snapshot from the cluster being joined; discovering again"
+            );
+            self.join_started_ms = None;
+            self.dissolve()?;
+        }
         Ok(())
     }
 

@@ -116,6 +116,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) cluster: ClusterState,
     /// The cluster the running raft group belongs to (set before the first snapshot arrives).
     pub(crate) raft_cluster_id: u64,
+    /// When raft was started to join a cluster (cleared once its first snapshot arrives).
+    pub(crate) join_started_ms: Option<u64>,
     /// (term, role, leader) when the election timeout was last drawn from `rng`.
     pub(crate) raft_role: Option<(u64, raft::StateRole, u64)>,
     pub(crate) peers: BTreeMap<NodeId, Peer>,
@@ -155,6 +157,7 @@ impl<S: RaftStore> Node<S> {
             cluster: ClusterState::default(),
             raft_cluster_id: 0,
             raft_role: None,
+            join_started_ms: None,
             peers: BTreeMap::new(),
             now_ms: 0,
             unix_ms: 0,
@@ -269,6 +272,7 @@ impl<S: RaftStore> Node<S> {
             Phase::Member => {
                 self.leader_duties()?;
                 self.merge_check()?;
+                self.abandon_stalled_join()?;
             }
         }
         Ok(())

@@ -110,6 +110,17 @@ impl<S: RaftStore> Node<S> {
         let Some(raw) = self.raw.as_mut() else {
             return Ok(());
         };
+        let mut msg = msg;
+        // A leader that remembers more of this host's log than the host has (it dissolved its
+        // cluster, or its store was replaced, and rejoined with the same id) sends heartbeats
+        // committing entries the host lacks; raft-rs panics on those. Clamp the commit to what
+        // the host has: the leader learns the truth from the next append exchange and catches
+        // the host up (snapshot if needed).
+        let last = raw.raft.raft_log.last_index();
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && msg.commit > last {
+            tracing::debug!(peer = %format_id(from), commit = msg.commit, last, "heartbeat commit beyond our log clamped");
+            msg.commit = last;
+        }
         if let Err(e) = raw.step(msg) {
             tracing::debug!(peer = %format_id(from), error = %e, "raft step refused message");
         }
