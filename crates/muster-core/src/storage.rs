@@ -135,6 +135,24 @@ impl LogCache {
         Ok(())
     }
 
+    /// Applies one `RaftStore::persist` in memory: the snapshot, then the entries, then the hard
+    /// state. In-memory stores call this; `DiskStore` interleaves the same steps with its writes.
+    pub fn persist(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = snapshot {
+            self.apply_snapshot(s);
+        }
+        self.append(entries)?;
+        if let Some(hs) = hard_state {
+            self.hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
     /// Records a new applied state.
     pub fn save_applied(&mut self, applied: &Snapshot) -> Result<(), StoreError> {
         let new = applied.get_metadata().index;
@@ -301,14 +319,7 @@ impl RaftStore for MemStore {
         if std::mem::take(&mut self.fail_next_persist) {
             return Err(StoreError::Injected("persist"));
         }
-        if let Some(s) = snapshot {
-            self.cache.apply_snapshot(s);
-        }
-        self.cache.append(entries)?;
-        if let Some(hs) = hard_state {
-            self.cache.hard_state = hs.clone();
-        }
-        Ok(())
+        self.cache.persist(snapshot, entries, hard_state)
     }
 
     fn save_applied(&mut self, applied: &Snapshot) -> Result<(), StoreError> {

@@ -71,14 +71,7 @@ impl RaftStore for SimDisk {
         hard_state: Option<&HardState>,
     ) -> Result<(), StoreError> {
         self.writes += 1;
-        if let Some(s) = snapshot {
-            self.live.apply_snapshot(s);
-        }
-        self.live.append(entries)?;
-        if let Some(hs) = hard_state {
-            self.live.hard_state = hs.clone();
-        }
-        Ok(())
+        self.live.persist(snapshot, entries, hard_state)
     }
 
     fn save_applied(&mut self, applied: &Snapshot) -> Result<(), StoreError> {
