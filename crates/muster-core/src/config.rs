@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// percentage. 100 is correct; above 100 the lease outlives the voters' promise and fencing
     /// (invariant I2) breaks, which checkers must catch.
     pub lease_stretch_pct_for_tests: u64,
+    /// Fault injection for tests and the simulator only: skip the site rule (`lease.rs`), so
+    /// the leader of any cluster holds the VIP on its lease alone and coexisting clusters break
+    /// I2, which checkers must catch.
+    pub site_rule_off_for_tests: bool,
 }
 
 impl NodeConfig {
@@ -74,6 +78,7 @@ impl NodeConfig {
             vip: false,
             max_clock_drift_pct: 5,
             lease_stretch_pct_for_tests: 100,
+            site_rule_off_for_tests: false,
         }
     }
 

@@ -28,6 +28,10 @@ fn rank(member_count: u32, cluster_id: u64) -> (u32, std::cmp::Reverse<u64>) {
 impl<S: RaftStore> Node<S> {
     /// One formation step for a host in no cluster: join what it sees, or bootstrap.
     pub(crate) fn formation_tick(&mut self) -> Result<(), CoreError> {
+        if self.quiet_until_ms.is_some_and(|q| self.now_ms < q) {
+            // Just booted or dissolved: the cluster we were in may still count us (`lease.rs`).
+            return Ok(());
+        }
         if let Some(cluster_id) = self.best_visible_cluster().map(|(id, _)| id) {
             let switching =
                 !matches!(self.phase, Phase::Joining { cluster_id: c, .. } if c == cluster_id);
@@ -244,6 +248,9 @@ impl<S: RaftStore> Node<S> {
         self.pending_joins.clear();
         self.phase = Phase::Discovering;
         self.members_dirty = true;
+        self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());
+        // Tell peers at once that we left (they stop counting us for the VIP site rule).
+        self.last_hello_ms = None;
         Ok(())
     }
 }

@@ -29,8 +29,43 @@
 //!
 //! A new leader acquires the VIP once its own first lease is confirmed — after its election,
 //! which by the argument above is after every earlier lease ended.
+//!
+//! # The site rule: one holder across clusters
+//!
+//! The lease fences leaders of one raft group. While a site forms, several clusters can coexist
+//! for a while (hosts that did not see each other bootstrap apart and merge later), and each has
+//! a leader with a valid lease. So a leader also needs its cluster to hold the site: with `U` =
+//! the larger of `expected_nodes` and the number of site hosts this node has heard of (hello
+//! senders and the members their hellos list), the leader holds the VIP only if
+//!
+//! - *fresh majority*: more than `U / 2` hosts of its cluster (itself included) sent it a raft
+//!   message of this cluster within the last election timeout `W`; or
+//! - *complete*: its cluster's membership lists at least `U` hosts.
+//!
+//! A host takes part in one raft group at a time and drops raft messages of any other. When it
+//! leaves a cluster (dissolving to merge, or after a wiped disk) it waits `Q =
+//! formation_quiet_ms` — after boot too — before it joins or bootstraps anything, and `Q` exceeds
+//! `W` plus a tick plus the one-way message delay (assumed below 300 ms with the defaults), so the
+//! cluster it left stops counting it before another can start counting it: the fresh sets of two
+//! clusters are disjoint at every instant. If the site has at most `expected_nodes` hosts, `U`
+//! covers all of them, so two clusters cannot both have a fresh majority. A complete cluster is
+//! final: hosts leave a cluster only for a better-ranked one (more members, then lower id), and
+//! the first cluster to list every host has no better one; every host being in it, no other
+//! cluster has a fresh member. So with at most `expected_nodes` hosts, two holders in different
+//! clusters are impossible. With more hosts than `expected_nodes`, the guarantee holds once both
+//! leaders have heard of every host (hellos carry member lists, so this spreads with merges); two
+//! groups of hosts that have never heard of each other cannot be told apart from two sites. To
+//! narrow that window (a host that has heard of only `expected_nodes` hosts cannot tell whether
+//! there are more), the rule applies only after the node heard of no new host for four hello
+//! intervals (2 s by default): the VIP floats once discovery has settled, and a failover, whose
+//! site is long known, is not delayed.
+//!
+//! A lone host of a site expecting three never floats the VIP: it cannot tell it is not one of
+//! two halves. `muster status` says why a leader holds back (`vip.held_back`).
 
 use raft::StateRole;
+
+use crate::config::NodeId;
 
 use crate::node::{Node, Output};
 use crate::storage::RaftStore;
@@ -46,9 +81,102 @@ pub(crate) struct Lease {
     pub last_probe_ms: Option<u64>,
     /// Whether this node told the shell to hold the VIP.
     pub holding: bool,
+    /// The lease end last given to the shell (`VipAcquire` / `VipRenew`).
+    pub fence_ms: u64,
+}
+
+/// The site rule waits until no new host was heard of for this many hello intervals.
+const KNOWLEDGE_SETTLE_INTERVALS: u64 = 4;
+
+/// The site rule (module docs) as last evaluated on this node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SiteRule {
+    /// Whether the rule allows holding the VIP.
+    pub ok: bool,
+    /// Why not, for operators; empty when `ok` or when not leading.
+    pub held_back: String,
 }
 
 impl<S: RaftStore> Node<S> {
+    /// `Q`: how long formation waits after boot and after dissolving (module docs).
+    pub(crate) fn formation_quiet_ms(&self) -> u64 {
+        2 * self.cfg.election_ticks as u64 * self.cfg.tick_ms + 100
+    }
+
+    /// Records hosts of the site learnt from a hello.
+    pub(crate) fn learn_hosts(&mut self, from: NodeId, member_ids: &[NodeId]) {
+        let before = self.known_hosts.len();
+        self.known_hosts.insert(from);
+        self.known_hosts.extend(member_ids.iter().copied());
+        if self.known_hosts.len() != before {
+            self.known_hosts_changed_ms = self.now_ms;
+        }
+    }
+
+    /// Evaluates the site rule (module docs). Leader only; once per tick, as it walks the
+    /// membership.
+    pub(crate) fn evaluate_site_rule(&mut self) {
+        let leading = self
+            .raw
+            .as_ref()
+            .is_some_and(|r| r.raft.state == StateRole::Leader);
+        if !self.cfg.vip || !leading {
+            self.site_rule = SiteRule::default();
+            return;
+        }
+        if self.cfg.site_rule_off_for_tests {
+            self.site_rule = SiteRule {
+                ok: true,
+                held_back: String::new(),
+            };
+            return;
+        }
+        let known = self.known_hosts.len().max(self.cfg.expected_nodes);
+        let settle = KNOWLEDGE_SETTLE_INTERVALS * self.cfg.hello_interval_ms;
+        if self.now_ms < self.known_hosts_changed_ms + settle {
+            self.site_rule = SiteRule {
+                ok: false,
+                held_back: format!(
+                    "still hearing of new site hosts ({known} known); waiting until none is new for {settle} ms"
+                ),
+            };
+            return;
+        }
+        let members = self.cluster.members.len();
+        if members >= known {
+            self.site_rule = SiteRule {
+                ok: true,
+                held_back: String::new(),
+            };
+            return;
+        }
+        let window = self.cfg.election_ticks as u64 * self.cfg.tick_ms;
+        let fresh = 1 + self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != self.cfg.id)
+            .filter(|m| {
+                self.peers
+                    .get(&m.id)
+                    .and_then(|p| p.raft_heard_ms)
+                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= window)
+            })
+            .count();
+        let ok = fresh * 2 > known;
+        self.site_rule = SiteRule {
+            ok,
+            held_back: if ok {
+                String::new()
+            } else {
+                format!(
+                    "the cluster reaches {fresh} of the {known} site hosts known (expected_nodes {}); holding the VIP needs more than half",
+                    self.cfg.expected_nodes
+                )
+            },
+        };
+    }
+
     /// How long a confirmed quorum contact lets the leader hold the VIP.
     pub fn lease_ms(&self) -> u64 {
         let base = (self.cfg.election_ticks as u64 - 1) * self.cfg.tick_ms;
@@ -124,14 +252,19 @@ impl<S: RaftStore> Node<S> {
         if !self.cfg.vip {
             return;
         }
-        let should = self.lease_valid() && self.vip_allowed;
+        let should = self.lease_valid() && self.vip_allowed && self.site_rule.ok;
+        let until_ms = self.lease.until_ms.unwrap_or(0);
         if should && !self.lease.holding {
             self.lease.holding = true;
+            self.lease.fence_ms = until_ms;
             tracing::info!(
                 lease_ms = self.lease_left_ms(),
                 "lease valid: acquiring the VIP"
             );
-            self.out.push(Output::VipAcquire);
+            self.out.push(Output::VipAcquire { until_ms });
+        } else if should && until_ms > self.lease.fence_ms {
+            self.lease.fence_ms = until_ms;
+            self.out.push(Output::VipRenew { until_ms });
         } else if !should && self.lease.holding {
             self.lease.holding = false;
             tracing::info!("lease ended or leadership lost: releasing the VIP");

@@ -60,8 +60,19 @@ pub enum Output {
         members: Vec<Member>,
     },
     /// Hold the VIP: add it and announce it. Emitted only while this node is leader with a valid
-    /// lease (see `lease.rs`); always followed by `VipRelease` before the lease can end.
-    VipAcquire,
+    /// lease (see `lease.rs`); followed by `VipRelease` when the lease ends, as the core sees it
+    /// at its next input. `until_ms` (this node's monotonic clock, as in `Input::Tick`) is when
+    /// the lease ends: the shell must drop the VIP by then on its own if the core stalls (a
+    /// fence that does not depend on the event loop running).
+    VipAcquire {
+        /// When the lease ends unless renewed.
+        until_ms: u64,
+    },
+    /// The lease of the held VIP was renewed: move the fence to `until_ms`.
+    VipRenew {
+        /// When the lease now ends unless renewed again.
+        until_ms: u64,
+    },
     /// Stop holding the VIP: remove it now.
     VipRelease,
 }
@@ -93,6 +104,8 @@ pub(crate) struct Peer {
     pub connected: bool,
     pub last_heard_ms: Option<u64>,
     pub hello: Option<Hello>,
+    /// When a valid raft message of our current cluster last came from this peer.
+    pub raft_heard_ms: Option<u64>,
 }
 
 /// Where the node is in forming a cluster.
@@ -136,6 +149,15 @@ pub struct Node<S: RaftStore> {
     pub(crate) lease: crate::lease::Lease,
     /// The shell's gate on holding the VIP (local API-server health, later); default true.
     pub(crate) vip_allowed: bool,
+    /// Every host of the site this node has heard of: hello senders, the members their hellos
+    /// list, our own members, ourselves (see `lease.rs`, the site rule).
+    pub(crate) known_hosts: std::collections::BTreeSet<NodeId>,
+    /// Formation waits until then after boot and after dissolving (see `lease.rs`).
+    pub(crate) quiet_until_ms: Option<u64>,
+    /// When `known_hosts` last grew.
+    pub(crate) known_hosts_changed_ms: u64,
+    /// The site rule as last evaluated (once per tick, leader only).
+    pub(crate) site_rule: crate::lease::SiteRule,
 }
 
 /// Most join requests a leader holds at once; more are refused and retried by the joiner.
@@ -172,7 +194,12 @@ impl<S: RaftStore> Node<S> {
             members_dirty: false,
             lease: Default::default(),
             vip_allowed: true,
+            known_hosts: std::collections::BTreeSet::new(),
+            quiet_until_ms: None,
+            known_hosts_changed_ms: 0,
+            site_rule: Default::default(),
         };
+        node.known_hosts.insert(node.cfg.id);
         node.restore()?;
         Ok(node)
     }
@@ -226,6 +253,9 @@ impl<S: RaftStore> Node<S> {
             ..Default::default()
         };
         let mut raw = RawNode::new(&config, store, &self.logger)?;
+        for p in self.peers.values_mut() {
+            p.raft_heard_ms = None;
+        }
         self.raft_role = None;
         crate::replica::reseed_election_timeout(
             &mut raw,
@@ -251,6 +281,8 @@ impl<S: RaftStore> Node<S> {
         self.drive_raft()?;
         self.update_vip();
         if std::mem::take(&mut self.members_dirty) {
+            let ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
+            self.learn_hosts(self.cfg.id, &ids);
             self.out.push(Output::MembersChanged {
                 members: self.cluster.members.clone(),
             });
@@ -264,6 +296,7 @@ impl<S: RaftStore> Node<S> {
         if self.boot_ms.is_none() {
             self.boot_ms = Some(self.now_ms);
             self.last_raft_tick_ms = self.now_ms;
+            self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());
         }
         self.raft_ticks();
         self.maybe_hello();
@@ -275,6 +308,7 @@ impl<S: RaftStore> Node<S> {
                 self.abandon_stalled_join()?;
             }
         }
+        self.evaluate_site_rule();
         Ok(())
     }
 
@@ -318,6 +352,7 @@ impl<S: RaftStore> Node<S> {
     }
 
     fn on_hello(&mut self, from: NodeId, hello: Hello) {
+        self.learn_hosts(from, &hello.member_ids);
         if let Some(p) = self.peers.get_mut(&from) {
             p.hello = Some(hello);
         }
@@ -455,6 +490,7 @@ impl<S: RaftStore> Node<S> {
                 holder_id: self.vip_holder(),
                 held_here: self.lease.holding,
                 lease_left_ms: self.lease_left_ms(),
+                held_back: self.site_rule.held_back.clone(),
             }),
         }
     }

@@ -99,6 +99,9 @@ impl<S: RaftStore> Node<S> {
             );
             return Ok(());
         }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.raft_heard_ms = Some(self.now_ms);
+        }
         let vote = matches!(
             msg.get_msg_type(),
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote

@@ -250,7 +250,8 @@ impl TestNet {
                         self.connect(id, m.id);
                     }
                 }
-                Output::VipAcquire => {
+                Output::VipRenew { .. } => {}
+                Output::VipAcquire { .. } => {
                     self.vip_holders.insert(id);
                     self.vip_acquires.push((self.now_ms, id));
                     self.max_vip_holders = self.max_vip_holders.max(self.vip_holders.len());

@@ -124,6 +124,10 @@ pub enum VipError {
     /// The configuration given to [`crate::NetlinkVip::new`] does not validate.
     #[error(transparent)]
     Config(#[from] crate::ConfigError),
+    /// The lease [`crate::Fence`] says the lease ended while the VIP was being acquired; it was
+    /// removed again.
+    #[error("the lease ended before the VIP was added; removed it again")]
+    LeaseEnded,
     /// [`crate::NetlinkVip::new`] was called outside a Tokio runtime.
     #[error("NetlinkVip must be created inside a Tokio runtime")]
     NoRuntime,

@@ -12,6 +12,10 @@
 //!   ([`NetlinkVip::restored_count`]). Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
 //! * [`MemVip`] — in memory, records calls, injects failures and external removal.
 //!
+//! [`Fence`] removes the VIP when the lease the core gave ends without a renewal, from its own
+//! thread, so a stalled event loop cannot keep the VIP past its lease
+//! ([`NetlinkVip::use_fence`]).
+//!
 //! Things the caller must know:
 //! * Dropping a [`NetlinkVip`] leaves the addresses in place; only `release` removes them. After
 //!   a crash the address may still be on the interface, so the agent should `release` at startup
@@ -21,12 +25,13 @@
 //!   is 1. Give the host its own address in the subnet first, set `promote_secondaries`, or use a
 //!   `/32` VIP.
 //!
-//! Modules: `config` (addresses, schedule), `error`, `frames` (pure frame builders), `packet`
+//! Modules: `config` (addresses, schedule), `error`, `fence` (lease fence thread), `frames` (pure frame builders), `packet`
 //! (raw socket), `netlink` (rtnetlink requests), `session` (holder task), `vip` (`NetlinkVip`),
 //! `mem` (`MemVip`).
 
 mod config;
 mod error;
+mod fence;
 pub mod frames;
 mod mem;
 mod netlink;
@@ -41,6 +46,7 @@ pub use config::{
     BURST_ROUNDS_MAX, IFNAME_MAX_LEN, PERIOD_MIN, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN,
 };
 pub use error::{Action, VipError, VipOp};
+pub use fence::Fence;
 pub use mem::{MemCall, MemVip};
 pub use packet::PacketSender;
 pub use vip::{NetlinkVip, VipStats};

@@ -50,6 +50,8 @@ pub(crate) struct Holder {
     pub link: Link,
     pub sender: Arc<PacketSender>,
     pub stats: Arc<Stats>,
+    /// The lease fence, if any: nothing is re-added once it says the lease ended.
+    pub fence: Option<Arc<crate::fence::Shared>>,
 }
 
 /// Where the task stands in its announcement schedule and whether things are failing.
@@ -212,6 +214,10 @@ impl Holder {
             .into_iter()
             .filter(|cidr| !present.contains(cidr))
             .collect();
+        if !missing.is_empty() && self.fence.as_ref().is_some_and(|f| !f.may_hold()) {
+            debug!("VIP address gone after the lease ended (the fence removed it); not re-adding");
+            return Ok(false);
+        }
         for cidr in missing {
             netlink::add_address(&self.handle, link.index, interface, cidr).await?;
             let total = self.stats.restored.fetch_add(1, Ordering::Relaxed) + 1;

@@ -47,6 +47,7 @@ pub struct NetlinkVip {
     sender: Arc<PacketSender>,
     stats: Arc<Stats>,
     session: Option<Session>,
+    fence: Option<Arc<crate::fence::Shared>>,
 }
 
 impl NetlinkVip {
@@ -66,7 +67,15 @@ impl NetlinkVip {
             sender: Arc::new(sender),
             stats: Arc::new(Stats::default()),
             session: None,
+            fence: None,
         })
+    }
+
+    /// Ties this VIP to a lease [`Fence`](crate::Fence): while the fence says the lease ended,
+    /// `acquire` does not leave the VIP on the interface and the holder task does not re-add a
+    /// removed address.
+    pub fn use_fence(&mut self, fence: &crate::Fence) {
+        self.fence = Some(fence.shared());
     }
 
     /// The configuration this was created with.
@@ -127,6 +136,11 @@ impl VipControl for NetlinkVip {
         for cidr in self.config.addresses() {
             netlink::add_address(&self.handle, link.index, &interface, cidr).await?;
         }
+        if self.fence.as_ref().is_some_and(|f| !f.may_hold()) {
+            // The lease ended while we were adding (or before): the fence may already have run.
+            self.release().await?;
+            return Err(VipError::LeaseEnded);
+        }
         if let Some(session) = &self.session {
             if session.index == link.index && !session.task.is_finished() {
                 return Ok(());
@@ -142,6 +156,7 @@ impl VipControl for NetlinkVip {
             link,
             sender: self.sender.clone(),
             stats: self.stats.clone(),
+            fence: self.fence.clone(),
         };
         let task = holder.spawn(self.subscribe());
         self.session = Some(Session {

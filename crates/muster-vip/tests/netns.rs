@@ -2,7 +2,9 @@
 //! `common::Lab` (needs root: `ip netns`, veth, CAP_NET_ADMIN/CAP_NET_RAW).
 //!
 //! What they show: the addresses really appear (IPv6 with `nodad`) and disappear, idempotently;
-//! the watcher puts back an address that something else deleted; and a second Linux kernel —
+//! the watcher puts back an address that something else deleted; the lease fence removes the VIP
+//! when its lease ends during a stalled event loop and nothing puts it back; and a second Linux
+//! kernel —
 //! the client namespace — accepts our gratuitous ARP (both forms) and unsolicited NA into its
 //! neighbour cache, including inside its ARP `locktime`, while near-miss variants are refused.
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use muster_vip::frames::{self, Mac};
-use muster_vip::{AnnounceSchedule, NetlinkVip, PacketSender, VipConfig, VipControl};
+use muster_vip::{AnnounceSchedule, Fence, NetlinkVip, PacketSender, VipConfig, VipControl};
 use tokio::io::AsyncWriteExt;
 
 const VIP4: &str = "10.77.1.100";
@@ -148,6 +150,75 @@ fn watcher_restores_an_externally_removed_address() {
         vip.release().await.unwrap();
         assert!(!vip.is_present().await.unwrap());
         assert_eq!(vip.restored_count(), 2, "release must not count as a loss");
+    });
+}
+
+/// The lease fence: the event loop stalls (a blocking call on this current-thread runtime, so the
+/// holder task cannot run either) past the lease end it armed; the fence thread removes the VIP
+/// at the lease end, not before, and the holder task does not put it back afterwards.
+#[test]
+fn fence_removes_the_vip_when_the_lease_ends_during_a_stall() {
+    let _serial = serial();
+    let lab = Lab::new("fence");
+    let ns = lab.holder.clone();
+    in_netns(&lab.holder, move || async move {
+        let mut config = config();
+        config.watch_interval = Duration::from_millis(200);
+        let fence = Fence::spawn(config.clone()).unwrap();
+        let mut vip = NetlinkVip::new(config).unwrap();
+        vip.use_fence(&fence);
+        let v4_present = || {
+            ip_in(&ns, &["-4", "addr", "show", "dev", IFACE])
+                .unwrap()
+                .contains(VIP4)
+        };
+
+        // Renewed leases keep it; a disarmed fence never fires.
+        fence.arm(Instant::now() + Duration::from_millis(300));
+        vip.acquire().await.unwrap();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            fence.arm(Instant::now() + Duration::from_millis(300));
+        }
+        assert!(vip.is_present().await.unwrap(), "renewed lease");
+        fence.disarm();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(vip.is_present().await.unwrap(), "disarmed fence fired");
+        assert_eq!(fence.fired(), 0);
+
+        // Stall: armed for 400 ms, then this thread blocks polling the kernel with `ip`.
+        let armed = Instant::now();
+        fence.arm(armed + Duration::from_millis(400));
+        let mut gone_after = None;
+        while armed.elapsed() < Duration::from_secs(5) {
+            if !v4_present() {
+                gone_after = Some(armed.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let gone_after = gone_after.expect("the fence did not remove the VIP during the stall");
+        eprintln!("fence removed the VIP {gone_after:?} after arming for 400 ms");
+        assert!(
+            gone_after >= Duration::from_millis(400),
+            "removed before the lease end"
+        );
+        assert_eq!(fence.fired(), 1);
+        assert!(!fence.may_hold());
+        let v6 = ip_in(&ns, &["-6", "addr", "show", "dev", IFACE]).unwrap();
+        assert!(!v6.contains(VIP6), "{v6}");
+
+        // The loop resumes: its holder task sees the address gone and must not re-add it.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            !vip.is_present().await.unwrap(),
+            "re-added after the fence fired"
+        );
+        assert_eq!(vip.restored_count(), 0);
+        // An acquire after the lease ended is refused and leaves nothing behind.
+        assert!(vip.acquire().await.is_err());
+        assert!(!vip.is_present().await.unwrap());
+        vip.release().await.unwrap();
     });
 }
 

@@ -245,7 +245,13 @@ impl Agent {
                     }
                 },
                 Output::MembersChanged { members } => self.learn_members(&members),
-                Output::VipAcquire => self.vip.acquire().await,
+                Output::VipAcquire { until_ms } => {
+                    let until = self.started + Duration::from_millis(until_ms);
+                    self.vip.acquire(until).await
+                }
+                Output::VipRenew { until_ms } => self
+                    .vip
+                    .renew(self.started + Duration::from_millis(until_ms)),
                 Output::VipRelease => self.vip.release().await,
             }
         }

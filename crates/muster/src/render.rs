@@ -50,6 +50,7 @@ pub fn json(s: &StatusResponse) -> Value {
             "holder_id": id_or_null(vip.holder_id),
             "held_here": vip.held_here,
             "lease_left_ms": vip.lease_left_ms,
+            "held_back": (!vip.held_back.is_empty()).then_some(vip.held_back.as_str()),
         });
     }
     v
@@ -110,6 +111,9 @@ pub fn human(s: &StatusResponse) -> String {
             String::new()
         };
         let _ = writeln!(out, "vip       {} held by {holder}{here}", v.address);
+        if !v.held_back.is_empty() {
+            let _ = writeln!(out, "          not held here: {}", v.held_back);
+        }
     }
     let _ = writeln!(out, "members   {}", s.members.len());
     if !s.members.is_empty() {

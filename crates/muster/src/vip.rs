@@ -1,10 +1,12 @@
-//! The agent's side of the floating VIP: carries the core's `VipAcquire` / `VipRelease` out to
-//! netlink (`muster_vip::NetlinkVip`), retries a failed acquire while the core still wants the
-//! VIP held, removes a stale VIP left by a crashed run at start, and releases on shutdown.
+//! The agent's side of the floating VIP: carries the core's `VipAcquire` / `VipRenew` /
+//! `VipRelease` out to netlink (`muster_vip::NetlinkVip`), arms the lease fence
+//! (`muster_vip::Fence`, its own thread) at every lease end the core gives, retries a failed
+//! acquire while the core still wants the VIP held, removes a stale VIP left by a crashed run at
+//! start, and releases on shutdown.
 
 use std::time::{Duration, Instant};
 
-use muster_vip::{NetlinkVip, VipConfig, VipControl as _};
+use muster_vip::{Fence, NetlinkVip, VipConfig, VipControl as _};
 
 /// Wait before retrying a failed acquire.
 const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
@@ -12,6 +14,7 @@ const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
 /// The VIP as the agent drives it; a no-op when the site has no `[vip]`.
 pub struct Vip {
     ctl: Option<NetlinkVip>,
+    fence: Option<Fence>,
     /// "10.0.0.100/24,fd00::100/64" for status.
     pub address: String,
     retry_at: Option<Instant>,
@@ -23,6 +26,7 @@ impl Vip {
         let Some(cfg) = cfg else {
             return Ok(Vip {
                 ctl: None,
+                fence: None,
                 address: String::new(),
                 retry_at: None,
             });
@@ -33,7 +37,9 @@ impl Vip {
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        let fence = Fence::spawn(cfg.clone()).map_err(|e| anyhow::anyhow!("vip fence: {e}"))?;
         let mut ctl = NetlinkVip::new(cfg).map_err(|e| anyhow::anyhow!("vip: {e}"))?;
+        ctl.use_fence(&fence);
         // A SIGKILLed run may have left the address on the interface; this host holds nothing yet.
         if ctl.is_present().await.unwrap_or(false) {
             tracing::warn!(%address, "removing a VIP left on the interface by a previous run");
@@ -43,6 +49,7 @@ impl Vip {
             .map_err(|e| anyhow::anyhow!("vip: removing a stale VIP: {e}"))?;
         Ok(Vip {
             ctl: Some(ctl),
+            fence: Some(fence),
             address,
             retry_at: None,
         })
@@ -53,8 +60,16 @@ impl Vip {
         self.ctl.is_some()
     }
 
-    /// Adds and announces the VIP; on failure logs and schedules a retry.
-    pub async fn acquire(&mut self) {
+    /// Arms the fence at the lease end `until`, then adds and announces the VIP; on failure logs
+    /// and schedules a retry.
+    pub async fn acquire(&mut self, until: Instant) {
+        if let Some(fence) = &self.fence {
+            fence.arm(until);
+        }
+        self.add().await;
+    }
+
+    async fn add(&mut self) {
         let Some(ctl) = self.ctl.as_mut() else { return };
         match ctl.acquire().await {
             Ok(()) => {
@@ -68,9 +83,20 @@ impl Vip {
         }
     }
 
-    /// Removes the VIP. A failure is logged: the core has already stopped claiming it.
+    /// The lease was renewed: moves the fence.
+    pub fn renew(&mut self, until: Instant) {
+        if let Some(fence) = &self.fence {
+            fence.arm(until);
+        }
+    }
+
+    /// Disarms the fence and removes the VIP. A failure is logged: the core has already stopped
+    /// claiming it.
     pub async fn release(&mut self) {
         self.retry_at = None;
+        if let Some(fence) = &self.fence {
+            fence.disarm();
+        }
         let Some(ctl) = self.ctl.as_mut() else { return };
         match ctl.release().await {
             Ok(()) => tracing::info!(address = %self.address, "VIP released"),
@@ -81,14 +107,16 @@ impl Vip {
     /// Retries a failed acquire if the core still holds the lease.
     pub async fn retry_if_due(&mut self, core_holds: bool) {
         match self.retry_at {
-            Some(at) if core_holds && Instant::now() >= at => self.acquire().await,
+            Some(at) if core_holds && Instant::now() >= at => self.add().await,
             Some(_) if !core_holds => self.retry_at = None,
             _ => {}
         }
     }
 
-    /// Whether the kernel-side state matches "held" (for status).
+    /// Whether the kernel-side state matches "held" (for status): acquired, and the fence has
+    /// not found the lease ended.
     pub fn is_held(&self) -> bool {
         self.ctl.as_ref().is_some_and(|c| c.is_held())
+            && self.fence.as_ref().is_none_or(|f| f.may_hold())
     }
 }

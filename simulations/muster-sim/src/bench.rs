@@ -125,7 +125,7 @@ pub fn bench(a: BenchArgs) -> Result<bool, String> {
             let site = s.site_view();
             site.formed
                 && site.up == s.hosts.len()
-                && s.leader().is_some_and(|l| s.checker.holds_vip(l))
+                && s.leader().is_some_and(|l| s.checker.holds_vip(l, s.now_ms))
         });
         let tk = Instant::now();
         sim.apply(&Action::KillLeader {

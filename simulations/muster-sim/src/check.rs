@@ -14,11 +14,11 @@
 //!   back with at least the cluster, applied index, term and vote it had acknowledged before the
 //!   crash; (d) while up, a host's term, commit and applied index never go backwards.
 //! - **I6 liveness**: within `liveness_bound_ms` of the last fault the site is formed (one
-//!   cluster, a leader every up host follows, every up host a member); afterwards it never stays
-//!   unformed that long again.
+//!   cluster, a leader every up host follows, every up host a member, and with a VIP configured
+//!   the leader holds it); afterwards it never stays unformed that long again.
 //! - I3 (plan stability) needs join plans, which the core does not have yet.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -108,7 +108,8 @@ pub struct Checker {
     leaders: HashMap<(u64, u64), usize>,
     entries: HashMap<(u64, u64), u64>,
     max_applied: HashMap<u64, (u64, u64)>,
-    vip_holders: BTreeSet<usize>,
+    /// Hosts told to hold the VIP, with the virtual time their fence removes it unless renewed.
+    vip_holders: BTreeMap<usize, u64>,
     quiet_ms: u64,
     bound_ms: u64,
     deadline_seen: bool,
@@ -135,7 +136,7 @@ impl Checker {
             leaders: HashMap::new(),
             entries: HashMap::new(),
             max_applied: HashMap::new(),
-            vip_holders: BTreeSet::new(),
+            vip_holders: BTreeMap::new(),
             quiet_ms,
             bound_ms,
             deadline_seen: false,
@@ -171,9 +172,9 @@ impl Checker {
         self.views[idx].as_ref()
     }
 
-    /// Whether a host holds the VIP.
-    pub fn holds_vip(&self, idx: usize) -> bool {
-        self.vip_holders.contains(&idx)
+    /// Whether a host holds the VIP at virtual time `t` (told to, and its fence has not fired).
+    pub fn holds_vip(&self, idx: usize, t: u64) -> bool {
+        self.vip_holders.get(&idx).is_some_and(|&fence| t < fence)
     }
 
     /// A host booted; `obs` is its state as restored from disk.
@@ -330,20 +331,32 @@ impl Checker {
         }
     }
 
-    /// A host emitted `VipAcquire` (`acquire`) or `VipRelease`.
-    pub fn on_vip(&mut self, t: u64, idx: usize, acquire: bool) {
+    /// A host emitted `VipAcquire` (`Some(fence)`, acquire = true), `VipRenew` (`Some(fence)`,
+    /// acquire = false) or `VipRelease` (`None`). `fence` is the virtual time at which the host's
+    /// clock reaches the lease end it gave: its shell removes the VIP then even if the core stalls.
+    pub fn on_vip(&mut self, t: u64, idx: usize, acquire: bool, fence: Option<u64>) {
         self.counts.i2_vip += 1;
-        if !acquire {
+        let Some(fence) = fence else {
             self.vip_holders.remove(&idx);
+            return;
+        };
+        if !acquire {
+            if let Some(f) = self.vip_holders.get_mut(&idx) {
+                *f = fence;
+            }
             return;
         }
         let name = self.names[idx].clone();
-        if let Some(&other) = self.vip_holders.iter().find(|h| **h != idx) {
+        if let Some((&other, &until)) = self
+            .vip_holders
+            .iter()
+            .find(|(h, until)| **h != idx && t < **until)
+        {
             let other = self.names[other].clone();
             self.violate(
                 t,
                 "I2",
-                format!("{name} acquired the VIP while {other} still holds it"),
+                format!("{name} acquired the VIP while {other} still holds it (its fence ends at {until} ms)"),
             );
         }
         if !self.views[idx].is_some_and(|v| v.is_leader) {
@@ -353,12 +366,12 @@ impl Checker {
                 format!("{name} acquired the VIP without being leader"),
             );
         }
-        self.vip_holders.insert(idx);
+        self.vip_holders.insert(idx, fence);
     }
 
-    /// Hosts currently holding the VIP.
-    pub fn vip_holder_count(&self) -> usize {
-        self.vip_holders.len()
+    /// Hosts holding the VIP at virtual time `t`.
+    pub fn vip_holder_count(&self, t: u64) -> usize {
+        self.vip_holders.values().filter(|&&f| t < f).count()
     }
 
     /// The periodic site-wide check.
@@ -468,14 +481,36 @@ mod tests {
         let mut c = checker();
         let d = SimDisk::default();
         c.observe(1, 0, obs(7, 2, 0, true), &d);
-        c.on_vip(1, 0, true);
+        c.on_vip(1, 0, true, Some(100));
         c.observe(2, 1, obs(7, 3, 0, true), &d);
-        c.on_vip(2, 1, true);
+        c.on_vip(2, 1, true, Some(100));
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
-        c.on_vip(3, 0, false);
-        c.on_vip(3, 1, false);
-        c.on_vip(4, 1, true);
+        c.on_vip(3, 0, false, None);
+        c.on_vip(3, 1, false, None);
+        c.on_vip(4, 1, true, Some(100));
         assert_eq!(c.violations.len(), 1);
+    }
+
+    #[test]
+    fn a_fenced_holder_stops_holding_when_its_lease_ends() {
+        let mut c = checker();
+        let d = SimDisk::default();
+        c.observe(1, 0, obs(7, 2, 0, true), &d);
+        c.on_vip(1, 0, true, Some(50));
+        c.on_vip(40, 0, false, Some(90));
+        assert!(c.holds_vip(0, 89));
+        assert!(
+            !c.holds_vip(0, 90),
+            "the fence removes the VIP at the lease end"
+        );
+        // The old holder stalled and never released; a new leader acquiring after its fence fired
+        // is fine, before it is not.
+        c.observe(91, 1, obs(7, 3, 0, true), &d);
+        c.on_vip(91, 1, true, Some(200));
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        c.observe(92, 2, obs(7, 4, 0, true), &d);
+        c.on_vip(92, 2, true, Some(200));
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Sim {
     /// The site at this instant, for the checker.
     pub fn site_view(&self) -> SiteView {
         let mut v = SiteView {
-            vip_holders: self.checker.vip_holder_count(),
+            vip_holders: self.checker.vip_holder_count(self.now_ms),
             ..SiteView::default()
         };
         let mut clusters = BTreeSet::new();
@@ -103,6 +103,7 @@ impl Sim {
             self.index.get(&leader).is_some_and(|&l| {
                 let l = l as usize;
                 self.checker.view(l).is_some_and(|o| o.is_leader)
+                    && (!self.scenario.vip || self.checker.holds_vip(l, self.now_ms))
                     && self.hosts[l].node.as_ref().is_some_and(|node| {
                         let mut members = crate::net::BitSet::new(self.hosts.len());
                         for m in &node.cluster_state().members {

@@ -291,6 +291,11 @@ pub struct TestFaults {
     pub wipe_disk_on_restart: Vec<String>,
     /// Core `lease_stretch_pct_for_tests` (100 = correct fencing).
     pub lease_stretch_pct: u64,
+    /// Core `site_rule_off_for_tests`: leaders of coexisting clusters all hold the VIP.
+    pub site_rule_off: bool,
+    /// The shell has no lease fence: a holder keeps the VIP until its core releases it, however
+    /// long the core stalls.
+    pub no_vip_fence: bool,
 }
 
 impl Default for TestFaults {
@@ -300,6 +305,8 @@ impl Default for TestFaults {
             sync_interval_ms: 1_000,
             wipe_disk_on_restart: Vec::new(),
             lease_stretch_pct: 100,
+            site_rule_off: false,
+            no_vip_fence: false,
         }
     }
 }

@@ -93,6 +93,22 @@ impl Host {
         let skewed = i128::from(v) + i128::from(v) * i128::from(self.rate_ppm) / 1_000_000;
         self.clock_offset_ms + skewed.max(0) as u64
     }
+
+    /// The first virtual time at which the node's clock reads `local` or later.
+    pub(crate) fn virtual_at(&self, local: u64) -> u64 {
+        let Some(d) = local.checked_sub(self.clock_offset_ms) else {
+            return 0;
+        };
+        let rate = 1_000_000 + i128::from(self.rate_ppm);
+        let mut v = (i128::from(d) * 1_000_000 / rate.max(1)).max(0) as u64;
+        while v > 0 && self.local_ms(v - 1) >= local {
+            v -= 1;
+        }
+        while self.local_ms(v) < local {
+            v += 1;
+        }
+        v
+    }
 }
 
 /// The simulated site.
@@ -210,6 +226,7 @@ impl Sim {
         c.control_plane_count = s.control_plane_count;
         c.vip = s.vip;
         c.lease_stretch_pct_for_tests = s.test_faults.lease_stretch_pct;
+        c.site_rule_off_for_tests = s.test_faults.site_rule_off;
         let t = &s.timing;
         if let Some(v) = t.settle_ms {
             c.settle_ms = v;
@@ -458,7 +475,7 @@ impl Sim {
         if self.checker.view(i).is_some_and(|v| v.is_leader) {
             self.metrics.mark(t, i, Mark::Leader(false));
         }
-        if self.checker.holds_vip(i) {
+        if self.checker.holds_vip(i, self.now_ms) {
             self.metrics.mark(t, i, Mark::Vip(false));
         }
         self.metrics.mark(t, i, Mark::Down);
@@ -581,21 +598,39 @@ impl Sim {
                     self.metrics
                         .mark(self.now_ms, i, Mark::Members(members.len()));
                 }
-                Output::VipAcquire => {
+                Output::VipAcquire { until_ms } => {
                     self.hash_ev(7, i as u32, 1);
-                    self.note(format!("vip acquire {}", self.hosts[i].name));
-                    self.checker.on_vip(self.now_ms, i, true);
+                    self.note(format!(
+                        "vip acquire {} until {until_ms}",
+                        self.hosts[i].name
+                    ));
+                    let fence = self.fence_at(i, until_ms);
+                    self.checker.on_vip(self.now_ms, i, true, Some(fence));
                     self.metrics.vip_acquired(self.now_ms, i);
+                }
+                Output::VipRenew { until_ms } => {
+                    self.hash_ev(7, i as u32, 2);
+                    let fence = self.fence_at(i, until_ms);
+                    self.checker.on_vip(self.now_ms, i, false, Some(fence));
                 }
                 Output::VipRelease => {
                     self.hash_ev(7, i as u32, 0);
                     self.note(format!("vip release {}", self.hosts[i].name));
-                    self.checker.on_vip(self.now_ms, i, false);
+                    self.checker.on_vip(self.now_ms, i, false, None);
                     self.metrics.mark(self.now_ms, i, Mark::Vip(false));
                 }
             }
         }
         self.flush_violations();
+    }
+
+    /// When host `i`'s lease fence removes the VIP, for a lease ending at `until_ms` on its clock.
+    fn fence_at(&self, i: usize, until_ms: u64) -> u64 {
+        if self.scenario.test_faults.no_vip_fence {
+            u64::MAX
+        } else {
+            self.hosts[i].virtual_at(until_ms)
+        }
     }
 
     fn send(&mut self, i: usize, to: NodeId, envelope: Envelope) {

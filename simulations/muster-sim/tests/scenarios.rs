@@ -201,39 +201,36 @@ fn same_seed_same_trace() {
     assert_ne!(a.1, trace(8).1);
 }
 
-/// Known core findings, each with a seed that reproduces it (see the session report and the
-/// scenario descriptions). These tests pin that the seeds still reproduce them; once the core is
-/// fixed they fail — then make the scenario a passing one and drop the row.
-const FINDINGS: &[(&str, u64, &str, &str)] = &[
-    // Two clusters coexist during a merge storm and each leader floats the VIP.
-    ("finding-two-clusters-two-vips", 1, "I2", "still holds it"),
-    // A stalled holder cannot drop the VIP when its lease ends.
-    ("finding-stalled-vip-holder", 1, "I2", "still holds it"),
-];
-
-/// Regressions of fixed core findings: merge-storm seed 1 made raft-rs panic ("to_commit .. out
-/// of range": a host that dissolved its cluster rejoined it and got a heartbeat for the log it had
-/// discarded); seed 25 left a joiner whose cluster dissolved before its first snapshot in no
-/// cluster forever. Both must now pass.
+/// Regressions of fixed core findings, each at the seed that found it: merge-storm seed 1 made
+/// raft-rs panic ("to_commit .. out of range": a host that dissolved its cluster rejoined it and
+/// got a heartbeat for the log it had discarded); seed 25 left a joiner whose cluster dissolved
+/// before its first snapshot in no cluster forever; merge-storm seeds 1, 2 and 4–7 (then run with
+/// the VIP) had two clusters' leaders hold the VIP at once before the site rule; stalled-leader
+/// seed 1 (with the VIP) had a stalled holder keep it past its lease before the fence.
 #[test]
 fn fixed_core_findings_stay_fixed() {
-    passes("merge-storm", 1..2);
+    passes("merge-storm", 1..8);
     passes("merge-storm", 25..26);
+    passes("stalled-leader", 1..2);
 }
 
+/// Leaders of coexisting clusters holding the VIP on their raft lease alone (site rule off): I2.
 #[test]
-fn known_core_findings_still_reproduce() {
-    for &(name, seed, invariant, detail) in FINDINGS {
-        let r = run(&load(name), name, seed);
-        let hit = r
-            .violations
+fn missing_site_rule_is_caught_as_two_vip_holders() {
+    let r = first_failure("bug-no-site-rule", 0..5);
+    assert_caught("bug-no-site-rule", "I2", &r);
+}
+
+/// A stalled holder without the lease fence keeps the VIP while a new leader takes it: I2.
+#[test]
+fn missing_vip_fence_is_caught_as_two_vip_holders() {
+    let r = first_failure("bug-no-vip-fence", 0..5);
+    assert_caught("bug-no-vip-fence", "I2", &r);
+    assert!(
+        r.violations
             .iter()
-            .find(|v| v.invariant == invariant && v.detail.contains(detail));
-        assert!(
-            hit.is_some(),
-            "{name} seed {seed} no longer shows {invariant} ({detail}) — fixed? update FINDINGS:\n{}",
-            r.summary()
-        );
-        assert_caught(name, invariant, &r);
-    }
+            .any(|v| v.invariant == "I2" && v.detail.contains("still holds it")),
+        "{}",
+        r.summary()
+    );
 }
