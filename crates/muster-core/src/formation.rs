@@ -211,20 +211,36 @@ impl<S: RaftStore> Node<S> {
         Ok(())
     }
 
-    /// If a connected peer is in a better cluster that may still dissolve ours, leave ours.
+    /// Remembers a peer whose hello names a better-ranked cluster that may still take ours in
+    /// (not locked), for `merge_check` at the next tick.
+    pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &muster_proto::Hello) {
+        let ours = self.cluster.cluster_id;
+        if ours != 0
+            && h.cluster_id != 0
+            && h.cluster_id != ours
+            && !h.locked
+            && rank(h.member_count, h.cluster_id) > rank(self.cluster.members.len() as u32, ours)
+        {
+            self.merge_hint = Some(from);
+        }
+    }
+
+    /// If a reachable peer is in a better cluster that may still dissolve ours, leave ours.
     pub(crate) fn merge_check(&mut self) -> Result<(), CoreError> {
         let ours = self.cluster.cluster_id;
-        if ours == 0 {
+        let Some(from) = self.merge_hint.take() else {
+            return Ok(());
+        };
+        if ours == 0 || !self.reachable(from) {
             return Ok(());
         }
         let our_rank = rank(self.cluster.members.len() as u32, ours);
         let better = self
             .peers
-            .iter()
-            .filter(|(id, _)| self.reachable(**id))
-            .filter_map(|(_, p)| p.hello.as_ref())
+            .get(&from)
+            .and_then(|p| p.hello.as_ref())
             .filter(|h| h.cluster_id != 0 && h.cluster_id != ours && !h.locked)
-            .find(|h| rank(h.member_count, h.cluster_id) > our_rank)
+            .filter(|h| rank(h.member_count, h.cluster_id) > our_rank)
             .map(|h| (h.cluster_id, h.member_count));
         if let Some((other, count)) = better {
             tracing::warn!(
@@ -246,6 +262,7 @@ impl<S: RaftStore> Node<S> {
         self.cluster = ClusterState::default();
         self.raft_cluster_id = 0;
         self.pending_joins.clear();
+        self.merge_hint = None;
         self.phase = Phase::Discovering;
         self.members_dirty = true;
         self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());

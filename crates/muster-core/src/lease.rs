@@ -53,12 +53,14 @@
 //! the first cluster to list every host has no better one; every host being in it, no other
 //! cluster has a fresh member. So with at most `expected_nodes` hosts, two holders in different
 //! clusters are impossible. With more hosts than `expected_nodes`, the guarantee holds once both
-//! leaders have heard of every host (hellos carry member lists, so this spreads with merges); two
+//! leaders have heard of every host (a leader's hellos to hosts outside its cluster list its
+//! members, so this spreads with merges); two
 //! groups of hosts that have never heard of each other cannot be told apart from two sites. To
 //! narrow that window (a host that has heard of only `expected_nodes` hosts cannot tell whether
 //! there are more), the rule applies only after the node heard of no new host for four hello
 //! intervals (2 s by default): the VIP floats once discovery has settled, and a failover, whose
-//! site is long known, is not delayed.
+//! site is long known, is not delayed. Hosts of its own membership are not news (they raise the
+//! hosts known and the members alike), so a restarted host that becomes leader is not held back.
 //!
 //! A lone host of a site expecting three never floats the VIP: it cannot tell it is not one of
 //! two halves. `muster status` says why a leader holds back (`vip.held_back`).
@@ -262,6 +264,7 @@ impl<S: RaftStore> Node<S> {
                 "lease valid: acquiring the VIP"
             );
             self.out.push(Output::VipAcquire { until_ms });
+            self.last_member_hello_ms = None;
         } else if should && until_ms > self.lease.fence_ms {
             self.lease.fence_ms = until_ms;
             self.out.push(Output::VipRenew { until_ms });
@@ -269,6 +272,7 @@ impl<S: RaftStore> Node<S> {
             self.lease.holding = false;
             tracing::info!("lease ended or leadership lost: releasing the VIP");
             self.out.push(Output::VipRelease);
+            self.last_member_hello_ms = None;
         }
     }
 

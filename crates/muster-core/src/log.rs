@@ -26,6 +26,20 @@ impl slog::Drain for TracingDrain {
         record: &slog::Record<'_>,
         values: &slog::OwnedKVList,
     ) -> Result<(), slog::Never> {
+        let enabled = match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::enabled!(target: "raft", tracing::Level::ERROR)
+            }
+            slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
+            slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+            slog::Level::Debug | slog::Level::Trace => {
+                tracing::enabled!(target: "raft", tracing::Level::TRACE)
+            }
+        };
+        if !enabled {
+            // Rendering the key-values costs more than the rest of a raft step.
+            return Ok(());
+        }
         let mut kv = KvToString(String::new());
         let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
         let _ = slog::KV::serialize(values, record, &mut kv);

@@ -106,6 +106,8 @@ pub(crate) struct Peer {
     pub hello: Option<Hello>,
     /// When a valid raft message of our current cluster last came from this peer.
     pub raft_heard_ms: Option<u64>,
+    /// Whether the peer is a member of our cluster (as applied here).
+    pub member: bool,
 }
 
 /// Where the node is in forming a cluster.
@@ -118,6 +120,10 @@ pub(crate) enum Phase {
     /// Has a raft group (possibly still waiting for its first snapshot as a new learner).
     Member,
 }
+
+/// Hellos a host sends to its cluster's members per hello interval, about (see
+/// `Node::member_hello_factor`).
+pub(crate) const HELLO_MEMBERS_PER_INTERVAL: u64 = 64;
 
 /// One host's state machine. `S` is its durable store.
 pub struct Node<S: RaftStore> {
@@ -138,7 +144,12 @@ pub struct Node<S: RaftStore> {
     pub(crate) unix_ms: u64,
     pub(crate) boot_ms: Option<u64>,
     pub(crate) last_raft_tick_ms: u64,
+    /// When hellos last went to peers outside our cluster (and to members, in a small cluster).
     pub(crate) last_hello_ms: Option<u64>,
+    /// When hellos last went to the members of our cluster.
+    pub(crate) last_member_hello_ms: Option<u64>,
+    /// A peer whose hello named a better-ranked cluster than ours (see `merge_check`).
+    pub(crate) merge_hint: Option<NodeId>,
     pub(crate) last_join_ms: Option<u64>,
     /// Leader only: hosts that asked to join, not yet proposed. Bounded by `MAX_PENDING_JOINS`.
     pub(crate) pending_joins: BTreeMap<NodeId, Member>,
@@ -186,6 +197,8 @@ impl<S: RaftStore> Node<S> {
             boot_ms: None,
             last_raft_tick_ms: 0,
             last_hello_ms: None,
+            last_member_hello_ms: None,
+            merge_hint: None,
             last_join_ms: None,
             pending_joins: BTreeMap::new(),
             join_target: None,
@@ -282,7 +295,18 @@ impl<S: RaftStore> Node<S> {
         self.update_vip();
         if std::mem::take(&mut self.members_dirty) {
             let ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
-            self.learn_hosts(self.cfg.id, &ids);
+            // Our own members are not news for the site rule's settle wait (`lease.rs`): they
+            // raise the count of hosts known and of our members alike. So a restarted host,
+            // which knows its members from its store, is not held back by it either.
+            self.known_hosts.extend(ids.iter().copied());
+            for p in self.peers.values_mut() {
+                p.member = false;
+            }
+            for id in ids {
+                if id != self.cfg.id {
+                    self.peers.entry(id).or_default().member = true;
+                }
+            }
             self.out.push(Output::MembersChanged {
                 members: self.cluster.members.clone(),
             });
@@ -319,8 +343,9 @@ impl<S: RaftStore> Node<S> {
         let peer = self.peers.entry(id).or_default();
         peer.connected = true;
         peer.last_heard_ms = Some(self.now_ms);
+        let member = peer.member;
         // Introduce ourselves at once: formation should not wait for the next hello round.
-        let hello = self.hello();
+        let hello = self.hello(!member);
         self.send(id, muster_proto::envelope::Body::Hello(hello));
     }
 
@@ -353,6 +378,7 @@ impl<S: RaftStore> Node<S> {
 
     fn on_hello(&mut self, from: NodeId, hello: Hello) {
         self.learn_hosts(from, &hello.member_ids);
+        self.note_merge_hint(from, &hello);
         if let Some(p) = self.peers.get_mut(&from) {
             p.hello = Some(hello);
         }
@@ -366,41 +392,93 @@ impl<S: RaftStore> Node<S> {
         });
     }
 
-    /// Sends a hello to every connected peer every `hello_interval_ms`.
+    /// How many times `hello_interval_ms` apart hellos to members (and their reachability
+    /// timeout) are: 1 up to `HELLO_MEMBERS_PER_INTERVAL` members, then growing with the cluster,
+    /// so a host sends about that many member hellos per interval whatever the site's size.
+    pub(crate) fn member_hello_factor(&self) -> u64 {
+        (self.cluster.members.len() as u64)
+            .div_ceil(HELLO_MEMBERS_PER_INTERVAL)
+            .max(1)
+    }
+
+    /// Sends hellos: to connected peers outside our cluster every `hello_interval_ms`; to our
+    /// members (connected or not: sending to a member makes the transport dial its recorded
+    /// address, so members keep a mesh and the leader reaches hosts discovery never paired it
+    /// with) every `member_hello_factor` intervals, and at once when this host starts or stops
+    /// holding the VIP (hellos carry `vip_held`, which every host's status shows).
     fn maybe_hello(&mut self) {
-        let due = self
-            .last_hello_ms
-            .is_none_or(|t| self.now_ms >= t + self.cfg.hello_interval_ms);
-        if !due {
+        let interval = self.cfg.hello_interval_ms;
+        let now = self.now_ms;
+        let outsiders_due = self.last_hello_ms.is_none_or(|t| now >= t + interval);
+        let members_due = self
+            .last_member_hello_ms
+            .is_none_or(|t| now >= t + interval * self.member_hello_factor());
+        if !outsiders_due && !members_due {
             return;
         }
-        self.last_hello_ms = Some(self.now_ms);
-        let hello = self.hello();
-        // Connected peers, and every member even if not connected: sending to a member makes
-        // the transport dial its recorded address, so members keep a full mesh (reachability in
-        // status, and the leader can reach hosts that discovery never paired it with).
-        let mut targets: std::collections::BTreeSet<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .map(|(id, _)| *id)
-            .collect();
-        targets.extend(self.cluster.members.iter().map(|m| m.id));
-        targets.remove(&self.cfg.id);
-        for id in targets {
-            self.send(id, muster_proto::envelope::Body::Hello(hello.clone()));
+        if outsiders_due {
+            self.last_hello_ms = Some(now);
+        }
+        if members_due {
+            self.last_member_hello_ms = Some(now);
+        }
+        let light = self.hello(false);
+        // Only the leader lists the members, and only to hosts outside the cluster: that is how
+        // other clusters' leaders learn of hosts they never heard (the site rule, `lease.rs`).
+        let full = (outsiders_due && self.is_leader()).then(|| self.hello(true));
+        let mut to_light = Vec::new();
+        let mut to_full = Vec::new();
+        for (id, p) in &self.peers {
+            if p.member {
+                if members_due {
+                    to_light.push(*id);
+                }
+            } else if outsiders_due && p.connected {
+                if full.is_some() {
+                    to_full.push(*id);
+                } else {
+                    to_light.push(*id);
+                }
+            }
+        }
+        if members_due {
+            // Members not yet in the peer table (just applied): dial them too.
+            for m in &self.cluster.members {
+                if m.id != self.cfg.id && !self.peers.contains_key(&m.id) {
+                    to_light.push(m.id);
+                }
+            }
+        }
+        for id in to_light {
+            self.send(id, muster_proto::envelope::Body::Hello(light.clone()));
+        }
+        if let Some(full) = full {
+            for id in to_full {
+                self.send(id, muster_proto::envelope::Body::Hello(full.clone()));
+            }
         }
     }
 
-    /// What this node tells its peers about itself.
-    pub(crate) fn hello(&self) -> Hello {
+    /// Whether this node is the raft leader.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raw
+            .as_ref()
+            .is_some_and(|r| r.raft.state == raft::StateRole::Leader)
+    }
+
+    /// What this node tells its peers about itself; `with_members` adds the member ids.
+    pub(crate) fn hello(&self, with_members: bool) -> Hello {
         Hello {
             name: self.cfg.name.clone(),
             address: self.cfg.address.clone(),
             cluster_id: self.cluster.cluster_id,
             member_count: self.cluster.members.len() as u32,
             leader_id: self.leader_id(),
-            member_ids: self.cluster.members.iter().map(|m| m.id).collect(),
+            member_ids: if with_members {
+                self.cluster.members.iter().map(|m| m.id).collect()
+            } else {
+                Vec::new()
+            },
             public_key: self.cfg.public_key.clone(),
             locked: false,
             vip_held: self.lease.holding,
@@ -520,15 +598,21 @@ impl<S: RaftStore> Node<S> {
         self.vip_allowed = allowed;
     }
 
-    /// Whether a peer counts as reachable: connected and heard from within `peer_timeout_ms`.
+    /// Whether a peer counts as reachable: connected and heard from within `peer_timeout_ms`
+    /// (for members of a large cluster, scaled like their hello interval).
     pub fn reachable(&self, id: NodeId) -> bool {
         if id == self.cfg.id {
             return true;
         }
         self.peers.get(&id).is_some_and(|p| {
+            let timeout = if p.member {
+                self.cfg.peer_timeout_ms * self.member_hello_factor()
+            } else {
+                self.cfg.peer_timeout_ms
+            };
             p.connected
                 && p.last_heard_ms
-                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= self.cfg.peer_timeout_ms)
+                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= timeout)
         })
     }
 }
