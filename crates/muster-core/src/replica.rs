@@ -394,49 +394,79 @@ impl<S: RaftStore> Node<S> {
                 return self.propose_member(m, true);
             }
         }
-        while let Some((id, mut m)) = self.pending_joins.pop_first() {
+        let mut batch = Vec::new();
+        while batch.len() < MAX_JOINS_PER_CHANGE {
+            let Some((id, mut m)) = self.pending_joins.pop_first() else {
+                break;
+            };
             if state::member(&self.cluster, id).is_some() {
                 continue;
             }
             m.joined_unix_ms = self.unix_ms;
-            return self.propose_member(m, false);
+            batch.push(m);
         }
-        Ok(())
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.propose_members(batch, false)
     }
 
     fn propose_member(&mut self, member: Member, voter: bool) -> Result<(), CoreError> {
+        self.propose_members(vec![member], voter)
+    }
+
+    /// Proposes adding `members` (as voters or learners) in one conf change. More than one
+    /// change makes raft-rs enter a joint configuration, which it leaves by itself (auto-leave);
+    /// only learners are ever batched, so the voters never change jointly.
+    fn propose_members(&mut self, members: Vec<Member>, voter: bool) -> Result<(), CoreError> {
         let Some(raw) = self.raw.as_mut() else {
             return Ok(());
         };
-        let id = member.id;
-        let ctx = ConfChangeContext {
-            member: Some(member.clone()),
+        let mut cc = ConfChangeV2::default();
+        for m in &members {
+            let mut single = ConfChangeSingle::default();
+            single.node_id = m.id;
+            single.set_change_type(if voter {
+                ConfChangeType::AddNode
+            } else {
+                ConfChangeType::AddLearnerNode
+            });
+            cc.mut_changes().push(single);
+        }
+        let ctx = if members.len() == 1 {
+            ConfChangeContext {
+                member: members.first().cloned(),
+                members: Vec::new(),
+            }
+        } else {
+            ConfChangeContext {
+                member: None,
+                members: members.clone(),
+            }
         }
         .encode_to_vec();
-        let mut single = ConfChangeSingle::default();
-        single.node_id = id;
-        single.set_change_type(if voter {
-            ConfChangeType::AddNode
-        } else {
-            ConfChangeType::AddLearnerNode
-        });
-        let mut cc = ConfChangeV2::default();
-        cc.mut_changes().push(single);
         cc.set_context(ctx.clone().into());
         match raw.propose_conf_change(ctx, cc) {
             Ok(()) => {
-                tracing::info!(member = %format_id(id), name = %member.name, voter, "proposed membership change")
+                for m in &members {
+                    tracing::info!(member = %format_id(m.id), name = %m.name, voter, "proposed membership change");
+                }
             }
             Err(e) => {
-                tracing::debug!(member = %format_id(id), error = %e, "membership proposal dropped; will retry");
+                tracing::debug!(count = members.len(), error = %e, "membership proposal dropped; will retry");
                 if !voter {
-                    self.pending_joins.insert(id, member);
+                    for m in members {
+                        self.pending_joins.insert(m.id, m);
+                    }
                 }
             }
         }
         Ok(())
     }
 }
+
+/// Most joiners one conf change adds (a batch enters and leaves a joint configuration).
+const MAX_JOINS_PER_CHANGE: usize = 64;
 
 /// Why a leadership transfer cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
