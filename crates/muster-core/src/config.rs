@@ -114,7 +114,26 @@ impl NodeConfig {
         if self.snapshot_interval_entries == 0 {
             return Err("snapshot_interval_entries: must be positive".into());
         }
+        let heartbeat_ms = self.heartbeat_ticks as u64 * self.tick_ms;
+        if self.vip && self.lease_ms() <= heartbeat_ms {
+            return Err(format!(
+                "election_ticks: with a VIP the lease ((election_ticks - 1) x tick, less the clock \
+                 drift margin and one tick: {} ms) must outlast the heartbeat interval \
+                 ({heartbeat_ms} ms); raise election_ticks",
+                self.lease_ms()
+            ));
+        }
         Ok(())
+    }
+
+    /// How long a confirmed quorum contact lets the leader hold the VIP (see `lease.rs`):
+    /// `(election_ticks - 1) · tick_ms · (100 - drift) / (100 + drift) - tick_ms`.
+    pub fn lease_ms(&self) -> u64 {
+        let base = (self.election_ticks as u64).saturating_sub(1) * self.tick_ms;
+        let lease = (base * (100 - self.max_clock_drift_pct.min(99))
+            / (100 + self.max_clock_drift_pct))
+            .saturating_sub(self.tick_ms);
+        lease * self.lease_stretch_pct_for_tests / 100
     }
 }
 
@@ -164,5 +183,22 @@ mod tests {
         assert!(c.validate().is_ok());
         c.control_plane_count = 2;
         assert!(c.validate().unwrap_err().contains("control_plane_count"));
+    }
+
+    #[test]
+    fn lease_is_the_documented_142_ms_and_must_outlast_a_heartbeat() {
+        let mut c = NodeConfig::new("a", "10.0.0.1:7946", vec![7; 32]);
+        c.vip = true;
+        // (10 - 1) · 20 ms · 95 / 105 = 162 ms, less one tick.
+        assert_eq!(c.lease_ms(), 142);
+        assert!(c.validate().is_ok());
+        c.election_ticks = 3;
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("election_ticks") && e.contains("heartbeat"),
+            "{e}"
+        );
+        c.vip = false;
+        assert!(c.validate().is_ok(), "no VIP, no lease to outlast anything");
     }
 }

@@ -181,10 +181,7 @@ impl<S: RaftStore> Node<S> {
 
     /// How long a confirmed quorum contact lets the leader hold the VIP.
     pub fn lease_ms(&self) -> u64 {
-        let base = (self.cfg.election_ticks as u64 - 1) * self.cfg.tick_ms;
-        let lease =
-            base * (100 - self.cfg.max_clock_drift_pct) / (100 + self.cfg.max_clock_drift_pct);
-        lease * self.cfg.lease_stretch_pct_for_tests / 100
+        self.cfg.lease_ms()
     }
 
     /// Leader only: issues a ReadIndex every heartbeat interval to renew the lease. Called after

@@ -266,6 +266,24 @@ impl Config {
                 vip_config(&file.network.interface, section).map_err(|(key, m)| invalid(key, m))?,
             ),
         };
+        if vip.is_some() {
+            let mut core = muster_core::NodeConfig::new("check", "check", Vec::new());
+            core.tick_ms = tick.as_millis() as u64;
+            core.election_ticks = election_ticks as usize;
+            core.heartbeat_ticks = heartbeat_ticks as usize;
+            let heartbeat_ms = core.heartbeat_ticks as u64 * core.tick_ms;
+            if core.lease_ms() <= heartbeat_ms {
+                return Err(invalid(
+                    "timing.election_ticks",
+                    format!(
+                        "with [vip] the leader's lease ({} ms: (election_ticks - 1) x tick, less a \
+                         clock drift margin and one tick) must outlast the heartbeat interval \
+                         ({heartbeat_ms} ms); raise timing.election_ticks (got {election_ticks})",
+                        core.lease_ms()
+                    ),
+                ));
+            }
+        }
         if let Some(ddns) = &file.ddns {
             resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
             for (key, v) in [("ddns.zone", &ddns.zone), ("ddns.name", &ddns.name)] {
@@ -449,6 +467,13 @@ address = "10.0.0.100/24"
         assert!(timing("election_ticks = 2").contains("timing.election_ticks"));
         assert!(timing("heartbeat_ticks = 6").contains("timing.heartbeat_ticks"));
         assert!(timing("tick = \"soon\"").contains("timing.tick"));
+        // Valid raft timing, but with a VIP the lease would lapse between heartbeats.
+        let lapsing = format!("{GOOD}\n[timing]\nelection_ticks = 4\nheartbeat_ticks = 2\n");
+        let e = err(&lapsing);
+        assert!(
+            e.contains("timing.election_ticks") && e.contains("heartbeat"),
+            "{e}"
+        );
         let ok = Config::parse(
             Path::new("m.toml"),
             &format!("{GOOD}\n[timing]\ntick = \"10ms\"\n"),

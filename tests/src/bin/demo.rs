@@ -1,5 +1,7 @@
-//! muster-demo: brings up a site of real agents in network namespaces (mDNS), waits until they
-//! formed one group, shows `muster status` from the first host, and tears everything down.
+//! muster-demo: brings up a site of real agents in network namespaces (mDNS) with a VIP
+//! (10.77.0.100/24), waits until they formed one group and exactly one host — the leader — holds
+//! the VIP, shows the address on that host's interface and `muster status` from it, and tears
+//! everything down.
 //!
 //! Builds nothing: run `scripts/demo.sh`, or build `muster` yourself and point `MUSTER_BIN` at
 //! it. Usage: `muster-demo [--hosts N]` (default 3). Needs root. Exits non-zero if the site does
@@ -46,7 +48,7 @@ fn parse_hosts() -> Result<usize> {
 }
 
 fn run(hosts: usize) -> Result<()> {
-    let mut site = Site::new(PREFIX, hosts, SiteOptions::default())?;
+    let mut site = Site::new(PREFIX, hosts, SiteOptions::default().vip(false))?;
     println!("muster-demo: binary {}", site.muster().path().display());
     println!(
         "muster-demo: {hosts} hosts in namespaces {}-h0..{}-h{} on bridge {}-br (10.77.0.10..), \
@@ -75,7 +77,18 @@ fn run(hosts: usize) -> Result<()> {
         formed.voters.len(),
         formed.leader_id
     );
-    show_status(&site)?;
+    let holder = match site.wait_one_holder(FORM_TIMEOUT, &site.all()) {
+        Ok(h) => h,
+        Err(e) => {
+            site.dump_logs();
+            return Err(e);
+        }
+    };
+    println!(
+        "muster-demo: VIP {} held by h{holder} (the leader), on no other host",
+        muster_testbed::names::VIP_V4
+    );
+    show_status(&site, holder)?;
     site.teardown()?;
     println!("muster-demo: agents stopped, namespaces removed");
     Ok(())
@@ -135,12 +148,32 @@ fn progress(site: &Site) -> String {
     parts.join(" | ")
 }
 
-fn show_status(site: &Site) -> Result<()> {
-    let socket = site.host(0).socket.display().to_string();
+fn show_status(site: &Site, i: usize) -> Result<()> {
+    let ns = site.namespace(i);
+    println!(
+        "\n$ ip netns exec {ns} ip -4 addr show dev {}",
+        muster_testbed::names::HOST_IFACE
+    );
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ip",
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            muster_testbed::names::HOST_IFACE,
+        ])
+        .output()
+        .context("ip addr show")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let socket = site.host(i).socket.display().to_string();
     println!("\n$ muster status --socket {socket}");
-    println!("{}", site.status_human(0)?.trim_end());
+    println!("{}", site.status_human(i)?.trim_end());
     println!("\n$ muster status --socket {socket} --json");
-    println!("{}", serde_json::to_string_pretty(&site.status(0)?)?);
+    println!("{}", serde_json::to_string_pretty(&site.status(i)?)?);
     println!();
     Ok(())
 }
