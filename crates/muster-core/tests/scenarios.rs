@@ -152,16 +152,20 @@ fn partial_discovery_forms_one_cluster() {
     }
 }
 
-#[test]
-fn clusters_formed_apart_merge_into_one_when_they_meet() {
-    let (mut net, ids) = site(9, 5, 2, |c| c.settle_ms = 2_000);
-    let (left, right) = ids.split_at(2);
+/// Cuts the first `split` hosts off from the rest, boots all and lets each side form its own
+/// cluster (asserted). Returns the two sides.
+fn form_apart<'a>(
+    net: &mut TestNet,
+    ids: &'a [NodeId],
+    split: usize,
+) -> (&'a [NodeId], &'a [NodeId]) {
+    let (left, right) = ids.split_at(split);
     for a in left {
         for b in right {
             net.cut(*a, *b);
         }
     }
-    for id in &ids {
+    for id in ids {
         net.start(*id);
     }
     net.run_for(15_000);
@@ -169,8 +173,15 @@ fn clusters_formed_apart_merge_into_one_when_they_meet() {
         net.clusters().len(),
         2,
         "two sides formed apart:\n{}",
-        describe(&net)
+        describe(net)
     );
+    (left, right)
+}
+
+#[test]
+fn clusters_formed_apart_merge_into_one_when_they_meet() {
+    let (mut net, ids) = site(9, 5, 2, |c| c.settle_ms = 2_000);
+    form_apart(&mut net, &ids, 2);
     net.heal();
     assert_forms(&mut net, &ids, 3, 30_000);
 }
@@ -184,17 +195,7 @@ fn clusters_formed_apart_never_hold_the_vip_together() {
         c.settle_ms = 2_000;
         c.vip = true;
     });
-    let (left, right) = ids.split_at(2);
-    for a in left {
-        for b in right {
-            net.cut(*a, *b);
-        }
-    }
-    for id in &ids {
-        net.start(*id);
-    }
-    net.run_for(15_000);
-    assert_eq!(net.clusters().len(), 2, "{}", describe(&net));
+    let (left, right) = form_apart(&mut net, &ids, 2);
     let right_set = set(right);
     assert!(
         net.vip_holders.len() == 1 && net.vip_holders.is_subset(&right_set),
