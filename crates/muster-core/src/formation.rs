@@ -166,6 +166,8 @@ impl<S: RaftStore> Node<S> {
         self.store.lock().persist(Some(&snap), &[], Some(&hs))?;
         self.start_raft(1)?;
         self.raft_cluster_id = cluster_id;
+        // Tell the peers at once: they join as soon as they hear of the cluster.
+        self.last_hello_ms = None;
         if let Some(raw) = self.raw.as_mut() {
             raw.campaign()?;
             crate::replica::reseed_election_timeout(
