@@ -40,6 +40,9 @@ pub struct VipStatus {
     /// Lease left on this host, in ms (0 or absent when not held here).
     #[serde(default)]
     pub lease_left_ms: Option<u64>,
+    /// On a leader that does not hold the VIP: why not.
+    #[serde(default)]
+    pub held_back: Option<String>,
 }
 
 /// One host's view, as printed by `muster status --json`.

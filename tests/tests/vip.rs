@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use muster_testbed::{scenario, Site, SiteOptions};
+use muster_testbed::{overrides, scenario, Site, SiteOptions};
 
 /// Bound for a site to (re)form.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -368,4 +368,54 @@ fn checker_catches_two_holders(site: &Site) -> Result<()> {
         report.summary()
     );
     Ok(())
+}
+
+/// (f) The site rule as a user meets it: a lone host of a site expecting three forms a cluster
+/// after the settle time and leads it, but never puts the VIP on its interface (it cannot tell it
+/// is not one half of a split site), and `muster status` says why. When a second host joins, the
+/// cluster holds a majority of the site and the VIP comes up.
+#[test]
+fn a_lone_host_of_a_larger_site_holds_the_vip_back_and_says_why() {
+    scenario(
+        "mv2-f",
+        2,
+        SiteOptions::default().vip(false).expected_nodes(3),
+        |site| {
+            for i in site.all() {
+                site.write_config(i, &overrides([("formation.settle", "1s")]))?;
+            }
+            site.start(0)?;
+            let mut reason = String::new();
+            wait_for(FORM_TIMEOUT, "the lone host leads its own cluster", || {
+                let Ok(s) = site.status_view(0) else {
+                    return Ok(false); // still starting
+                };
+                let leads = s.leader_id.as_deref() == Some(s.node_id.as_str());
+                reason = s.vip.and_then(|v| v.held_back).unwrap_or_default();
+                // First it waits for discovery to settle (2 s), then says what is missing.
+                Ok(leads && reason.contains("1 of the 3"))
+            })
+            .with_context(|| format!("last reason given: {reason:?}"))?;
+            let human = site.status_human(0)?;
+            ensure!(
+                human.contains("not held here") && human.contains("1 of the 3"),
+                "{human}"
+            );
+            // Well past the settle wait of the rule: still nothing on the interface.
+            thread::sleep(Duration::from_secs(3));
+            ensure!(
+                site.vip_holders()?.is_empty(),
+                "a lone host floated the VIP"
+            );
+            site.start(1)?;
+            let holder = site.wait_one_holder(HOLDER_TIMEOUT, &site.all())?;
+            let v = site.status_view(holder)?.vip.context("vip status")?;
+            ensure!(
+                v.held_back.is_none(),
+                "holder still holds back: {:?}",
+                v.held_back
+            );
+            Ok(())
+        },
+    );
 }

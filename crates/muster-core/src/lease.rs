@@ -139,7 +139,9 @@ impl<S: RaftStore> Node<S> {
             self.site_rule = SiteRule {
                 ok: false,
                 held_back: format!(
-                    "still hearing of new site hosts ({known} known); waiting until none is new for {settle} ms"
+                    "still hearing of new site hosts ({} heard of, expected_nodes {}); waiting until none is new for {settle} ms",
+                    self.known_hosts.len(),
+                    self.cfg.expected_nodes
                 ),
             };
             return;
