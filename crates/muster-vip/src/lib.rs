@@ -9,7 +9,7 @@
 //!   `<if>:vip`) and the IPv6 address (`IFA_F_NODAD`); an `AF_PACKET` socket sends gratuitous ARP
 //!   (request and reply form) and unsolicited Neighbor Advertisements on the
 //!   [`AnnounceSchedule`]; a holder task re-adds an address that something else removed
-//!   ([`NetlinkVip::restored_count`]). Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
+//!   ([`NetlinkVip::restored_count`]) and re-announces when the link comes back after a flap. Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
 //! * [`MemVip`] — in memory, records calls, injects failures and external removal.
 //!
 //! [`Fence`] removes the VIP when the lease the core gave ends without a renewal, from its own

@@ -1,5 +1,5 @@
 //! The rtnetlink requests behind [`crate::NetlinkVip`]: find the link, add / delete / list its
-//! addresses, and recognise "address removed" events.
+//! addresses, and recognise "address removed" and link state events.
 //!
 //! Thin async functions over an [`rtnetlink::Handle`]; every failure becomes a [`VipError`] that
 //! names the interface, the address and the operation. Used by `vip.rs` (acquire / release /
@@ -12,7 +12,7 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
-use rtnetlink::packet_route::link::{LinkAttribute, LinkLayerType};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{AddressMessageBuilder, Handle};
 
@@ -197,10 +197,38 @@ pub(crate) fn removed_address(
     }
 }
 
+/// If `message` is an `RTM_NEWLINK` event, the link index and whether the link carries traffic
+/// (up, running, lower layer up).
+pub(crate) fn link_state(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<(u32, bool)> {
+    match &message.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+            let f = m.header.flags;
+            let carrying = f.contains(LinkFlags::Up)
+                && f.contains(LinkFlags::Running)
+                && f.contains(LinkFlags::LowerUp);
+            Some((m.header.index, carrying))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtnetlink::packet_route::link::LinkMessage;
     use rtnetlink::packet_route::AddressFamily;
+
+    #[test]
+    fn reads_link_state_from_events() {
+        let mut m = LinkMessage::default();
+        m.header.index = 3;
+        m.header.flags = LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp;
+        let up = NetlinkMessage::from(RouteNetlinkMessage::NewLink(m.clone()));
+        assert_eq!(link_state(&up), Some((3, true)));
+        m.header.flags = LinkFlags::Up;
+        let down = NetlinkMessage::from(RouteNetlinkMessage::NewLink(m));
+        assert_eq!(link_state(&down), Some((3, false)));
+    }
 
     #[test]
     fn reads_removed_addresses_from_events() {

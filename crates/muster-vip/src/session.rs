@@ -7,7 +7,10 @@
 //! subscription polled inside the task) and also re-checks every `watch_interval`, which catches
 //! events lost to a full socket buffer and a subscription that could not be opened. A missing
 //! address is re-added, the announcement schedule restarts from its first round, the restore is
-//! counted in [`Stats`] and a `tracing::warn!` says so.
+//! counted in [`Stats`] and a `tracing::warn!` says so. Link events (`RTM_NEWLINK`) are watched
+//! too: when the link carries traffic again after losing it (a flap, a cable re-plugged), the
+//! schedule restarts from its first round, so neighbours that moved on hear from the holder at
+//! once instead of at the next slow round.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,6 +97,8 @@ impl Holder {
             send_failing: false,
         };
         let mut connection_done = false;
+        // Whether the link carried traffic at the last link event (assumed so at acquire).
+        let mut link_carrying = true;
         loop {
             let next_round = self
                 .config
@@ -108,6 +113,21 @@ impl Holder {
                 _ = poll.tick() => self.check(&mut progress).await,
                 event = next_event(&mut events) => match event {
                     Some((message, _)) => {
+                        if let Some((index, carrying)) = netlink::link_state(&message) {
+                            if index == self.link.index && carrying != link_carrying {
+                                link_carrying = carrying;
+                                if carrying {
+                                    // Back after a flap: neighbours may have moved on; announce
+                                    // the schedule again from its first round.
+                                    info!("link is up again; re-announcing the VIP");
+                                    self.check(&mut progress).await;
+                                    progress.start = Instant::now();
+                                    progress.round = 0;
+                                } else {
+                                    warn!("link lost carrier while holding the VIP");
+                                }
+                            }
+                        }
                         if let Some((index, cidr)) = netlink::removed_address(&message) {
                             if index == self.link.index && self.config.addresses().contains(&cidr) {
                                 debug!(address = %cidr, "address removal event");

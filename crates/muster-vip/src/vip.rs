@@ -113,7 +113,11 @@ impl NetlinkVip {
 
     /// Subscribes to address events; on failure the holder relies on polling alone.
     fn subscribe(&self) -> Option<Subscription> {
-        let groups = [MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+        let groups = [
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+            MulticastGroup::Link,
+        ];
         match rtnetlink::new_multicast_connection(&groups) {
             Ok((connection, _handle, events)) => Some((connection, events)),
             Err(e) => {

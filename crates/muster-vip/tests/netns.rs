@@ -153,6 +153,50 @@ fn watcher_restores_an_externally_removed_address() {
     });
 }
 
+/// A link flap while holding: the IPv4 address stays through it, and when the link carries
+/// traffic again the holder re-announces at once (the schedule here has a single round, so a
+/// second round can only come from the link-up event).
+#[test]
+fn link_flap_is_reannounced() {
+    let _serial = serial();
+    let lab = Lab::new("flap");
+    let ns = lab.holder.clone();
+    in_netns(&lab.holder, move || async move {
+        let mut config = VipConfig::parse(IFACE, &["10.77.1.100/24"]).unwrap();
+        config.announce = AnnounceSchedule {
+            burst: vec![Duration::ZERO],
+            period: None,
+        };
+        config.watch_interval = Duration::from_secs(60);
+        let mut vip = NetlinkVip::new(config).unwrap();
+        vip.acquire().await.unwrap();
+        assert!(eventually(WAIT, async || vip.stats().rounds == 1).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(vip.stats().rounds, 1, "a single-round schedule");
+
+        ip_async(&ns, &["link", "set", IFACE, "down"])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(vip.stats().rounds, 1, "nothing announced while down");
+        let up = Instant::now();
+        ip_async(&ns, &["link", "set", IFACE, "up"]).await.unwrap();
+        assert!(
+            eventually(WAIT, async || vip.stats().rounds == 2).await,
+            "no re-announcement after the link came back: {:?}",
+            vip.stats()
+        );
+        eprintln!("re-announced {:?} after link up", up.elapsed());
+        assert!(vip.is_present().await.unwrap());
+        assert_eq!(
+            vip.restored_count(),
+            0,
+            "the IPv4 address stays through a flap"
+        );
+        vip.release().await.unwrap();
+    });
+}
+
 /// The lease fence: the event loop stalls (a blocking call on this current-thread runtime, so the
 /// holder task cannot run either) past the lease end it armed; the fence thread removes the VIP
 /// at the lease end, not before, and the holder task does not put it back afterwards.
