@@ -31,6 +31,17 @@ fn config() -> VipConfig {
     VipConfig::parse(IFACE, &["10.77.1.100/24", "fd77:1::100/64"]).unwrap()
 }
 
+/// `config` announcing once per (re)acquisition and polling only every minute: a new round or a
+/// quick restore can then only come from an event.
+fn single_round(mut config: VipConfig) -> VipConfig {
+    config.announce = AnnounceSchedule {
+        burst: vec![Duration::ZERO],
+        period: None,
+    };
+    config.watch_interval = Duration::from_secs(60);
+    config
+}
+
 #[test]
 fn acquire_and_release_are_idempotent() {
     let _serial = serial();
@@ -104,14 +115,9 @@ fn watcher_restores_an_externally_removed_address() {
     let lab = Lab::new("watch");
     let ns = lab.holder.clone();
     in_netns(&lab.holder, move || async move {
-        let mut config = config();
         // One round per (re)acquisition, so a new round can only come from a restore; a poll
         // interval far beyond the waits, so a quick restore can only come from the event path.
-        config.announce = AnnounceSchedule {
-            burst: vec![Duration::ZERO],
-            period: None,
-        };
-        config.watch_interval = Duration::from_secs(60);
+        let config = single_round(config());
         let mut vip = NetlinkVip::new(config).unwrap();
         vip.acquire().await.unwrap();
         assert!(eventually(WAIT, async || vip.stats().rounds == 1).await);
@@ -162,12 +168,7 @@ fn link_flap_is_reannounced() {
     let lab = Lab::new("flap");
     let ns = lab.holder.clone();
     in_netns(&lab.holder, move || async move {
-        let mut config = VipConfig::parse(IFACE, &["10.77.1.100/24"]).unwrap();
-        config.announce = AnnounceSchedule {
-            burst: vec![Duration::ZERO],
-            period: None,
-        };
-        config.watch_interval = Duration::from_secs(60);
+        let config = single_round(VipConfig::parse(IFACE, &["10.77.1.100/24"]).unwrap());
         let mut vip = NetlinkVip::new(config).unwrap();
         vip.acquire().await.unwrap();
         assert!(eventually(WAIT, async || vip.stats().rounds == 1).await);
