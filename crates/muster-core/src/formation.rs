@@ -216,15 +216,19 @@ impl<S: RaftStore> Node<S> {
     /// Remembers a peer whose hello names a better-ranked cluster that may still take ours in
     /// (not locked), for `merge_check` at the next tick.
     pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &muster_proto::Hello) {
+        if self.outranks_ours(h) {
+            self.merge_hint = Some(from);
+        }
+    }
+
+    /// Whether `h` names another cluster, not locked, ranked above ours (we are in one).
+    fn outranks_ours(&self, h: &muster_proto::Hello) -> bool {
         let ours = self.cluster.cluster_id;
-        if ours != 0
+        ours != 0
             && h.cluster_id != 0
             && h.cluster_id != ours
             && !h.locked
             && rank(h.member_count, h.cluster_id) > rank(self.cluster.members.len() as u32, ours)
-        {
-            self.merge_hint = Some(from);
-        }
     }
 
     /// If a reachable peer is in a better cluster that may still dissolve ours, leave ours.
@@ -233,16 +237,14 @@ impl<S: RaftStore> Node<S> {
         let Some(from) = self.merge_hint.take() else {
             return Ok(());
         };
-        if ours == 0 || !self.reachable(from) {
+        if !self.reachable(from) {
             return Ok(());
         }
-        let our_rank = rank(self.cluster.members.len() as u32, ours);
         let better = self
             .peers
             .get(&from)
             .and_then(|p| p.hello.as_ref())
-            .filter(|h| h.cluster_id != 0 && h.cluster_id != ours && !h.locked)
-            .filter(|h| rank(h.member_count, h.cluster_id) > our_rank)
+            .filter(|h| self.outranks_ours(h))
             .map(|h| (h.cluster_id, h.member_count));
         if let Some((other, count)) = better {
             tracing::warn!(

@@ -118,11 +118,7 @@ impl<S: RaftStore> Node<S> {
     /// Evaluates the site rule (module docs). Leader only; once per tick, as it walks the
     /// membership.
     pub(crate) fn evaluate_site_rule(&mut self) {
-        let leading = self
-            .raw
-            .as_ref()
-            .is_some_and(|r| r.raft.state == StateRole::Leader);
-        if !self.cfg.vip || !leading {
+        if !self.cfg.vip || !self.is_leader() {
             self.site_rule = SiteRule::default();
             return;
         }

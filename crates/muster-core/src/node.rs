@@ -245,6 +245,7 @@ impl<S: RaftStore> Node<S> {
         );
         self.start_raft(applied.get_metadata().index)?;
         self.raft_cluster_id = self.cluster.cluster_id;
+        self.sync_members();
         self.members_dirty = true;
         Ok(())
     }
@@ -294,24 +295,30 @@ impl<S: RaftStore> Node<S> {
         self.drive_raft()?;
         self.update_vip();
         if std::mem::take(&mut self.members_dirty) {
-            let ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
-            // Our own members are not news for the site rule's settle wait (`lease.rs`): they
-            // raise the count of hosts known and of our members alike. So a restarted host,
-            // which knows its members from its store, is not held back by it either.
-            self.known_hosts.extend(ids.iter().copied());
-            for p in self.peers.values_mut() {
-                p.member = false;
-            }
-            for id in ids {
-                if id != self.cfg.id {
-                    self.peers.entry(id).or_default().member = true;
-                }
-            }
+            self.sync_members();
             self.out.push(Output::MembersChanged {
                 members: self.cluster.members.clone(),
             });
         }
         Ok(std::mem::take(&mut self.out))
+    }
+
+    /// Brings what depends on our membership up to date: the hosts known for the site rule and
+    /// the peers' `member` flags (every member has a peer entry, so hellos reach it).
+    fn sync_members(&mut self) {
+        let ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
+        // Our own members are not news for the site rule's settle wait (`lease.rs`): they raise
+        // the count of hosts known and of our members alike. So a restarted host, which knows
+        // its members from its store, is not held back by it either.
+        self.known_hosts.extend(ids.iter().copied());
+        for p in self.peers.values_mut() {
+            p.member = false;
+        }
+        for id in ids {
+            if id != self.cfg.id {
+                self.peers.entry(id).or_default().member = true;
+            }
+        }
     }
 
     fn on_tick(&mut self, now_ms: u64, unix_ms: u64) -> Result<(), CoreError> {
@@ -438,14 +445,6 @@ impl<S: RaftStore> Node<S> {
                     to_full.push(*id);
                 } else {
                     to_light.push(*id);
-                }
-            }
-        }
-        if members_due {
-            // Members not yet in the peer table (just applied): dial them too.
-            for m in &self.cluster.members {
-                if m.id != self.cfg.id && !self.peers.contains_key(&m.id) {
-                    to_light.push(m.id);
                 }
             }
         }

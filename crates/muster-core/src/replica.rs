@@ -339,11 +339,7 @@ impl<S: RaftStore> Node<S> {
         if relayed && state::member(&self.cluster, from).is_none() {
             return (false, "member id does not match the connection's identity");
         }
-        let is_leader = self
-            .raw
-            .as_ref()
-            .is_some_and(|r| r.raft.state == StateRole::Leader);
-        if !is_leader {
+        if !self.is_leader() {
             let leader = self.leader_id();
             if !relayed && leader != 0 && leader != self.cfg.id && self.reachable(leader) {
                 self.send(leader, Body::JoinRequest(r.clone()));
