@@ -5,9 +5,10 @@
 //! core notices the end itself only at its next input; if the event loop stalls (a long fsync, a
 //! starved runtime, a paused process resumed late) a new leader elsewhere may already hold the
 //! VIP. The fence is a dedicated OS thread with its own single-threaded Tokio runtime and its own
-//! netlink socket: it sleeps until the armed deadline and, if nobody renewed or disarmed it by
-//! then, deletes the addresses. The holder task (`session.rs`) asks [`Fence::may_hold`] before it
-//! re-adds a removed address, so it never puts back what the fence took away.
+//! [`NetlinkVip`] (its own netlink socket): it sleeps until the armed deadline and, if nobody
+//! renewed or disarmed it by then, releases the VIP. The holder task (`session.rs`) asks
+//! [`Fence::may_hold`] before it re-adds a removed address, so it never puts back what the fence
+//! took away.
 //!
 //! What it cannot cover: a frozen kernel (a paused VM) runs nothing, the fence included; when the
 //! VM resumes, the fence thread is due at once and removes the addresses within milliseconds.
@@ -20,7 +21,7 @@ use tracing::{error, warn};
 
 use crate::config::VipConfig;
 use crate::error::{Action, VipError};
-use crate::netlink;
+use crate::{NetlinkVip, VipControl as _};
 
 #[derive(Debug, Default)]
 struct State {
@@ -60,7 +61,6 @@ impl Fence {
     /// Starts the fence thread for `config`'s interface and addresses. Its sockets belong to
     /// the network namespace of the calling thread.
     pub fn spawn(config: VipConfig) -> Result<Fence, VipError> {
-        config.validate()?;
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
@@ -138,15 +138,16 @@ fn run(
             return;
         }
     };
-    let handle = match runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection()?;
-        tokio::spawn(connection);
-        Ok::<_, std::io::Error>(handle)
-    }) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = ready.send(Err(VipError::io(Action::OpenNetlink, e)));
-            return;
+    // A second `NetlinkVip` of its own (own netlink socket, tasks on this thread's runtime): its
+    // `release` is what the fence does when the lease runs out.
+    let mut vip = {
+        let _entered = runtime.enter();
+        match NetlinkVip::new(config) {
+            Ok(vip) => vip,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
         }
     };
     let _ = ready.send(Ok(()));
@@ -173,33 +174,17 @@ fn run(
         state.deadline = None;
         state.fired += 1;
         let late_ms = now.duration_since(deadline).as_millis();
-        match runtime.block_on(remove_all(&handle, &config)) {
+        match runtime.block_on(vip.release()) {
             Ok(()) => warn!(
-                interface = %config.interface,
+                interface = %vip.config().interface,
                 late_ms,
                 "VIP lease ended without a renewal from the agent's event loop: the fence removed the VIP"
             ),
             Err(e) => error!(
-                interface = %config.interface,
+                interface = %vip.config().interface,
                 error = %e,
                 "VIP lease ended and the fence could not remove the VIP"
             ),
         }
     }
-}
-
-/// Deletes every configured address that is on the interface.
-async fn remove_all(handle: &rtnetlink::Handle, config: &VipConfig) -> Result<(), VipError> {
-    let link = match netlink::find_link(handle, &config.interface).await {
-        Ok(link) => link,
-        Err(VipError::InterfaceNotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut first_error = None;
-    for cidr in config.addresses() {
-        if let Err(e) = netlink::delete_address(handle, link.index, &config.interface, cidr).await {
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
