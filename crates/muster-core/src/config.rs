@@ -114,13 +114,24 @@ impl NodeConfig {
         if self.snapshot_interval_entries == 0 {
             return Err("snapshot_interval_entries: must be positive".into());
         }
+        if self.vip {
+            self.check_lease()
+                .map_err(|e| format!("election_ticks: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// With a VIP, the lease must outlast the heartbeat interval that renews it; the error says
+    /// both figures (callers prefix the config key).
+    pub fn check_lease(&self) -> Result<(), String> {
         let heartbeat_ms = self.heartbeat_ticks as u64 * self.tick_ms;
-        if self.vip && self.lease_ms() <= heartbeat_ms {
+        if self.lease_ms() <= heartbeat_ms {
             return Err(format!(
-                "election_ticks: with a VIP the lease ((election_ticks - 1) x tick, less the clock \
-                 drift margin and one tick: {} ms) must outlast the heartbeat interval \
-                 ({heartbeat_ms} ms); raise election_ticks",
-                self.lease_ms()
+                "with a VIP the leader's lease ({} ms: (election_ticks - 1) x tick, less a clock \
+                 drift margin and one tick) must outlast the heartbeat interval \
+                 ({heartbeat_ms} ms); raise election_ticks (got {})",
+                self.lease_ms(),
+                self.election_ticks
             ));
         }
         Ok(())

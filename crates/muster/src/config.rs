@@ -271,18 +271,8 @@ impl Config {
             core.tick_ms = tick.as_millis() as u64;
             core.election_ticks = election_ticks as usize;
             core.heartbeat_ticks = heartbeat_ticks as usize;
-            let heartbeat_ms = core.heartbeat_ticks as u64 * core.tick_ms;
-            if core.lease_ms() <= heartbeat_ms {
-                return Err(invalid(
-                    "timing.election_ticks",
-                    format!(
-                        "with [vip] the leader's lease ({} ms: (election_ticks - 1) x tick, less a \
-                         clock drift margin and one tick) must outlast the heartbeat interval \
-                         ({heartbeat_ms} ms); raise timing.election_ticks (got {election_ticks})",
-                        core.lease_ms()
-                    ),
-                ));
-            }
+            core.check_lease()
+                .map_err(|m| invalid("timing.election_ticks", m))?;
         }
         if let Some(ddns) = &file.ddns {
             resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
