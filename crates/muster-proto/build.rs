@@ -1,11 +1,13 @@
-//! Generates Rust types from `proto/muster.proto` with a vendored protoc, so a fresh machine needs
+//! Generates Rust types from `proto/muster.proto` and `proto/raftwire.proto` with a vendored protoc, so a fresh machine needs
 //! no system protobuf compiler.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let proto = "../../proto/muster.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    tonic_prost_build::configure().compile_protos(&[proto], &["../../proto"])?;
+    let protos = ["../../proto/muster.proto", "../../proto/raftwire.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure().compile_protos(&protos, &["../../proto"])?;
     Ok(())
 }

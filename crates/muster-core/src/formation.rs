@@ -5,8 +5,14 @@
 //! id). A host that sees no cluster waits until it sees `expected_nodes` hosts or `settle_ms` has
 //! passed since boot; then the lowest id among the hosts it sees bootstraps a one-voter cluster and
 //! the others join it. If two clusters meet anyway (partial discovery), the members of the worse
-//! one dissolve their raft state and join the better one — possible only while no install step
-//! has started (`Hello.locked`).
+//! one dissolve their raft state and join the better one — never once a host is locked (its log
+//! holds its cluster's lock entry, `site.rs`), whatever peers claim.
+//!
+//! Peers' claims are hints, bounded in what they can cost: a lower-id peer that stays unformed
+//! longer than an honest one could ([`squatting`](Node::squatting)) no longer holds the bootstrap
+//! back; a cluster whose advertisers never admit us within [`JOIN_ADMIT_TIMEOUT_MS`] is ignored
+//! for [`DISTRUST_MS`]; only a peer that says it leads the cluster we asked to join can start our
+//! raft group.
 
 use muster_proto::envelope::Body;
 use muster_proto::{ClusterState, JoinRequest, JoinResponse, Member};
@@ -20,6 +26,20 @@ use crate::storage::{applied_snapshot, RaftStore};
 /// How long a joiner waits for its first snapshot before it gives up on that cluster.
 const JOIN_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
 
+/// A host asking to join a cluster that no leader of it contacts within this time stops believing
+/// the peers that advertise it.
+pub const JOIN_ADMIT_TIMEOUT_MS: u64 = 15_000;
+
+/// How long a cluster that never admitted us is ignored.
+pub const DISTRUST_MS: u64 = 60_000;
+
+/// Most clusters remembered as distrusted at once.
+const MAX_DISTRUSTED: usize = 64;
+
+/// An honest lowest-id host bootstraps within `settle_ms` of being seen; one unformed for longer
+/// than `settle_ms` plus this grace is squatting and no longer holds others back.
+pub const SQUAT_GRACE_MS: u64 = 2_000;
+
 /// Ranks clusters for joining and merging: more members first, then the lower cluster id.
 fn rank(member_count: u32, cluster_id: u64) -> (u32, std::cmp::Reverse<u64>) {
     (member_count, std::cmp::Reverse(cluster_id))
@@ -31,6 +51,24 @@ impl<S: RaftStore> Node<S> {
         if self.quiet_until_ms.is_some_and(|q| self.now_ms < q) {
             // Just booted or dissolved: the cluster we were in may still count us (`lease.rs`).
             return Ok(());
+        }
+        self.distrusted.retain(|_, until| self.now_ms < *until);
+        if let Phase::Joining {
+            cluster_id,
+            since_ms,
+        } = self.phase
+        {
+            if self.now_ms >= since_ms + JOIN_ADMIT_TIMEOUT_MS {
+                tracing::warn!(
+                    cluster = %format_id(cluster_id),
+                    waited_ms = self.now_ms - since_ms,
+                    "no leader of the cluster we asked to join contacted us; ignoring its advertisers for a while"
+                );
+                if self.distrusted.len() < MAX_DISTRUSTED {
+                    self.distrusted.insert(cluster_id, self.now_ms + DISTRUST_MS);
+                }
+                self.phase = Phase::Discovering;
+            }
         }
         if let Some(cluster_id) = self.best_visible_cluster().map(|(id, _)| id) {
             let switching =
@@ -52,7 +90,9 @@ impl<S: RaftStore> Node<S> {
             .peers
             .iter()
             .filter(|(id, p)| {
-                self.reachable(**id) && p.hello.as_ref().is_some_and(|h| h.cluster_id == 0)
+                self.reachable(**id)
+                    && p.hello.as_ref().is_some_and(|h| h.cluster_id == 0)
+                    && !self.squatting(p)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -66,13 +106,20 @@ impl<S: RaftStore> Node<S> {
         Ok(())
     }
 
+    /// Whether an unformed peer has stayed unformed longer than an honest host could while we
+    /// see it (see [`SQUAT_GRACE_MS`]): it is left out of the lowest-id rule.
+    pub(crate) fn squatting(&self, p: &crate::node::Peer) -> bool {
+        p.unformed_since_ms
+            .is_some_and(|t| self.now_ms >= t + self.cfg.settle_ms + SQUAT_GRACE_MS)
+    }
+
     /// The best cluster among connected peers' hellos: (cluster id, member count).
     fn best_visible_cluster(&self) -> Option<(u64, u32)> {
         self.peers
             .iter()
             .filter(|(id, _)| self.reachable(**id))
             .filter_map(|(_, p)| p.hello.as_ref())
-            .filter(|h| h.cluster_id != 0)
+            .filter(|h| h.cluster_id != 0 && !self.distrusted.contains_key(&h.cluster_id))
             .map(|h| (h.cluster_id, h.member_count))
             .max_by_key(|(id, count)| rank(*count, *id))
     }
@@ -153,6 +200,7 @@ impl<S: RaftStore> Node<S> {
             cluster_id,
             members: vec![self.self_member(true)],
             created_unix_ms: self.unix_ms,
+            ..Default::default()
         };
         let snap = applied_snapshot(
             1,
@@ -181,13 +229,28 @@ impl<S: RaftStore> Node<S> {
         Ok(())
     }
 
-    /// Starts raft for the cluster we asked to join, when its leader first contacts us.
-    pub(crate) fn accept_join(&mut self, cluster_id: u64) -> Result<(), CoreError> {
-        tracing::info!(cluster = %format_id(cluster_id), "contacted by the cluster's leader; starting raft as a new member");
+    /// Starts raft for the cluster we asked to join when its leader first contacts us: `from`
+    /// must say, in its latest hello, that it leads that cluster. Returns whether raft started.
+    pub(crate) fn accept_join(&mut self, from: NodeId, cluster_id: u64) -> Result<bool, CoreError> {
+        let leads = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.hello.as_ref())
+            .is_some_and(|h| h.cluster_id == cluster_id && h.leader_id == from);
+        if !leads {
+            self.drops.note(
+                "raft contact from a host not leading the cluster being joined",
+                from,
+                self.now_ms,
+            );
+            return Ok(false);
+        }
+        tracing::info!(cluster = %format_id(cluster_id), leader = %format_id(from), "contacted by the cluster's leader; starting raft as a new member");
         self.start_raft(0)?;
         self.raft_cluster_id = cluster_id;
         self.join_started_ms = Some(self.now_ms);
-        Ok(())
+        self.admitted_by = Some(from);
+        Ok(true)
     }
 
     /// A host that started raft to join a cluster but never received its first snapshot (the
@@ -216,18 +279,19 @@ impl<S: RaftStore> Node<S> {
     /// Remembers a peer whose hello names a better-ranked cluster that may still take ours in
     /// (not locked), for `merge_check` at the next tick.
     pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &muster_proto::Hello) {
-        if self.outranks_ours(h) {
+        if self.outranks_ours(h) && !self.distrusted.contains_key(&h.cluster_id) {
             self.merge_hint = Some(from);
         }
     }
 
-    /// Whether `h` names another cluster, not locked, ranked above ours (we are in one).
-    fn outranks_ours(&self, h: &muster_proto::Hello) -> bool {
+    /// Whether `h` names another cluster ranked above ours (we are in one). A claim, not a fact:
+    /// it may make an unlocked host leave its cluster, never a locked one; the sender's `locked`
+    /// is never read (it reports the sender's own state).
+    pub(crate) fn outranks_ours(&self, h: &muster_proto::Hello) -> bool {
         let ours = self.cluster.cluster_id;
         ours != 0
             && h.cluster_id != 0
             && h.cluster_id != ours
-            && !h.locked
             && rank(h.member_count, h.cluster_id) > rank(self.cluster.members.len() as u32, ours)
     }
 
@@ -237,6 +301,10 @@ impl<S: RaftStore> Node<S> {
         let Some(from) = self.merge_hint.take() else {
             return Ok(());
         };
+        if self.locked() {
+            // Never dissolved, whatever a peer claims (`site.rs`).
+            return Ok(());
+        }
         if !self.reachable(from) {
             return Ok(());
         }
@@ -259,9 +327,17 @@ impl<S: RaftStore> Node<S> {
         Ok(())
     }
 
-    /// Durably forgets this host's cluster and starts discovering again.
+    /// Durably forgets this host's cluster and starts discovering again. Never for a locked host.
     pub(crate) fn dissolve(&mut self) -> Result<(), CoreError> {
+        if self.locked() {
+            tracing::error!(
+                cluster = %format_id(self.cluster.cluster_id),
+                "refusing to dissolve a locked cluster"
+            );
+            return Ok(());
+        }
         self.raw = None;
+        self.admitted_by = None;
         self.store.lock().reset()?;
         self.cluster = ClusterState::default();
         self.raft_cluster_id = 0;

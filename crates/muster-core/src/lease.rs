@@ -108,8 +108,12 @@ impl<S: RaftStore> Node<S> {
     /// Records hosts of the site learnt from a hello.
     pub(crate) fn learn_hosts(&mut self, from: NodeId, member_ids: &[NodeId]) {
         let before = self.known_hosts.len();
-        self.known_hosts.insert(from);
-        self.known_hosts.extend(member_ids.iter().copied());
+        for id in std::iter::once(&from).chain(member_ids) {
+            if self.known_hosts.len() >= crate::node::MAX_KNOWN_HOSTS {
+                break;
+            }
+            self.known_hosts.insert(*id);
+        }
         if self.known_hosts.len() != before {
             self.known_hosts_changed_ms = self.now_ms;
         }
@@ -122,6 +126,14 @@ impl<S: RaftStore> Node<S> {
             self.site_rule = SiteRule::default();
             return;
         }
+        if self.site_formed() {
+            // A formed site's leader rests on its own membership and quorum (`site.rs`).
+            self.site_rule = SiteRule {
+                ok: true,
+                held_back: String::new(),
+            };
+            return;
+        }
         if self.cfg.site_rule_off_for_tests {
             self.site_rule = SiteRule {
                 ok: true,
@@ -131,7 +143,7 @@ impl<S: RaftStore> Node<S> {
         }
         let known = self.known_hosts.len().max(self.cfg.expected_nodes);
         let settle = KNOWLEDGE_SETTLE_INTERVALS * self.cfg.hello_interval_ms;
-        if self.now_ms < self.known_hosts_changed_ms + settle {
+        if !self.knowledge_settled() {
             self.site_rule = SiteRule {
                 ok: false,
                 held_back: format!(
@@ -175,6 +187,12 @@ impl<S: RaftStore> Node<S> {
                 )
             },
         };
+    }
+
+    /// Whether no new site host was heard of for the settle time (module docs).
+    pub(crate) fn knowledge_settled(&self) -> bool {
+        let settle = KNOWLEDGE_SETTLE_INTERVALS * self.cfg.hello_interval_ms;
+        self.now_ms >= self.known_hosts_changed_ms + settle
     }
 
     /// How long a confirmed quorum contact lets the leader hold the VIP.

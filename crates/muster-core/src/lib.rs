@@ -9,16 +9,19 @@
 
 pub mod config;
 mod formation;
+pub mod guard;
 mod lease;
 mod log;
 mod node;
 mod replica;
+pub mod site;
 pub mod state;
 pub mod storage;
 #[cfg(feature = "testnet")]
 pub mod testnet;
+pub mod wire;
 
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
-pub use node::{CoreError, Input, Node, Output};
+pub use node::{CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};
 pub use replica::TransferError;
 pub use storage::{LogCache, MemStore, RaftStore, SharedStore, StoreError};

@@ -108,6 +108,9 @@ pub(crate) struct Peer {
     pub raft_heard_ms: Option<u64>,
     /// Whether the peer is a member of our cluster (as applied here).
     pub member: bool,
+    /// Since when the peer's hellos have said, without a break, that it is in no cluster (the
+    /// bound on the lowest-id bootstrap rule, `formation.rs`).
+    pub unformed_since_ms: Option<u64>,
 }
 
 /// Where the node is in forming a cluster.
@@ -169,7 +172,20 @@ pub struct Node<S: RaftStore> {
     pub(crate) known_hosts_changed_ms: u64,
     /// The site rule as last evaluated (once per tick, leader only).
     pub(crate) site_rule: crate::lease::SiteRule,
+    /// The site lock and formed record (`site.rs`).
+    pub(crate) site: crate::site::SiteState,
+    /// Inbound messages dropped, by reason (`guard.rs`).
+    pub(crate) drops: crate::guard::Drops,
+    /// Joining only: the leader whose raft contact started our raft group.
+    pub(crate) admitted_by: Option<NodeId>,
+    /// Clusters whose advertisers never admitted us, ignored until the time given (`formation.rs`).
+    pub(crate) distrusted: BTreeMap<u64, u64>,
 }
+
+/// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
+pub const MAX_PEERS: usize = 4096;
+/// Most site hosts the node keeps count of for the site rule.
+pub const MAX_KNOWN_HOSTS: usize = 4096;
 
 /// Most join requests a leader holds at once; more are refused and retried by the joiner.
 pub(crate) const MAX_PENDING_JOINS: usize = 256;
@@ -211,6 +227,10 @@ impl<S: RaftStore> Node<S> {
             quiet_until_ms: None,
             known_hosts_changed_ms: 0,
             site_rule: Default::default(),
+            site: Default::default(),
+            drops: Default::default(),
+            admitted_by: None,
+            distrusted: BTreeMap::new(),
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -245,9 +265,31 @@ impl<S: RaftStore> Node<S> {
         );
         self.start_raft(applied.get_metadata().index)?;
         self.raft_cluster_id = self.cluster.cluster_id;
+        self.site.lock_in_log = self.log_holds_lock(applied.get_metadata().index)?;
         self.sync_members();
         self.members_dirty = true;
         Ok(())
+    }
+
+    /// Whether the log after `applied` holds a lock entry (a restarted host that acknowledged the
+    /// lock before it applied it stays locked).
+    fn log_holds_lock(&self, applied: u64) -> Result<bool, CoreError> {
+        let store = self.store.lock();
+        let last = raft::Storage::last_index(&*store)?;
+        if last <= applied {
+            return Ok(false);
+        }
+        let entries = raft::Storage::entries(
+            &*store,
+            applied + 1,
+            last + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )?;
+        Ok(entries
+            .iter()
+            .any(|e| e.get_entry_type() == raft::prelude::EntryType::EntryNormal
+                && crate::site::is_lock_entry(e.get_data())))
     }
 
     /// Starts raft-rs over the store. `applied` is the index the state machine already reflects.
@@ -270,6 +312,7 @@ impl<S: RaftStore> Node<S> {
         for p in self.peers.values_mut() {
             p.raft_heard_ms = None;
         }
+        self.site = Default::default();
         self.raft_role = None;
         crate::replica::reseed_election_timeout(
             &mut raw,
@@ -330,6 +373,7 @@ impl<S: RaftStore> Node<S> {
             self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());
         }
         self.raft_ticks();
+        self.bound_peers();
         self.maybe_hello();
         match self.phase {
             Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,
@@ -346,6 +390,13 @@ impl<S: RaftStore> Node<S> {
     fn on_connected(&mut self, id: NodeId) {
         if id == self.cfg.id {
             return;
+        }
+        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
+            self.bound_peers_for_new();
+            if self.peers.len() >= MAX_PEERS {
+                self.drops.note("peer table full", id, self.now_ms);
+                return;
+            }
         }
         let peer = self.peers.entry(id).or_default();
         peer.connected = true;
@@ -370,9 +421,22 @@ impl<S: RaftStore> Node<S> {
         if from == self.cfg.id {
             return Ok(());
         }
+        if !self.peers.contains_key(&from) && self.peers.len() >= MAX_PEERS {
+            self.bound_peers_for_new();
+            if self.peers.len() >= MAX_PEERS {
+                self.drops.note("peer table full", from, self.now_ms);
+                return Ok(());
+            }
+        }
         let peer = self.peers.entry(from).or_default();
         peer.last_heard_ms = Some(self.now_ms);
         peer.connected = true;
+        if let Some(Body::Hello(h)) = &envelope.body {
+            if let Err(reason) = crate::guard::check_hello(from, h) {
+                self.drops.note(reason, from, self.now_ms);
+                return Ok(());
+            }
+        }
         match envelope.body {
             Some(Body::Hello(h)) => self.on_hello(from, h),
             Some(Body::JoinRequest(r)) => self.on_join_request(from, r)?,
@@ -386,8 +450,47 @@ impl<S: RaftStore> Node<S> {
     fn on_hello(&mut self, from: NodeId, hello: Hello) {
         self.learn_hosts(from, &hello.member_ids);
         self.note_merge_hint(from, &hello);
+        self.note_site_conflict(from, &hello);
+        let now = self.now_ms;
         if let Some(p) = self.peers.get_mut(&from) {
+            if hello.cluster_id != 0 {
+                p.unformed_since_ms = None;
+            } else if p.unformed_since_ms.is_none() {
+                p.unformed_since_ms = Some(now);
+            }
             p.hello = Some(hello);
+        }
+    }
+
+    /// Makes room for one new peer if a silent non-member can be forgotten.
+    fn bound_peers_for_new(&mut self) {
+        let oldest = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.member && !p.connected)
+            .min_by_key(|(_, p)| p.last_heard_ms)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.peers.remove(&id);
+        }
+    }
+
+    /// Keeps the peer table within [`MAX_PEERS`]: forgets the longest-silent peers that are
+    /// neither members nor connected.
+    fn bound_peers(&mut self) {
+        let excess = self.peers.len().saturating_sub(MAX_PEERS);
+        if excess == 0 {
+            return;
+        }
+        let mut idle: Vec<(Option<u64>, NodeId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.member && !p.connected)
+            .map(|(id, p)| (p.last_heard_ms, *id))
+            .collect();
+        idle.sort();
+        for (_, id) in idle.into_iter().take(excess) {
+            self.peers.remove(&id);
         }
     }
 
@@ -479,8 +582,9 @@ impl<S: RaftStore> Node<S> {
                 Vec::new()
             },
             public_key: self.cfg.public_key.clone(),
-            locked: false,
+            locked: self.locked(),
             vip_held: self.lease.holding,
+            formed: self.site_formed(),
         }
     }
 
@@ -569,7 +673,28 @@ impl<S: RaftStore> Node<S> {
                 lease_left_ms: self.lease_left_ms(),
                 held_back: self.site_rule.held_back.clone(),
             }),
+            dropped: self
+                .drops
+                .counts()
+                .map(|(reason, count)| muster_proto::DropCount {
+                    reason: reason.into(),
+                    count,
+                })
+                .collect(),
+            locked: self.locked(),
+            formed_unix_ms: self.cluster.formed_unix_ms,
+            site_conflict: self.site_conflict(),
         }
+    }
+
+    /// Sizes of the tables peers can grow: (peer table, site hosts known).
+    pub fn table_sizes(&self) -> (usize, usize) {
+        (self.peers.len(), self.known_hosts.len())
+    }
+
+    /// Inbound messages dropped so far, by reason (see `guard.rs`).
+    pub fn drops(&self) -> &crate::guard::Drops {
+        &self.drops
     }
 
     /// Who holds the VIP as far as this node knows: itself, or the current leader if its latest

@@ -72,31 +72,32 @@ impl<S: RaftStore> Node<S> {
         m: RaftMessage,
     ) -> Result<(), CoreError> {
         if let Phase::Joining { cluster_id, .. } = self.phase {
-            if m.cluster_id == cluster_id && self.raw.is_none() {
-                self.accept_join(cluster_id)?;
+            if m.cluster_id == cluster_id && self.raw.is_none() && !self.accept_join(from, cluster_id)? {
+                return Ok(());
             }
         }
         if self.raw.is_none() {
+            self.drops.note("raft message while in no raft group", from, self.now_ms);
             return Ok(());
         }
         if m.cluster_id != self.raft_cluster_id {
-            tracing::debug!(peer = %format_id(from), their_cluster = %format_id(m.cluster_id), "raft message for another cluster dropped");
+            self.drops.note("raft message for another cluster", from, self.now_ms);
             return Ok(());
         }
-        let msg = match Message::parse_from_bytes(&m.message) {
+        let msg = match crate::wire::decode_message(&m.message) {
             Ok(msg) => msg,
             Err(e) => {
-                tracing::warn!(peer = %format_id(from), error = %e, "undecodable raft message dropped");
+                tracing::debug!(peer = %format_id(from), error = %e, "undecodable raft message");
+                self.drops.note("undecodable raft message", from, self.now_ms);
                 return Ok(());
             }
         };
         if msg.from != from || msg.to != self.cfg.id {
-            tracing::warn!(
-                peer = %format_id(from),
-                claimed_from = %format_id(msg.from),
-                to = %format_id(msg.to),
-                "raft message with forged or misdirected ids dropped"
-            );
+            self.drops.note("raft message with forged or misdirected ids", from, self.now_ms);
+            return Ok(());
+        }
+        if let Err(reason) = self.raft_gate(from).check(from, &msg) {
+            self.drops.note(reason, from, self.now_ms);
             return Ok(());
         }
         if let Some(p) = self.peers.get_mut(&from) {
@@ -134,6 +135,32 @@ impl<S: RaftStore> Node<S> {
             self.cfg.election_ticks,
         );
         Ok(())
+    }
+
+    /// What the gate (`guard.rs`) needs to judge a raft message from `from`.
+    fn raft_gate(&self, from: NodeId) -> crate::guard::RaftGate {
+        let member = state::member(&self.cluster, from);
+        let ours = self.cluster.cluster_id;
+        let vouched = ours != 0
+            && self.peers.values().any(|p| {
+                p.member
+                    && p.hello
+                        .as_ref()
+                        .is_some_and(|h| h.cluster_id == ours && h.leader_id == from)
+            });
+        let (term, leader) = self
+            .raw
+            .as_ref()
+            .map_or((0, 0), |r| (r.raft.term, r.raft.leader_id));
+        crate::guard::RaftGate {
+            term,
+            leader,
+            joining: ours == 0,
+            admitted_by: self.admitted_by,
+            sender_member: member.is_some(),
+            sender_voter: member.is_some_and(|m| m.voter),
+            sender_vouched_leader: vouched,
+        }
     }
 
     /// Handles every ready raft-rs has, persisting before acknowledging.
@@ -180,6 +207,12 @@ impl<S: RaftStore> Node<S> {
         }
         self.apply_committed(raw, rd.take_committed_entries())?;
         self.store.lock().persist(None, rd.entries(), rd.hs())?;
+        if rd.entries().iter().any(|e| {
+            e.get_entry_type() == EntryType::EntryNormal && crate::site::is_lock_entry(e.get_data())
+        }) {
+            // Durable before the ack below: from now on this host never dissolves (`site.rs`).
+            self.site.lock_in_log = true;
+        }
         self.send_raft(raw, rd.take_persisted_messages());
         let mut light = raw.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -227,7 +260,7 @@ impl<S: RaftStore> Node<S> {
         let (last_index, last_term) = (last.index, last.term);
         for e in &entries {
             match e.get_entry_type() {
-                EntryType::EntryNormal => {}
+                EntryType::EntryNormal => self.apply_normal(e),
                 EntryType::EntryConfChange => {
                     // muster proposes only V2 changes; a V1 entry means a foreign or corrupt log.
                     return Err(ApplyError::Decode {
@@ -238,7 +271,7 @@ impl<S: RaftStore> Node<S> {
                     .into());
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(e.get_data()).map_err(|err| {
+                    let cc = crate::wire::decode_conf_change(e.get_data()).map_err(|err| {
                         ApplyError::Decode {
                             index: e.index,
                             what: "conf change",
@@ -258,6 +291,28 @@ impl<S: RaftStore> Node<S> {
         );
         self.store.lock().save_applied(&snap)?;
         Ok(())
+    }
+
+    /// Applies a committed normal entry. One that does not decode is skipped (alike on every
+    /// member: they all hold the same bytes) rather than stopping the site at every restart.
+    fn apply_normal(&mut self, e: &Entry) {
+        match state::decode_command(e.get_data()) {
+            None => {}
+            Some(Err(err)) => {
+                tracing::error!(index = e.index, error = %err, "committed entry does not decode; skipped")
+            }
+            Some(Ok(cmd)) => match state::apply_command(&mut self.cluster, &cmd, e.index) {
+                state::Applied::Nothing => {}
+                state::Applied::Locked => {
+                    tracing::info!(index = e.index, members = self.cluster.members.len(), "site locked: this cluster never dissolves")
+                }
+                state::Applied::Formed => tracing::info!(
+                    index = e.index,
+                    holders = self.cluster.formed_members.len(),
+                    "site formed"
+                ),
+            },
+        }
     }
 
     fn apply_conf_change(
@@ -331,8 +386,9 @@ impl<S: RaftStore> Node<S> {
         let Some(member) = r.member.as_ref() else {
             return (false, "request names no member");
         };
-        if crate::node_id_from_public_key(&member.public_key) != member.id {
-            return (false, "member id does not match its public key");
+        if let Err(reason) = crate::guard::check_member(member) {
+            self.drops.note(reason, from, self.now_ms);
+            return (false, reason);
         }
         // A member may relay a join for a host that cannot reach the leader itself.
         let relayed = member.id != from;
@@ -362,6 +418,7 @@ impl<S: RaftStore> Node<S> {
     /// Leader only: one membership change at a time — promote a caught-up learner while voters
     /// are short of `control_plane_count`, else add the next host waiting to join.
     pub(crate) fn leader_duties(&mut self) -> Result<(), CoreError> {
+        self.site_duties();
         let Some(raw) = self.raw.as_ref() else {
             return Ok(());
         };

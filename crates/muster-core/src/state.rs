@@ -1,8 +1,11 @@
 //! The replicated cluster state: what every member applies from committed entries.
 //!
-//! Only the apply path of [`crate::Node`] mutates it; snapshots carry it encoded as their data.
+//! Only the apply path of [`crate::Node`] mutates it, through [`apply_conf_change`] (membership)
+//! and [`apply_command`] (every other replicated command); snapshots carry it encoded as their
+//! data. Both are pure functions of (state, entry): every member applies the same log alike.
 
-use muster_proto::{ClusterState, ConfChangeContext, Member};
+use muster_proto::command::Kind;
+use muster_proto::{ClusterState, Command, ConfChangeContext, Member};
 use prost::Message as _;
 use raft::prelude::{ConfChangeType, ConfChangeV2};
 
@@ -50,6 +53,46 @@ pub fn member(state: &ClusterState, id: NodeId) -> Option<&Member> {
 /// Number of voters in the state.
 pub fn voter_count(state: &ClusterState) -> usize {
     state.members.iter().filter(|m| m.voter).count()
+}
+
+/// What applying a committed normal entry did, for the caller's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The entry changed nothing (empty entry, no-op, a command already in effect, or one this
+    /// version does not know: ignored alike on every member).
+    Nothing,
+    /// The site was locked at this index.
+    Locked,
+    /// The site was recorded formed.
+    Formed,
+}
+
+/// Decodes the payload of a normal entry; `None` for raft-rs's empty entries.
+pub fn decode_command(data: &[u8]) -> Option<Result<Command, prost::DecodeError>> {
+    (!data.is_empty()).then(|| Command::decode(data))
+}
+
+/// Applies one committed command at log `index`. Pure and total: a command that does not fit the
+/// state (a `SiteFormed` before the lock, a second lock) changes nothing, on every member alike.
+pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> Applied {
+    match &cmd.kind {
+        Some(Kind::LockSite(_)) if !state.locked => {
+            state.locked = true;
+            state.lock_index = index;
+            Applied::Locked
+        }
+        Some(Kind::SiteFormed(f)) if state.locked && state.formed_unix_ms == 0 => {
+            state.formed_unix_ms = f.unix_ms.max(1);
+            state.formed_members = f.members.clone();
+            Applied::Formed
+        }
+        _ => Applied::Nothing,
+    }
+}
+
+/// Whether the site is recorded formed.
+pub fn formed(state: &ClusterState) -> bool {
+    state.formed_unix_ms != 0
 }
 
 /// Applies one committed conf change to the state: adds or updates the members in its context,
@@ -111,7 +154,67 @@ pub fn apply_conf_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use muster_proto::{LockSite, SiteFormed};
     use raft::prelude::ConfChangeSingle;
+
+    fn lock() -> Command {
+        Command {
+            kind: Some(Kind::LockSite(LockSite { member_count: 3 })),
+        }
+    }
+
+    fn formed_cmd(members: Vec<u64>) -> Command {
+        Command {
+            kind: Some(Kind::SiteFormed(SiteFormed {
+                members,
+                unix_ms: 1234,
+            })),
+        }
+    }
+
+    #[test]
+    fn lock_then_formed_and_nothing_out_of_order() {
+        let mut s = ClusterState::default();
+        // Formed before locked: ignored.
+        assert_eq!(
+            apply_command(&mut s, &formed_cmd(vec![1, 2, 3]), 4),
+            Applied::Nothing
+        );
+        assert!(!formed(&s) && !s.locked);
+        assert_eq!(apply_command(&mut s, &lock(), 5), Applied::Locked);
+        assert!(s.locked);
+        assert_eq!(s.lock_index, 5);
+        // A second lock keeps the first index.
+        assert_eq!(apply_command(&mut s, &lock(), 9), Applied::Nothing);
+        assert_eq!(s.lock_index, 5);
+        assert_eq!(
+            apply_command(&mut s, &formed_cmd(vec![1, 2, 3]), 10),
+            Applied::Formed
+        );
+        assert!(formed(&s));
+        assert_eq!(s.formed_unix_ms, 1234);
+        assert_eq!(s.formed_members, vec![1, 2, 3]);
+        // Formed once: a later one changes nothing.
+        let before = s.clone();
+        assert_eq!(
+            apply_command(&mut s, &formed_cmd(vec![9]), 11),
+            Applied::Nothing
+        );
+        assert_eq!(s, before);
+        // Unknown or empty commands: nothing.
+        assert_eq!(
+            apply_command(&mut s, &Command { kind: None }, 12),
+            Applied::Nothing
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn empty_entries_are_not_commands_and_garbage_is_an_error() {
+        assert!(decode_command(&[]).is_none());
+        assert!(decode_command(&[0xff, 0xff]).unwrap().is_err());
+        assert_eq!(decode_command(&lock().encode_to_vec()).unwrap().unwrap(), lock());
+    }
 
     fn cc(id: u64, t: ConfChangeType, joined: u64) -> ConfChangeV2 {
         let mut single = ConfChangeSingle::default();

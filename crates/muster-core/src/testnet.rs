@@ -67,6 +67,9 @@ pub struct TestNet {
     pub vip_acquires: Vec<(u64, NodeId)>,
     /// Virtual time of every VIP release: (time, host).
     pub vip_releases: Vec<(u64, NodeId)>,
+    /// Adversaries: ids that hold the site key (they connect) but run no node; what hosts send
+    /// them is kept here for the test to read (and craft replies from).
+    pub adversaries: BTreeMap<NodeId, Vec<(NodeId, Envelope)>>,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -94,6 +97,40 @@ impl TestNet {
             max_vip_holders: 0,
             vip_acquires: Vec::new(),
             vip_releases: Vec::new(),
+            adversaries: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an adversary with a fresh identity (or `public_key`, to pick its id); returns its id
+    /// and public key. It is connected to no host until [`TestNet::connect_adversary`].
+    pub fn add_adversary(&mut self, public_key: Option<[u8; 32]>) -> (NodeId, Vec<u8>) {
+        let pk = public_key.unwrap_or_else(|| {
+            let mut pk = [0u8; 32];
+            self.rng.fill(&mut pk[..]);
+            pk
+        });
+        let id = crate::node_id_from_public_key(&pk);
+        self.adversaries.insert(id, Vec::new());
+        (id, pk.to_vec())
+    }
+
+    /// Connects an adversary to a host (an authenticated connection: it holds the site key).
+    pub fn connect_adversary(&mut self, adversary: NodeId, host: NodeId) {
+        if self.connected.insert(pair(adversary, host)) {
+            self.input(host, Input::PeerConnected { id: adversary });
+        }
+    }
+
+    /// Delivers `envelope` from an adversary to a connected host at once.
+    pub fn inject(&mut self, adversary: NodeId, to: NodeId, envelope: Envelope) {
+        if self.connected.contains(&pair(adversary, to)) {
+            self.input(
+                to,
+                Input::Message {
+                    from: adversary,
+                    envelope,
+                },
+            );
         }
     }
 
@@ -344,6 +381,10 @@ impl TestNet {
             due.sort_by_key(|m| (m.at_ms, m.seq));
             for m in due {
                 if !self.connected.contains(&pair(m.from, m.to)) {
+                    continue;
+                }
+                if let Some(inbox) = self.adversaries.get_mut(&m.to) {
+                    inbox.push((m.from, m.envelope));
                     continue;
                 }
                 self.input(

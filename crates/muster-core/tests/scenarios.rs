@@ -180,10 +180,43 @@ fn form_apart<'a>(
 
 #[test]
 fn clusters_formed_apart_merge_into_one_when_they_meet() {
-    let (mut net, ids) = site(9, 5, 2, |c| c.settle_ms = 2_000);
-    form_apart(&mut net, &ids, 2);
+    // Neither side reaches expected_nodes, so neither is locked: they merge.
+    let (mut net, ids) = site(9, 5, 5, |c| c.settle_ms = 2_000);
+    let (left, right) = form_apart(&mut net, &ids, 2);
+    assert!(ids.iter().all(|id| !net.node(*id).locked()));
+    let _ = (left, right);
     net.heal();
     assert_forms(&mut net, &ids, 3, 30_000);
+    let done = net.run_until(10_000, |n| ids.iter().all(|id| n.node(*id).site_formed()));
+    assert!(done.is_some(), "the merged site is recorded formed");
+}
+
+/// Two groups that each reached expected_nodes apart are two sites: when they meet, neither
+/// dissolves (site.rs), and both say so in status.
+#[test]
+fn two_formed_clusters_that_meet_both_stay_and_say_so() {
+    let (mut net, ids) = site(9, 5, 2, |c| c.settle_ms = 2_000);
+    let (left, right) = form_apart(&mut net, &ids, 2);
+    let before: Vec<u64> = ids.iter().map(|id| net.node(*id).cluster_id()).collect();
+    assert!(ids.iter().all(|id| net.node(*id).site_formed()), "{}", describe(&net));
+    net.heal();
+    net.run_for(10_000);
+    let after: Vec<u64> = ids.iter().map(|id| net.node(*id).cluster_id()).collect();
+    assert_eq!(before, after, "nobody dissolved:\n{}", describe(&net));
+    for side in [left, right] {
+        let leader = side
+            .iter()
+            .copied()
+            .find(|id| net.node(*id).leader_id() == *id)
+            .expect("each side keeps its leader");
+        let s = net.node(leader).status();
+        assert!(
+            s.site_conflict.contains("another formed cluster"),
+            "{}: {:?}",
+            s.node_name,
+            s.site_conflict
+        );
+    }
 }
 
 /// The site rule (lease.rs): while two clusters coexist, only one that holds more than half of

@@ -8,3 +8,8 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// raft-rs's eraftpb wire layout for bounded decoding (`proto/raftwire.proto`).
+pub mod raftwire {
+    tonic::include_proto!("muster.raftwire");
+}
