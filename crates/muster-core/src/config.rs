@@ -54,6 +54,9 @@ pub struct NodeConfig {
     /// the leader of any cluster holds the VIP on its lease alone and coexisting clusters break
     /// I2, which checkers must catch.
     pub site_rule_off_for_tests: bool,
+    /// Fault injection for tests and the simulator only: step raft messages from anyone, without
+    /// the trust checks of `guard.rs`, which checkers must catch.
+    pub raft_gate_off_for_tests: bool,
 }
 
 impl NodeConfig {
@@ -79,6 +82,7 @@ impl NodeConfig {
             max_clock_drift_pct: 5,
             lease_stretch_pct_for_tests: 100,
             site_rule_off_for_tests: false,
+            raft_gate_off_for_tests: false,
         }
     }
 

@@ -8,11 +8,16 @@
 //! one dissolve their raft state and join the better one — never once a host is locked (its log
 //! holds its cluster's lock entry, `site.rs`), whatever peers claim.
 //!
-//! Peers' claims are hints, bounded in what they can cost: a lower-id peer that stays unformed
-//! longer than an honest one could ([`squatting`](Node::squatting)) no longer holds the bootstrap
-//! back; a cluster whose advertisers never admit us within [`JOIN_ADMIT_TIMEOUT_MS`] is ignored
-//! for [`DISTRUST_MS`]; only a peer that says it leads the cluster we asked to join can start our
-//! raft group.
+//! Peers' claims are hints, bounded in what they can cost:
+//! - *Join before leave*: a member that hears of a better cluster first asks to join it while it
+//!   stays in its own, and dissolves its state only once that cluster's leader (a peer whose hello
+//!   says it leads it) contacts it over raft — an admission, not a claim.
+//! - A peer whose advertised cluster does not admit us within [`JOIN_ADMIT_TIMEOUT_MS`] is
+//!   distrusted: its hellos no longer count for formation, for [`DISTRUST_MS`], doubling each
+//!   time (up to 16×).
+//! - A lower-id peer that stays unformed longer than an honest one could
+//!   ([`squatting`](Node::squatting)) no longer holds the lowest-id bootstrap back.
+//! - Only a peer that says it leads the cluster we asked to join can start our raft group.
 
 use muster_proto::envelope::Body;
 use muster_proto::{ClusterState, JoinRequest, JoinResponse, Member};
@@ -27,14 +32,24 @@ use crate::storage::{applied_snapshot, RaftStore};
 const JOIN_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
 
 /// A host asking to join a cluster that no leader of it contacts within this time stops believing
-/// the peers that advertise it.
-pub const JOIN_ADMIT_TIMEOUT_MS: u64 = 15_000;
+/// the peers that advertise it (an honest leader admits within a few hundred ms).
+pub const JOIN_ADMIT_TIMEOUT_MS: u64 = 3_000;
 
-/// How long a cluster that never admitted us is ignored.
-pub const DISTRUST_MS: u64 = 60_000;
+/// How long a peer whose cluster never admitted us is ignored, the first time (then doubling).
+pub const DISTRUST_MS: u64 = 30_000;
 
-/// Most clusters remembered as distrusted at once.
-const MAX_DISTRUSTED: usize = 64;
+/// Most peers remembered as distrusted at once (the soonest to expire make room).
+const MAX_DISTRUSTED: usize = 256;
+
+/// Most advertisers remembered for one join attempt.
+const MAX_JOIN_ADVERTISERS: usize = 64;
+
+/// A better cluster this member asked to join while staying in its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MergeProbe {
+    pub cluster_id: u64,
+    pub since_ms: u64,
+}
 
 /// An honest lowest-id host bootstraps within `settle_ms` of being seen; one unformed for longer
 /// than `settle_ms` plus this grace is squatting and no longer holds others back.
@@ -52,21 +67,13 @@ impl<S: RaftStore> Node<S> {
             // Just booted or dissolved: the cluster we were in may still count us (`lease.rs`).
             return Ok(());
         }
-        self.distrusted.retain(|_, until| self.now_ms < *until);
         if let Phase::Joining {
             cluster_id,
             since_ms,
         } = self.phase
         {
             if self.now_ms >= since_ms + JOIN_ADMIT_TIMEOUT_MS {
-                tracing::warn!(
-                    cluster = %format_id(cluster_id),
-                    waited_ms = self.now_ms - since_ms,
-                    "no leader of the cluster we asked to join contacted us; ignoring its advertisers for a while"
-                );
-                if self.distrusted.len() < MAX_DISTRUSTED {
-                    self.distrusted.insert(cluster_id, self.now_ms + DISTRUST_MS);
-                }
+                self.distrust_advertisers(cluster_id, since_ms);
                 self.phase = Phase::Discovering;
             }
         }
@@ -75,9 +82,26 @@ impl<S: RaftStore> Node<S> {
                 !matches!(self.phase, Phase::Joining { cluster_id: c, .. } if c == cluster_id);
             if switching {
                 tracing::info!(cluster = %format_id(cluster_id), "found a cluster; asking to join");
+                // The admission clock runs from the first cluster we asked, across switches, so
+                // peers that keep naming ever better clusters cannot keep us waiting.
+                let since_ms = match self.phase {
+                    Phase::Joining { since_ms, .. } => since_ms,
+                    _ => {
+                        self.join_advertisers.clear();
+                        self.now_ms
+                    }
+                };
+                let new = self.advertisers(cluster_id);
+                for id in new {
+                    if self.join_advertisers.len() < MAX_JOIN_ADVERTISERS
+                        && !self.join_advertisers.contains(&id)
+                    {
+                        self.join_advertisers.push(id);
+                    }
+                }
                 self.phase = Phase::Joining {
                     cluster_id,
-                    since_ms: self.now_ms,
+                    since_ms,
                 };
                 self.last_join_ms = None;
                 self.join_target = None;
@@ -113,13 +137,62 @@ impl<S: RaftStore> Node<S> {
             .is_some_and(|t| self.now_ms >= t + self.cfg.settle_ms + SQUAT_GRACE_MS)
     }
 
-    /// The best cluster among connected peers' hellos: (cluster id, member count).
+    /// Whether a peer's hellos count for formation decisions (not distrusted).
+    pub(crate) fn trusted(&self, id: NodeId) -> bool {
+        self.distrusted
+            .get(&id)
+            .is_none_or(|(until, _)| self.now_ms >= *until)
+    }
+
+    /// The peers whose latest hello names `cluster_id`.
+    fn advertisers(&self, cluster_id: u64) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.hello.as_ref().is_some_and(|h| h.cluster_id == cluster_id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// No leader of `cluster_id` admitted us since `since_ms`: distrust every peer that advertised
+    /// it when we chose it, or advertises it now.
+    fn distrust_advertisers(&mut self, cluster_id: u64, since_ms: u64) {
+        let now = self.now_ms;
+        let mut liars = self.advertisers(cluster_id);
+        liars.extend(std::mem::take(&mut self.join_advertisers));
+        liars.sort_unstable();
+        liars.dedup();
+        tracing::warn!(
+            cluster = %format_id(cluster_id),
+            waited_ms = now - since_ms,
+            advertisers = liars.len(),
+            "no leader of the cluster we asked to join contacted us; ignoring the peers that advertise it for a while"
+        );
+        for id in liars {
+            if self.distrusted.len() >= MAX_DISTRUSTED && !self.distrusted.contains_key(&id) {
+                let soonest = self
+                    .distrusted
+                    .iter()
+                    .min_by_key(|(_, (until, _))| *until)
+                    .map(|(id, _)| *id);
+                if let Some(s) = soonest {
+                    self.distrusted.remove(&s);
+                }
+            }
+            let times = self.distrusted.get(&id).map_or(0, |(_, n)| *n);
+            let until = now + (DISTRUST_MS << times.min(4));
+            self.distrusted.insert(id, (until, times + 1));
+            self.drops
+                .note("hellos of a cluster that never admitted us", id, now);
+        }
+    }
+
+    /// The best cluster among connected, trusted peers' hellos: (cluster id, member count).
     fn best_visible_cluster(&self) -> Option<(u64, u32)> {
         self.peers
             .iter()
-            .filter(|(id, _)| self.reachable(**id))
+            .filter(|(id, _)| self.reachable(**id) && self.trusted(**id))
             .filter_map(|(_, p)| p.hello.as_ref())
-            .filter(|h| h.cluster_id != 0 && !self.distrusted.contains_key(&h.cluster_id))
+            .filter(|h| h.cluster_id != 0)
             .map(|h| (h.cluster_id, h.member_count))
             .max_by_key(|(id, count)| rank(*count, *id))
     }
@@ -133,25 +206,9 @@ impl<S: RaftStore> Node<S> {
             return;
         }
         self.last_join_ms = Some(self.now_ms);
-        let in_cluster =
-            |p: &crate::node::Peer| p.hello.as_ref().is_some_and(|h| h.cluster_id == cluster_id);
-        let hinted_leader = self
-            .peers
-            .values()
-            .filter(|p| in_cluster(p))
-            .filter_map(|p| p.hello.as_ref().map(|h| h.leader_id))
-            .find(|l| *l != 0 && self.reachable(*l));
-        let target = self
-            .join_target
-            .filter(|t| self.reachable(*t))
-            .or(hinted_leader)
-            .or_else(|| {
-                self.peers
-                    .iter()
-                    .find(|(id, p)| self.reachable(**id) && in_cluster(p))
-                    .map(|(id, _)| *id)
-            });
-        let Some(target) = target else { return };
+        let Some(target) = self.join_target_for(cluster_id) else {
+            return;
+        };
         let member = self.self_member(false);
         tracing::debug!(cluster = %format_id(cluster_id), to = %format_id(target), "join request");
         self.send(
@@ -161,6 +218,29 @@ impl<S: RaftStore> Node<S> {
                 member: Some(member),
             }),
         );
+    }
+
+    /// Whom to ask to join `cluster_id`: the leader a join response named, else the leader a
+    /// trusted peer of that cluster names, else any such peer (it relays to its leader).
+    fn join_target_for(&self, cluster_id: u64) -> Option<NodeId> {
+        let in_cluster = |id: &NodeId, p: &crate::node::Peer| {
+            self.trusted(*id) && p.hello.as_ref().is_some_and(|h| h.cluster_id == cluster_id)
+        };
+        let hinted_leader = self
+            .peers
+            .iter()
+            .filter(|(id, p)| in_cluster(id, p))
+            .filter_map(|(_, p)| p.hello.as_ref().map(|h| h.leader_id))
+            .find(|l| *l != 0 && self.reachable(*l));
+        self.join_target
+            .filter(|t| self.reachable(*t))
+            .or(hinted_leader)
+            .or_else(|| {
+                self.peers
+                    .iter()
+                    .find(|(id, p)| self.reachable(**id) && in_cluster(id, p))
+                    .map(|(id, _)| *id)
+            })
     }
 
     /// A member's answer to our join request.
@@ -279,7 +359,7 @@ impl<S: RaftStore> Node<S> {
     /// Remembers a peer whose hello names a better-ranked cluster that may still take ours in
     /// (not locked), for `merge_check` at the next tick.
     pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &muster_proto::Hello) {
-        if self.outranks_ours(h) && !self.distrusted.contains_key(&h.cluster_id) {
+        if self.outranks_ours(h) && self.trusted(from) {
             self.merge_hint = Some(from);
         }
     }
@@ -295,17 +375,15 @@ impl<S: RaftStore> Node<S> {
             && rank(h.member_count, h.cluster_id) > rank(self.cluster.members.len() as u32, ours)
     }
 
-    /// If a reachable peer is in a better cluster that may still dissolve ours, leave ours.
+    /// If a reachable peer is in a better cluster that may still take ours in, ask to join it
+    /// (join before leave: we dissolve only once its leader admits us, `on_merge_admission`).
     pub(crate) fn merge_check(&mut self) -> Result<(), CoreError> {
         let ours = self.cluster.cluster_id;
         let Some(from) = self.merge_hint.take() else {
             return Ok(());
         };
-        if self.locked() {
-            // Never dissolved, whatever a peer claims (`site.rs`).
-            return Ok(());
-        }
-        if !self.reachable(from) {
+        if self.locked() || self.merge_probe.is_some() || !self.reachable(from) {
+            // A locked host never dissolves, whatever a peer claims (`site.rs`).
             return Ok(());
         }
         let better = self
@@ -315,16 +393,71 @@ impl<S: RaftStore> Node<S> {
             .filter(|h| self.outranks_ours(h))
             .map(|h| (h.cluster_id, h.member_count));
         if let Some((other, count)) = better {
-            tracing::warn!(
+            tracing::info!(
                 ours = %format_id(ours),
                 our_members = self.cluster.members.len(),
                 other = %format_id(other),
                 other_members = count,
-                "two clusters met; dissolving ours to join the other"
+                "a better cluster is in sight; asking to join it before leaving ours"
             );
-            self.dissolve()?;
+            self.merge_probe = Some(MergeProbe {
+                cluster_id: other,
+                since_ms: self.now_ms,
+            });
+            self.join_advertisers = self.advertisers(other);
+            self.last_join_ms = None;
+            self.join_target = None;
         }
         Ok(())
+    }
+
+    /// While probing a better cluster: repeat the join request; give up (and distrust its
+    /// advertisers) if no leader of it admits us in time, or once we are locked.
+    pub(crate) fn merge_probe_tick(&mut self) {
+        let Some(probe) = self.merge_probe.clone() else {
+            return;
+        };
+        if self.locked() {
+            self.merge_probe = None;
+            return;
+        }
+        if self.now_ms >= probe.since_ms + JOIN_ADMIT_TIMEOUT_MS {
+            self.distrust_advertisers(probe.cluster_id, probe.since_ms);
+            self.merge_probe = None;
+            return;
+        }
+        self.maybe_send_join(probe.cluster_id);
+    }
+
+    /// A raft message of `cluster_id` (not ours) from `from`: if it is the leader of the cluster
+    /// we are probing, that is our admission — dissolve ours now; after the quiet time we join
+    /// it. Returns whether the message was that admission.
+    pub(crate) fn on_merge_admission(
+        &mut self,
+        from: NodeId,
+        cluster_id: u64,
+    ) -> Result<bool, CoreError> {
+        let probing = self
+            .merge_probe
+            .as_ref()
+            .is_some_and(|p| p.cluster_id == cluster_id);
+        let leads = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.hello.as_ref())
+            .is_some_and(|h| h.cluster_id == cluster_id && h.leader_id == from);
+        if !probing || !leads || self.locked() {
+            return Ok(false);
+        }
+        tracing::warn!(
+            ours = %format_id(self.cluster.cluster_id),
+            other = %format_id(cluster_id),
+            leader = %format_id(from),
+            "admitted by the better cluster's leader; dissolving ours to join it"
+        );
+        self.merge_probe = None;
+        self.dissolve()?;
+        Ok(true)
     }
 
     /// Durably forgets this host's cluster and starts discovering again. Never for a locked host.
@@ -343,6 +476,7 @@ impl<S: RaftStore> Node<S> {
         self.raft_cluster_id = 0;
         self.pending_joins.clear();
         self.merge_hint = None;
+        self.merge_probe = None;
         self.phase = Phase::Discovering;
         self.members_dirty = true;
         self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());

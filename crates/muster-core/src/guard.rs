@@ -151,7 +151,10 @@ impl RaftGate {
             // TimeoutNow (forces an election) and ReadIndexResp (advances a read) come only
             // from the leader we follow in our term; the others may also come from the winner
             // of a later term, which raft-rs then follows.
-            let strict = matches!(t, MessageType::MsgTimeoutNow | MessageType::MsgReadIndexResp);
+            let strict = matches!(
+                t,
+                MessageType::MsgTimeoutNow | MessageType::MsgReadIndexResp
+            );
             let ours = msg.term == self.term && self.leader == from;
             let other_leader = msg.term == self.term && self.leader != 0 && self.leader != from;
             if other_leader || (strict && !ours) {
@@ -284,7 +287,9 @@ mod tests {
             ..g
         };
         assert!(learner.check(8, &msg(MessageType::MsgAppend, 6)).is_err());
-        assert!(learner.check(8, &msg(MessageType::MsgRequestVote, 6)).is_err());
+        assert!(learner
+            .check(8, &msg(MessageType::MsgRequestVote, 6))
+            .is_err());
         assert_eq!(
             learner.check(8, &msg(MessageType::MsgAppendResponse, 5)),
             Ok(())

@@ -40,7 +40,9 @@
 //!
 //! - *fresh majority*: more than `U / 2` hosts of its cluster (itself included) sent it a raft
 //!   message of this cluster within the last election timeout `W`; or
-//! - *complete*: its cluster's membership lists at least `U` hosts.
+//! - *complete*: at least `U` members of its cluster have answered it over raft (a host that
+//!   asked to join while still in another cluster is listed before it has left that one; it
+//!   answers only after it left and waited `Q`, below).
 //!
 //! A host takes part in one raft group at a time and drops raft messages of any other. When it
 //! leaves a cluster (dissolving to merge, or after a wiped disk) it waits `Q =
@@ -154,7 +156,10 @@ impl<S: RaftStore> Node<S> {
             };
             return;
         }
-        let members = self.cluster.members.len();
+        // Only members that answered this leader count as in the cluster: a host that asked to
+        // join while still in another cluster (join before leave, `formation.rs`) is listed
+        // before it has left the other one.
+        let members = self.answered_members();
         if members >= known {
             self.site_rule = SiteRule {
                 ok: true,
@@ -187,6 +192,20 @@ impl<S: RaftStore> Node<S> {
                 )
             },
         };
+    }
+
+    /// Leader only: members (itself included) whose raft progress shows they answered it.
+    fn answered_members(&self) -> usize {
+        let Some(raw) = self.raw.as_ref() else {
+            return 0;
+        };
+        self.cluster
+            .members
+            .iter()
+            .filter(|m| {
+                m.id == self.cfg.id || raw.raft.prs().get(m.id).is_some_and(|p| p.matched > 0)
+            })
+            .count()
     }
 
     /// Whether no new site host was heard of for the settle time (module docs).

@@ -178,8 +178,13 @@ pub struct Node<S: RaftStore> {
     pub(crate) drops: crate::guard::Drops,
     /// Joining only: the leader whose raft contact started our raft group.
     pub(crate) admitted_by: Option<NodeId>,
-    /// Clusters whose advertisers never admitted us, ignored until the time given (`formation.rs`).
-    pub(crate) distrusted: BTreeMap<u64, u64>,
+    /// Peers whose advertised cluster never admitted us: (ignored until, times distrusted)
+    /// (`formation.rs`).
+    pub(crate) distrusted: BTreeMap<NodeId, (u64, u32)>,
+    /// A better cluster we asked to join while still in ours (`formation.rs`, join before leave).
+    pub(crate) merge_probe: Option<crate::formation::MergeProbe>,
+    /// The peers that advertised the cluster we are asking to join, when we chose it.
+    pub(crate) join_advertisers: Vec<NodeId>,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -231,6 +236,8 @@ impl<S: RaftStore> Node<S> {
             drops: Default::default(),
             admitted_by: None,
             distrusted: BTreeMap::new(),
+            merge_probe: None,
+            join_advertisers: Vec::new(),
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -286,10 +293,10 @@ impl<S: RaftStore> Node<S> {
             None,
             raft::GetEntriesContext::empty(false),
         )?;
-        Ok(entries
-            .iter()
-            .any(|e| e.get_entry_type() == raft::prelude::EntryType::EntryNormal
-                && crate::site::is_lock_entry(e.get_data())))
+        Ok(entries.iter().any(|e| {
+            e.get_entry_type() == raft::prelude::EntryType::EntryNormal
+                && crate::site::is_lock_entry(e.get_data())
+        }))
     }
 
     /// Starts raft-rs over the store. `applied` is the index the state machine already reflects.
@@ -380,6 +387,7 @@ impl<S: RaftStore> Node<S> {
             Phase::Member => {
                 self.leader_duties()?;
                 self.merge_check()?;
+                self.merge_probe_tick();
                 self.abandon_stalled_join()?;
             }
         }

@@ -3,10 +3,11 @@
 //!
 //! Two replicated commands, both proposed by the leader:
 //!
-//! 1. `LockSite`, once the membership lists at least `expected_nodes` hosts and discovery has
-//!    settled (no visible cluster outranks ours, and every host heard of is a member or none was
-//!    new for the site rule's settle time; at most [`LOCK_DEFER_MAX_MS`] after the membership
-//!    reached `expected_nodes` whatever peers claim). A host whose log holds this entry (persisted
+//! 1. `LockSite`, once the membership lists at least `expected_nodes` hosts — at once unless this
+//!    host has itself heard from at least 2 × `expected_nodes` hosts (only then can a better
+//!    cluster exist); then once discovery has settled (no visible cluster outranks ours, and every
+//!    host heard of is a member or none was new for the site rule's settle time), at most
+//!    [`LOCK_DEFER_MAX_MS`] after the membership reached `expected_nodes`, whatever peers claim. A host whose log holds this entry (persisted
 //!    before it acknowledged it, or applied) is *locked*: it never dissolves its cluster again,
 //!    whatever any peer says.
 //! 2. `SiteFormed`, once at least `expected_nodes` members hold the lock entry — the leader reads
@@ -139,8 +140,17 @@ impl<S: RaftStore> Node<S> {
         if self.now_ms >= since + LOCK_DEFER_MAX_MS {
             return true;
         }
+        // A better cluster than one with `expected_nodes` members can exist only on a LAN with
+        // at least twice that many hosts: unless this host has heard that many itself (hello
+        // senders; member lists in hellos do not count), claims of one are not waited for.
+        let heard = 1 + self.peers.values().filter(|p| p.hello.is_some()).count();
+        if heard < 2 * self.cfg.expected_nodes {
+            return true;
+        }
         let better_visible = self.peers.iter().any(|(id, p)| {
-            self.reachable(*id) && p.hello.as_ref().is_some_and(|h| self.outranks_ours(h))
+            self.reachable(*id)
+                && self.trusted(*id)
+                && p.hello.as_ref().is_some_and(|h| self.outranks_ours(h))
         });
         let complete = members >= self.known_hosts.len();
         !better_visible && (complete || self.knowledge_settled())
@@ -156,7 +166,12 @@ impl<S: RaftStore> Node<S> {
             .members
             .iter()
             .map(|m| m.id)
-            .filter(|id| raw.raft.prs().get(*id).is_some_and(|p| p.matched >= lock_index))
+            .filter(|id| {
+                raw.raft
+                    .prs()
+                    .get(*id)
+                    .is_some_and(|p| p.matched >= lock_index)
+            })
             .collect()
     }
 

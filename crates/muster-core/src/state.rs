@@ -213,7 +213,10 @@ mod tests {
     fn empty_entries_are_not_commands_and_garbage_is_an_error() {
         assert!(decode_command(&[]).is_none());
         assert!(decode_command(&[0xff, 0xff]).unwrap().is_err());
-        assert_eq!(decode_command(&lock().encode_to_vec()).unwrap().unwrap(), lock());
+        assert_eq!(
+            decode_command(&lock().encode_to_vec()).unwrap().unwrap(),
+            lock()
+        );
     }
 
     fn cc(id: u64, t: ConfChangeType, joined: u64) -> ConfChangeV2 {

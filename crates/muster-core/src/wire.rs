@@ -190,11 +190,11 @@ mod tests {
     fn deeply_nested_groups_are_refused_not_a_stack_overflow() {
         // Field 20, wire type 3 (start group), nested 100 000 deep.
         let depth = 100_000;
-        let mut bytes = vec![0xa3, 0x01].repeat(depth);
+        let mut bytes = [0xa3u8, 0x01].repeat(depth);
         bytes.extend([0xa4, 0x01].repeat(depth));
         assert!(decode_message(&bytes).is_err());
         // Nested inside a known field (an entry of the message).
-        let mut inner = vec![0xa3, 0x01].repeat(depth);
+        let mut inner = [0xa3u8, 0x01].repeat(depth);
         inner.extend([0xa4, 0x01].repeat(depth));
         let mut nested = vec![0x3a];
         let mut len = inner.len();

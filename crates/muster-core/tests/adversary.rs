@@ -3,6 +3,9 @@
 //! and counted, and the formed site must keep its cluster id, members, a leader and its commit
 //! index, never have two VIP holders, and come back the same after a power cycle.
 
+// raft-rs's rust-protobuf 2 types are built by assigning fields to a default value.
+#![allow(clippy::field_reassign_with_default)]
+
 use std::collections::BTreeSet;
 
 use muster_core::testnet::TestNet;
@@ -197,9 +200,21 @@ fn a_term_pushed_towards_2_62_is_refused_and_every_store_reopens() {
     let (mut net, ids, before) = formed_site(3, 3);
     let (adv, _) = adversary(&mut net, &ids);
     for id in ids.clone() {
-        let vote = raft(before.cluster, adv, id, MessageType::MsgRequestVote, 1 << 62);
+        let vote = raft(
+            before.cluster,
+            adv,
+            id,
+            MessageType::MsgRequestVote,
+            1 << 62,
+        );
         net.inject(adv, id, envelope(before.cluster, &vote));
-        let hb = raft(before.cluster, adv, id, MessageType::MsgHeartbeat, (1 << 62) + 1);
+        let hb = raft(
+            before.cluster,
+            adv,
+            id,
+            MessageType::MsgHeartbeat,
+            (1 << 62) + 1,
+        );
         net.inject(adv, id, envelope(before.cluster, &hb));
         assert!(term_of(&net, id) < 1_000, "term stayed small");
     }
@@ -252,7 +267,7 @@ fn raft_messages_claiming_a_members_id_are_dropped() {
         1
     );
     // Garbage and deep nesting (RUSTSEC-2024-0437) are refused by the bounded decoder.
-    let mut deep = vec![0xa3, 0x01].repeat(50_000);
+    let mut deep = [0xa3u8, 0x01].repeat(50_000);
     deep.extend([0xa4, 0x01].repeat(50_000));
     for bytes in [vec![0xff; 64], deep] {
         net.inject(
@@ -333,7 +348,10 @@ fn a_squatter_with_the_lowest_id_cannot_hold_formation_up() {
     let mut low = [0u8; 32];
     low[7] = 2;
     let (adv, pk) = net.add_adversary(Some(low));
-    assert!(ids.iter().all(|id| *id > adv), "the squatter has the lowest id");
+    assert!(
+        ids.iter().all(|id| *id > adv),
+        "the squatter has the lowest id"
+    );
     for id in &ids {
         net.start(*id);
     }
@@ -402,7 +420,10 @@ fn malformed_and_oversized_hellos_are_dropped_and_tables_stay_bounded() {
     let f = follower(&net, &ids);
     assert_eq!(dropped(&net, f, "hello with an invalid name"), 2);
     assert_eq!(dropped(&net, f, "hello listing too many members"), 1);
-    assert_eq!(dropped(&net, f, "hello whose public key is not the sender's"), 1);
+    assert_eq!(
+        dropped(&net, f, "hello whose public key is not the sender's"),
+        1
+    );
     // Many identities, each listing thousands of made-up hosts.
     for k in 0..(muster_core::MAX_PEERS + 200) {
         let (a, pk) = net.add_adversary(None);
@@ -421,10 +442,7 @@ fn malformed_and_oversized_hellos_are_dropped_and_tables_stay_bounded() {
     }
     let (peers, known) = net.node(f).table_sizes();
     assert!(peers <= muster_core::MAX_PEERS, "peers {peers}");
-    assert!(
-        known <= muster_core::MAX_KNOWN_HOSTS,
-        "known hosts {known}"
-    );
+    assert!(known <= muster_core::MAX_KNOWN_HOSTS, "known hosts {known}");
     assert!(dropped(&net, f, "peer table full") >= 200);
     assert_intact(&mut net, &ids, &before);
 }

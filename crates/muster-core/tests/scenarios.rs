@@ -198,7 +198,11 @@ fn two_formed_clusters_that_meet_both_stay_and_say_so() {
     let (mut net, ids) = site(9, 5, 2, |c| c.settle_ms = 2_000);
     let (left, right) = form_apart(&mut net, &ids, 2);
     let before: Vec<u64> = ids.iter().map(|id| net.node(*id).cluster_id()).collect();
-    assert!(ids.iter().all(|id| net.node(*id).site_formed()), "{}", describe(&net));
+    assert!(
+        ids.iter().all(|id| net.node(*id).site_formed()),
+        "{}",
+        describe(&net)
+    );
     net.heal();
     net.run_for(10_000);
     let after: Vec<u64> = ids.iter().map(|id| net.node(*id).cluster_id()).collect();

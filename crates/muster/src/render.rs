@@ -43,6 +43,14 @@ pub fn json(s: &StatusResponse) -> Value {
         "peers_connected": s.peers_connected,
         "rejected_connections": s.rejected_connections,
         "members": members,
+        "locked": s.locked,
+        "formed_unix_ms": (s.formed_unix_ms != 0).then_some(s.formed_unix_ms),
+        "site_conflict": (!s.site_conflict.is_empty()).then_some(s.site_conflict.as_str()),
+        "dropped": s
+            .dropped
+            .iter()
+            .map(|d| json!({"reason": d.reason, "count": d.count}))
+            .collect::<Vec<_>>(),
     });
     if let Some(vip) = &s.vip {
         v["vip"] = json!({
@@ -81,7 +89,16 @@ pub fn human(s: &StatusResponse) -> String {
         s.address
     );
     let _ = writeln!(out, "phase     {}", s.phase);
-    let _ = writeln!(out, "cluster   {}", dash(s.cluster_id));
+    let site = match (s.formed_unix_ms != 0, s.locked) {
+        (true, _) => ", site formed",
+        (false, true) => ", site locked (forming)",
+        (false, false) if s.cluster_id != 0 => ", site not yet formed",
+        _ => "",
+    };
+    let _ = writeln!(out, "cluster   {}{site}", dash(s.cluster_id));
+    if !s.site_conflict.is_empty() {
+        let _ = writeln!(out, "CONFLICT  {}", s.site_conflict);
+    }
     let _ = writeln!(out, "leader    {}{}", dash(s.leader_id), leader_name);
     let _ = writeln!(
         out,
@@ -93,6 +110,13 @@ pub fn human(s: &StatusResponse) -> String {
         "peers     {} connected, {} connection(s) refused for lacking the site key",
         s.peers_connected, s.rejected_connections
     );
+    if !s.dropped.is_empty() {
+        let total: u64 = s.dropped.iter().map(|d| d.count).sum();
+        let _ = writeln!(out, "dropped   {total} inbound message(s):");
+        for d in &s.dropped {
+            let _ = writeln!(out, "          {:>6}  {}", d.count, d.reason);
+        }
+    }
     if let Some(v) = &s.vip {
         let holder = match v.holder_id {
             0 => "nobody".to_string(),
@@ -193,5 +217,29 @@ mod tests {
             h.contains("leader") && h.contains("learner") && h.contains("NO"),
             "{h}"
         );
+        assert!(h.contains("site not yet formed"), "{h}");
+    }
+
+    #[test]
+    fn drops_formed_and_conflicts_are_shown() {
+        let s = StatusResponse {
+            node_id: 1,
+            cluster_id: 9,
+            formed_unix_ms: 5,
+            locked: true,
+            site_conflict: "another formed cluster 00000000000000aa".into(),
+            dropped: vec![muster_proto::DropCount {
+                reason: "raft message from a non-member".into(),
+                count: 3,
+            }],
+            ..Default::default()
+        };
+        let h = human(&s);
+        assert!(h.contains("site formed") && h.contains("CONFLICT"), "{h}");
+        assert!(h.contains("3  raft message from a non-member"), "{h}");
+        let v = json(&s);
+        assert_eq!(v["dropped"][0]["count"], 3);
+        assert_eq!(v["formed_unix_ms"], 5);
+        assert_eq!(v["locked"], true);
     }
 }

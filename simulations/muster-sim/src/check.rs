@@ -4,6 +4,9 @@
 //!
 //! What is checked (DESIGN.md invariants):
 //! - **Election safety (I1)**: at most one leader per (cluster, term), ever.
+//! - **I1 formed sites**: a locked host (its log holds its cluster's lock entry) never leaves its
+//!   cluster while up; with fewer than 2 × `expected_nodes` hosts at most one cluster is ever
+//!   recorded formed.
 //! - **I1 one cluster**: once the liveness bound after the last fault has passed, the up hosts
 //!   are never in more than one cluster; at the end, exactly one cluster holds every up host.
 //! - **I2 one VIP holder**: a `VipAcquire` while another host holds the VIP, or by a host that is
@@ -50,6 +53,10 @@ pub struct Obs {
     pub members: usize,
     /// Last log index on its disk.
     pub last_index: u64,
+    /// Its log holds its cluster's lock entry (it never dissolves).
+    pub locked: bool,
+    /// Its applied state records the site formed.
+    pub formed: bool,
 }
 
 /// The whole site at one instant, computed by the simulator.
@@ -72,7 +79,7 @@ pub struct SiteView {
 pub struct Violation {
     /// Virtual time.
     pub at_ms: u64,
-    /// "I1", "I2", "I4", "I6" or "core" (a fatal core error).
+    /// "I1", "I2", "I4", "I5", "I6" or "core" (a fatal core error).
     pub invariant: &'static str,
     /// What was seen.
     pub detail: String,
@@ -85,6 +92,8 @@ pub struct CheckCounts {
     pub election_safety: u64,
     /// Site-wide one-cluster checks.
     pub i1_one_cluster: u64,
+    /// Observations of locked or formed hosts checked (never leave; one formed cluster).
+    pub i1_formed: u64,
     /// VIP outputs and site-wide holder counts checked.
     pub i2_vip: u64,
     /// Applied entries compared by (cluster, index).
@@ -97,6 +106,8 @@ pub struct CheckCounts {
     pub i4_monotonic: u64,
     /// Site-wide liveness checks after the bound.
     pub i6_liveness: u64,
+    /// Site-wide checks that no host follows or lists an adversary.
+    pub i5_isolation: u64,
 }
 
 /// The checker's state.
@@ -117,6 +128,9 @@ pub struct Checker {
     multi_since: Option<u64>,
     reported_unformed: bool,
     reported_multi: bool,
+    /// Clusters ever recorded formed, and whether two of them may exist (2 × expected ≤ hosts).
+    formed_clusters: std::collections::BTreeSet<u64>,
+    two_sites_possible: bool,
     /// Check counts.
     pub counts: CheckCounts,
     /// Violations (first [`MAX_VIOLATIONS`]).
@@ -144,9 +158,52 @@ impl Checker {
             multi_since: None,
             reported_unformed: false,
             reported_multi: false,
+            formed_clusters: Default::default(),
+            two_sites_possible: false,
             counts: CheckCounts::default(),
             violations: Vec::new(),
             violation_count: 0,
+        }
+    }
+
+    /// With `hosts` hosts configured to expect `expected_nodes`: whether two formed clusters are
+    /// allowed (only with at least twice as many hosts as expected).
+    pub fn set_site(&mut self, hosts: usize, expected_nodes: usize) {
+        self.two_sites_possible = hosts >= 2 * expected_nodes;
+    }
+
+    fn check_formed(&mut self, t: u64, idx: usize, prev: Option<Obs>, obs: Obs) {
+        if let Some(p) = prev.filter(|p| p.locked && p.cluster != 0) {
+            self.counts.i1_formed += 1;
+            if obs.cluster != p.cluster {
+                let name = self.names[idx].clone();
+                self.violate(
+                    t,
+                    "I1",
+                    format!(
+                        "{name} was locked in cluster {:016x} and left it (now {:016x})",
+                        p.cluster, obs.cluster
+                    ),
+                );
+            }
+        }
+        if obs.formed && self.formed_clusters.insert(obs.cluster) {
+            self.counts.i1_formed += 1;
+            if self.formed_clusters.len() > 1 && !self.two_sites_possible {
+                let all: Vec<String> = self
+                    .formed_clusters
+                    .iter()
+                    .map(|c| format!("{c:016x}"))
+                    .collect();
+                self.violate(
+                    t,
+                    "I1",
+                    format!(
+                        "a second cluster recorded formed with fewer than 2 × expected_nodes hosts: {}",
+                        all.join(", ")
+                    ),
+                );
+            }
         }
     }
 
@@ -225,6 +282,7 @@ impl Checker {
             return;
         }
         self.views[idx] = Some(obs);
+        self.check_formed(t, idx, prev, obs);
         let same_cluster = prev.is_some_and(|p| p.cluster == obs.cluster && p.cluster != 0);
         if let Some(p) = prev.filter(|_| same_cluster) {
             self.counts.i4_monotonic += 1;

@@ -11,6 +11,7 @@
 //! CLI over [`run`].
 #![allow(clippy::field_reassign_with_default)]
 
+pub mod adversary;
 pub mod check;
 pub mod disk;
 pub mod faults;

@@ -70,6 +70,8 @@ pub struct NetStats {
     pub discovered: u64,
     /// Connections opened.
     pub connects: u64,
+    /// Crafted messages the adversaries sent.
+    pub adversary_sent: u64,
     /// Connections closed.
     pub disconnects: u64,
 }

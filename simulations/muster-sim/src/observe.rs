@@ -29,6 +29,8 @@ impl Sim {
             applied_term: c.applied.get_metadata().term,
             members: node.cluster_state().members.len(),
             last_index: c.last_index(),
+            locked: node.locked(),
+            formed: node.site_formed(),
         }
     }
 

@@ -52,6 +52,34 @@ pub struct Scenario {
     /// Faults that break the system on purpose, to show the checker catches them.
     #[serde(default)]
     pub test_faults: TestFaults,
+    /// Hosts that hold the site key but are never admitted, attacking the site.
+    #[serde(default)]
+    pub adversary: AdversarySpec,
+}
+
+/// The adversary model (`adversary.rs`): identities that hold the site key (they connect to
+/// every host), are never admitted, and send forged raft messages, lying hellos, random bytes
+/// and bad join traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdversarySpec {
+    /// How many adversary identities (0 = none).
+    pub count: usize,
+    /// The first adversary takes an id below every host's and claims, forever, to be in no
+    /// cluster (squatting the lowest-id bootstrap rule).
+    pub squat_lowest_id: bool,
+    /// Each adversary sends one crafted message this often.
+    pub interval_ms: u64,
+}
+
+impl Default for AdversarySpec {
+    fn default() -> Self {
+        AdversarySpec {
+            count: 0,
+            squat_lowest_id: false,
+            interval_ms: 20,
+        }
+    }
 }
 
 fn default_cp() -> usize {
@@ -296,6 +324,8 @@ pub struct TestFaults {
     /// The shell has no lease fence: a holder keeps the VIP until its core releases it, however
     /// long the core stalls.
     pub no_vip_fence: bool,
+    /// Core `raft_gate_off_for_tests`: raft messages from anyone are stepped (no trust checks).
+    pub raft_gate_off: bool,
 }
 
 impl Default for TestFaults {
@@ -307,6 +337,7 @@ impl Default for TestFaults {
             lease_stretch_pct: 100,
             site_rule_off: false,
             no_vip_fence: false,
+            raft_gate_off: false,
         }
     }
 }

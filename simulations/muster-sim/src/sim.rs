@@ -62,6 +62,8 @@ pub(crate) enum Ev {
     },
     Fault(usize),
     Check,
+    /// Adversary `k` sends one crafted message (`adversary.rs`).
+    Adversary(u32),
     /// An input that arrived while its host was paused.
     Deferred(u32, u32, Input),
 }
@@ -141,6 +143,8 @@ pub struct Sim {
     pub(crate) trace_violations: usize,
     /// Events processed.
     pub events: u64,
+    /// Identities that hold the site key but are never admitted.
+    pub adversaries: Vec<crate::adversary::Adversary>,
 }
 
 impl Sim {
@@ -185,6 +189,13 @@ impl Sim {
         let schedule = scenario.schedule()?;
         let quiet = scenario.quiet_from_ms();
         let wipe = crate::faults::resolve_static(&scenario.wipe_selector(), n);
+        let taken: Vec<u64> = hosts.iter().map(|h: &Host| h.id).collect();
+        let adv = &scenario.adversary;
+        let adversaries = (0..adv.count)
+            .map(|k| crate::adversary::Adversary::new(&mut rng, k, adv.squat_lowest_id, n, &taken))
+            .collect();
+        let mut checker = Checker::new(names, quiet, scenario.expect.liveness_bound_ms);
+        checker.set_site(n, scenario.expected());
         let mut sim = Sim {
             tick_ms: scenario.timing.tick_interval_ms.unwrap_or(10),
             non_voter_tick_ms: scenario
@@ -194,7 +205,7 @@ impl Sim {
                 .unwrap_or(10),
             check_ms: opts.check_interval_ms.max(1),
             net: Net::new(n, scenario.network.clone()),
-            checker: Checker::new(names, quiet, scenario.expect.liveness_bound_ms),
+            checker,
             metrics: Metrics::new(n),
             trace: Trace::new(opts.trace_text),
             scenario,
@@ -209,8 +220,10 @@ impl Sim {
             pending_dials: HashSet::new(),
             trace_violations: 0,
             events: 0,
+            adversaries,
         };
         sim.schedule_boots();
+        sim.schedule_adversaries();
         for k in 0..sim.schedule.len() {
             sim.q.push(sim.schedule[k].0, Ev::Fault(k));
         }
@@ -227,6 +240,7 @@ impl Sim {
         c.vip = s.vip;
         c.lease_stretch_pct_for_tests = s.test_faults.lease_stretch_pct;
         c.site_rule_off_for_tests = s.test_faults.site_rule_off;
+        c.raft_gate_off_for_tests = s.test_faults.raft_gate_off;
         let t = &s.timing;
         if let Some(v) = t.settle_ms {
             c.settle_ms = v;
@@ -362,8 +376,10 @@ impl Sim {
                     self.metrics.formed(t);
                 }
                 self.checker.site(t, &site);
+                self.check_isolation();
                 self.q.push(t + self.check_ms, Ev::Check);
             }
+            Ev::Adversary(k) => self.adversary_act(k as usize),
         }
     }
 

@@ -214,6 +214,36 @@ fn fixed_core_findings_stay_fixed() {
     passes("stalled-leader", 1..2);
 }
 
+/// Hosts with the site key that are never admitted attack a site through boot, leader kills and
+/// a power cycle: every invariant holds, I5 included, and the attacks were really made.
+#[test]
+fn adversaries_that_hold_the_key_change_nothing() {
+    let sc = load("adversary");
+    for seed in 0..3 {
+        let r = run(&sc, "adversary", seed);
+        assert!(r.passed, "adversary seed {seed} failed:\n{}", r.summary());
+        assert!(r.checks.i5_isolation > 0, "I5 checked");
+        assert!(
+            r.net.adversary_sent > 1_000,
+            "attacks sent: {}",
+            r.net.adversary_sent
+        );
+    }
+}
+
+/// Without the raft trust checks the same adversaries break the site, and the checker says so.
+#[test]
+fn missing_raft_gate_is_caught() {
+    let r = first_failure("bug-no-raft-gate", 0..5);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| ["core", "I5", "I1", "I4"].contains(&v.invariant)),
+        "{}",
+        r.summary()
+    );
+}
+
 /// Leaders of coexisting clusters holding the VIP on their raft lease alone (site rule off): I2.
 #[test]
 fn missing_site_rule_is_caught_as_two_vip_holders() {
