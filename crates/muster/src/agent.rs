@@ -30,6 +30,20 @@ const ADDRESS_RETRY: Duration = Duration::from_millis(500);
 const ADDRESS_LOG_EVERY: u64 = 10;
 /// Status queries waiting for the loop.
 const STATUS_QUEUE: usize = 64;
+/// Test-only fault, honoured by debug builds only: the event loop panics at the first tick at
+/// which the file this variable names exists (the panic-release test of `tests/tests/vip.rs`).
+/// Release builds never read it, and it is not part of the configuration.
+pub const TEST_PANIC_FILE_ENV: &str = "MUSTER_TEST_PANIC_FILE";
+
+/// The test fault file, if this is a debug build and the environment names one.
+fn test_panic_file() -> Option<std::path::PathBuf> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let path = std::env::var_os(TEST_PANIC_FILE_ENV)?;
+    tracing::warn!(path = ?path, "test fault armed: the agent panics once this file exists");
+    Some(path.into())
+}
 
 /// Runs the agent until SIGTERM/SIGINT or a fatal error.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -91,6 +105,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         peers: HashMap::new(),
         started: Instant::now(),
         vip,
+        panic_file: test_panic_file(),
     };
     let result = agent.event_loop(events, query_rx).await;
     // Whatever stopped the loop, this host must not keep the VIP after it is gone.
@@ -112,6 +127,8 @@ struct Agent {
     peers: HashMap<NodeId, PeerId>,
     started: Instant,
     vip: crate::vip::Vip,
+    /// See [`TEST_PANIC_FILE_ENV`]; always `None` in release builds.
+    panic_file: Option<std::path::PathBuf>,
 }
 
 impl Agent {
@@ -127,6 +144,7 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    self.test_fault();
                     let input = Input::Tick { now_ms: self.now_ms(), unix_ms: unix_ms() };
                     self.step(input).await?;
                     self.vip.retry_if_due(self.node.holds_vip()).await;
@@ -173,6 +191,13 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Panics if the test fault file exists (see [`TEST_PANIC_FILE_ENV`]).
+    fn test_fault(&self) {
+        if let Some(path) = self.panic_file.as_deref().filter(|p| p.exists()) {
+            panic!("test fault: {} exists", path.display());
+        }
     }
 
     fn now_ms(&self) -> u64 {
