@@ -1,6 +1,7 @@
 //! The `muster` binary: `muster agent` runs the agent; `keygen` and `status` are the operator CLI.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration, 101 a panic (after
+//! the agent's panic hook removed the VIP, see `vip.rs`).
 
 mod agent;
 mod config;
