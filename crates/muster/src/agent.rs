@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use libp2p::PeerId;
-use muster_core::{format_id, Input, Node, NodeConfig, NodeId, Output};
+use muster_core::{format_id, Input, Node, NodeConfig, NodeId, Output, RaftStore as _};
 use muster_net::{NetConfig, NetEvent, NetHandle};
 use muster_proto::{Envelope, Member};
 use muster_store::DiskStore;
@@ -45,8 +45,10 @@ fn test_panic_file() -> Option<std::path::PathBuf> {
     Some(path.into())
 }
 
-/// Runs the agent until SIGTERM/SIGINT or a fatal error.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs the agent (configured from `config_path`) until SIGTERM/SIGINT or a fatal error. A data
+/// dir whose store and identity do not go together is refused with
+/// [`crate::identity::StartRefused`] before anything else starts.
+pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     for section in &cfg.unimplemented {
         tracing::warn!(
             section,
@@ -54,21 +56,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let site_key = crate::identity::load_site_key(&cfg.key_file)?;
-    let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
-    let public_key = keypair
-        .public()
-        .try_into_ed25519()
-        .context("identity is not ed25519")?
-        .to_bytes();
-    let ip = wait_for_interface_address(&cfg.interface).await?;
-    let listen = SocketAddr::new(ip, cfg.listen_port);
-    let store_dir = cfg.data_dir.join("raft");
+    crate::identity::prepare_data_dir(&cfg.data_dir)?;
+    let store_dir = cfg.data_dir.join(crate::identity::STORE_DIR);
     let store = DiskStore::open(&store_dir).with_context(|| {
         format!(
             "raft store {} cannot be used; it is left untouched for inspection",
             store_dir.display()
         )
     })?;
+    let applied = store.applied();
+    let keypair = crate::identity::load_for_store(
+        &cfg.data_dir,
+        config_path,
+        &cfg.name,
+        applied.get_metadata().index,
+        applied.get_data(),
+    )?;
+    let public_key = crate::identity::public_key(&keypair)?;
+    let ip = wait_for_interface_address(&cfg.interface).await?;
+    let listen = SocketAddr::new(ip, cfg.listen_port);
 
     let vip = crate::vip::Vip::start(cfg.vip.clone()).await?;
     let mut node_cfg = NodeConfig::new(cfg.name.clone(), listen.to_string(), public_key.to_vec());
