@@ -241,6 +241,7 @@ impl Analyzer {
 /// The running checker; [`HolderChecker::stop`] ends it and returns the [`Report`].
 #[derive(Debug)]
 pub struct HolderChecker {
+    started: Instant,
     stop: Arc<AtomicBool>,
     samples: Arc<AtomicU64>,
     handle: Option<JoinHandle<Result<Report>>>,
@@ -264,11 +265,11 @@ impl HolderChecker {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(AtomicU64::new(0));
         let (stop2, samples2) = (stop.clone(), samples.clone());
+        let started = Instant::now();
         let handle = thread::Builder::new()
             .name("vip-holder-checker".into())
             .spawn(move || {
                 let realtime = set_realtime_priority();
-                let started = Instant::now();
                 let mut analyzer = Analyzer::new(nl.len());
                 while !stop2.load(Ordering::Relaxed) {
                     for host in 0..nl.len() {
@@ -286,10 +287,16 @@ impl HolderChecker {
             })
             .context("spawning the holder checker")?;
         Ok(Self {
+            started,
             stop,
             samples,
             handle: Some(handle),
         })
+    }
+
+    /// The instant the [`Report`]'s times count from.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Samples taken so far.

@@ -47,6 +47,8 @@ pub struct Host {
     pub key_file: PathBuf,
     /// Config overrides from the last `write_config`, kept for re-renders.
     pub overrides: Vec<Override>,
+    /// Extra environment of the agent process (test faults), from the next start on.
+    pub env: Vec<(String, String)>,
     starts: u32,
     child: Mutex<Option<Child>>,
     last_exit: Mutex<Option<ExitStatus>>,
@@ -81,6 +83,7 @@ impl Host {
             dir,
             key_file,
             overrides: Vec::new(),
+            env: Vec::new(),
             starts: 0,
             child: Mutex::new(None),
             last_exit: Mutex::new(None),
@@ -116,6 +119,7 @@ impl Host {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
         // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
         // which is async-signal-safe; it touches no memory shared with the parent.

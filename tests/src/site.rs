@@ -334,6 +334,13 @@ impl Site {
         Ok(key)
     }
 
+    /// Sets `key=value` in host `i`'s agent environment (e.g. a test fault), from its next start.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        let env = &mut self.hosts[i].env;
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+    }
+
     // ----- processes -------------------------------------------------------------------------
 
     /// Starts host `i`'s agent.

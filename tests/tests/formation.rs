@@ -434,3 +434,121 @@ fn transfer_moves_leadership_and_refuses_on_followers() {
         Ok(())
     });
 }
+
+/// Runs `muster reset --config <host i's config> [--yes]`; returns (exit code, stdout, stderr).
+fn reset(site: &Site, i: usize, yes: bool) -> Result<(Option<i32>, String, String)> {
+    let mut cmd = std::process::Command::new(site.muster().path());
+    cmd.arg("reset")
+        .arg("--config")
+        .arg(&site.host(i).config_path);
+    if yes {
+        cmd.arg("--yes");
+    }
+    let (status, out, err) = muster_testbed::cli::run_with_timeout(cmd, Duration::from_secs(10))?;
+    Ok((status.code(), out, err))
+}
+
+/// Identity continuity (issue 8, item 4): a member whose `identity.key` was deleted is refused at
+/// start (exit 2) with a message naming the store, the missing key and `muster reset`, and no
+/// new identity is made. `muster reset` refuses while the agent runs, only lists without
+/// `--yes` (exit 2), and with `--yes` removes exactly the store and the identity; the host then
+/// joins the same cluster as a new host with a new id. Its old id stays in the membership as an
+/// unreachable member — removal is not built yet.
+#[test]
+fn deleted_identity_is_refused_until_reset() {
+    scenario("mf-i", 3, SiteOptions::default(), |site| {
+        let all = site.all();
+        site.start_all()?;
+        let formed = site.wait_formed(FORM_TIMEOUT, &all)?;
+        let victim = (0..3)
+            .find(|i| Some(*i) != formed.leader_host())
+            .context("a follower")?;
+        let old_id = formed
+            .view(victim)
+            .context("victim's view")?
+            .node_id
+            .clone();
+        let data_dir = site.host(victim).data_dir.clone();
+        let key = data_dir.join("identity.key");
+        let store = data_dir.join("raft");
+
+        let (code, _, err) = reset(site, victim, true)?;
+        ensure!(
+            code == Some(1),
+            "reset of a running agent's data_dir: {code:?} {err}"
+        );
+        ensure!(
+            err.contains("agent is running") && key.exists() && store.exists(),
+            "reset while running: {err}"
+        );
+
+        ensure!(site.terminate(victim)?.success(), "SIGTERM exit");
+        std::fs::remove_file(&key)?;
+        site.start(victim)?;
+        site.wait_until(FORM_TIMEOUT, |s| !s.is_running(victim))?;
+        let exit = site.host(victim).last_exit().context("exit status")?;
+        ensure!(
+            exit.code() == Some(2),
+            "agent without its identity exited with {exit:?}"
+        );
+        let text = site.log(victim);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("refusing"))
+            .unwrap_or_default();
+        let config = site.host(victim).config_path.display().to_string();
+        for needle in [
+            store.display().to_string(),
+            format!("{} is missing", key.display()),
+            format!(
+                "belongs to cluster {} as member {old_id}",
+                formed.cluster_id
+            ),
+            format!("muster reset --config {config} --yes"),
+        ] {
+            ensure!(last.contains(&needle), "refusal lacks {needle:?}: {last}");
+        }
+        ensure!(
+            !key.exists(),
+            "the refused agent created a new identity anyway"
+        );
+
+        let (code, out, _) = reset(site, victim, false)?;
+        ensure!(code == Some(2), "reset without --yes exited {code:?}");
+        ensure!(
+            out.contains(&store.join("log").display().to_string()) && store.exists(),
+            "reset without --yes: {out}"
+        );
+        let (code, out, err) = reset(site, victim, true)?;
+        ensure!(code == Some(0), "reset --yes exited {code:?}: {err}");
+        ensure!(
+            !store.exists() && !key.exists(),
+            "left behind after reset: {out}"
+        );
+        ensure!(data_dir.exists(), "reset removed the data_dir itself");
+
+        site.start(victim)?;
+        let mut new_id = String::new();
+        site.wait_until(FORM_TIMEOUT, |s| {
+            let Ok(v) = s.status_view(victim) else {
+                return false;
+            };
+            new_id = v.node_id.clone();
+            v.cluster_id.as_deref() == Some(formed.cluster_id.as_str())
+                && v.phase.as_deref() == Some("member")
+                && all.iter().filter(|&&i| i != victim).all(|&i| {
+                    s.status_view(i).is_ok_and(|o| {
+                        o.members.iter().any(|m| m.id == v.node_id)
+                            && o.members
+                                .iter()
+                                .any(|m| m.id == old_id && m.reachable == Some(false))
+                    })
+                })
+        })
+        .context("the reset host did not join as a new member")?;
+        ensure!(new_id != old_id, "the reset host kept its id {old_id}");
+        eprintln!("host {victim}: {old_id} -> {new_id}; the old id stays an unreachable member");
+        Ok(())
+    });
+}

@@ -24,6 +24,9 @@
 //! - `reset`: present only while a reset is in progress (see below).
 //! - `lock`: empty; an exclusive `flock` on it keeps a second process out.
 //!
+//! [`destroy`] removes exactly these files (and their `.tmp` siblings), under the lock, for
+//! `muster reset`; [`store_files`] lists the ones present.
+//!
 //! `hardstate`, `applied` and rewritten logs are replaced atomically: write `NAME.tmp`, fsync,
 //! rename over `NAME`, fsync the directory. Open removes stale `.tmp` files.
 //!
@@ -81,4 +84,4 @@ mod store;
 #[cfg(test)]
 mod crash_tests;
 
-pub use store::DiskStore;
+pub use store::{destroy, store_files, DiskStore};

@@ -433,6 +433,61 @@ impl RaftStore for DiskStore {
     }
 }
 
+/// Every file name a store may hold (temporary files are these plus [`fsio::TEMP_SUFFIX`]).
+const STORE_FILES: [&str; 5] = [
+    LOG_FILE,
+    HARD_STATE_FILE,
+    APPLIED_FILE,
+    RESET_FILE,
+    LOCK_FILE,
+];
+
+/// The store files that exist in `dir` now, temporary ones included; empty when there is no
+/// store. What [`destroy`] would remove (an operator tool shows it before asking).
+pub fn store_files(dir: &Path) -> Vec<PathBuf> {
+    STORE_FILES
+        .iter()
+        .flat_map(|name| [name.to_string(), format!("{name}{}", fsio::TEMP_SUFFIX)])
+        .map(|name| dir.join(name))
+        .filter(|path| path.symlink_metadata().is_ok())
+        .collect()
+}
+
+/// Removes the store in `dir` for good (`muster reset`): takes its lock first, so it refuses
+/// while another process has the store open; removes the store's own files (never anything
+/// else), then `dir` itself if nothing else is left in it; fsyncs each directory it changed.
+/// Returns what it removed, `dir` last if it went. A missing `dir` is not an error.
+pub fn destroy(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let lock = lock_dir(dir)?;
+    let lock_path = dir.join(LOCK_FILE);
+    let mut removed = Vec::new();
+    for path in store_files(dir).into_iter().filter(|p| *p != lock_path) {
+        std::fs::remove_file(&path).map_err(io_err(&path, "remove"))?;
+        removed.push(path);
+    }
+    // The lock file goes last, still locked, so no open can slip in between.
+    std::fs::remove_file(&lock_path).map_err(io_err(&lock_path, "remove"))?;
+    removed.push(lock_path);
+    drop(lock);
+    fsio::sync_dir(dir)?;
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {
+            removed.push(dir.to_path_buf());
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsio::sync_dir(parent)?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+            tracing::warn!(dir = %dir.display(), "left the store directory: it holds files that are not the store's");
+        }
+        Err(e) => return Err(io_err(dir, "remove directory")(e)),
+    }
+    Ok(removed)
+}
+
 fn lock_dir(dir: &Path) -> Result<Flock<File>, StoreError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()

@@ -299,3 +299,51 @@ fn a_second_opener_is_locked_out() {
     drop(store);
     DiskStore::open(tmp.path()).unwrap();
 }
+
+#[test]
+fn destroy_removes_only_the_store_and_refuses_while_it_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft");
+    let mut store = DiskStore::open(&dir).unwrap();
+    store
+        .persist(None, &entries(1..=3, 1), Some(&hard_state(1, 1, 3)))
+        .unwrap();
+    store.save_applied(&snapshot(2, 1, b"state")).unwrap();
+    let e = muster_store::destroy(&dir).unwrap_err().to_string();
+    assert!(e.contains("another process"), "{e}");
+    drop(store);
+
+    let listed = muster_store::store_files(&dir);
+    let names: Vec<_> = listed
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for name in ["log", "hardstate", "applied", "lock"] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} not listed: {names:?}"
+        );
+    }
+    let removed = muster_store::destroy(&dir).unwrap();
+    assert_eq!(removed.last(), Some(&dir), "{removed:?}");
+    assert!(!dir.exists());
+    assert!(
+        muster_store::destroy(&dir).unwrap().is_empty(),
+        "a second destroy"
+    );
+
+    // Something that is not the store's stays, and so does its directory.
+    drop(DiskStore::open(&dir).unwrap());
+    std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    let removed = muster_store::destroy(&dir).unwrap();
+    assert!(!removed.contains(&dir));
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+    assert!(
+        DiskStore::open(&dir).unwrap().is_empty(),
+        "a fresh store opens there"
+    );
+}

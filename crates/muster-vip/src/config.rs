@@ -24,6 +24,15 @@ pub const PERIOD_MIN: Duration = Duration::from_secs(1);
 pub const WATCH_INTERVAL_MIN: Duration = Duration::from_millis(50);
 /// See [`WATCH_INTERVAL_MIN`].
 pub const WATCH_INTERVAL_MAX: Duration = Duration::from_secs(60);
+/// Kernel lifetime (`valid_lft` and `preferred_lft`) of every VIP address [`crate::NetlinkVip`]
+/// adds. The holder renews it every [`VIP_RENEW_INTERVAL_MS`]; when nothing renews it (the agent
+/// was SIGKILLed or OOM-killed) the kernel deletes the address by itself. The kernel's expiry
+/// work runs about once a second, so an address goes between this and this + 1 s after its last
+/// renewal.
+pub const VIP_ADDRESS_LIFETIME_S: u32 = 3;
+/// How often the holder renews [`VIP_ADDRESS_LIFETIME_S`]: three renewals per lifetime, so one
+/// late or failed renewal does not let a held address expire.
+pub const VIP_RENEW_INTERVAL_MS: u64 = 1000;
 
 /// A configuration value that cannot be used; says which value and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

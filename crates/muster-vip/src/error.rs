@@ -128,6 +128,12 @@ pub enum VipError {
     /// removed again.
     #[error("the lease ended before the VIP was added; removed it again")]
     LeaseEnded,
+    /// [`crate::FenceReleaser::release_now`] got no answer from the fence thread.
+    #[error("the VIP fence could not remove the VIP: {why}")]
+    FenceUnavailable {
+        /// What happened to the thread.
+        why: &'static str,
+    },
     /// [`crate::NetlinkVip::new`] was called outside a Tokio runtime.
     #[error("NetlinkVip must be created inside a Tokio runtime")]
     NoRuntime,

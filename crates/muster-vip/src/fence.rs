@@ -10,12 +10,22 @@
 //! [`Fence::may_hold`] before it re-adds a removed address, so it never puts back what the fence
 //! took away.
 //!
+//! [`FenceReleaser::release_now`] is the synchronous path for a process about to die (the agent's
+//! panic hook): it asks the fence thread to remove the addresses at once and waits, bounded, for
+//! its answer over a std channel. It needs nothing from the caller's runtime — which may be the
+//! thing that panicked. If the fence thread cannot answer (it is the thread that panicked, or it
+//! is gone or stuck), a one-shot thread with its own runtime and netlink socket removes the
+//! addresses instead, within the same kind of bound. Either way it ends the fence's holding for good: `arm` is ignored afterwards and
+//! [`Fence::may_hold`] stays false, so neither a renewal nor the holder's watcher puts the VIP
+//! back while the process winds down.
+//!
 //! What it cannot cover: a frozen kernel (a paused VM) runs nothing, the fence included; when the
 //! VM resumes, the fence thread is due at once and removes the addresses within milliseconds.
 
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
 
@@ -30,6 +40,10 @@ struct State {
     /// Times the fence removed the VIP.
     fired: u64,
     stop: bool,
+    /// Set by [`FenceReleaser::release_now`]: the VIP goes at once and is never held again.
+    released_for_good: bool,
+    /// A pending `release_now`, answered by the thread when it has removed the addresses.
+    release_request: Option<Sender<Result<(), VipError>>>,
 }
 
 #[derive(Debug, Default)]
@@ -46,7 +60,69 @@ impl Shared {
 
     /// Whether the VIP may be on the interface now: armed and the deadline not reached.
     pub(crate) fn may_hold(&self) -> bool {
-        self.lock().deadline.is_some_and(|d| Instant::now() < d)
+        let state = self.lock();
+        !state.released_for_good && state.deadline.is_some_and(|d| Instant::now() < d)
+    }
+}
+
+/// A handle that can make the fence thread remove the VIP at once, from any thread; cheap to
+/// clone, `Send + Sync`, and outlives nothing: once the [`Fence`] is dropped it fails at once.
+#[derive(Debug, Clone)]
+pub struct FenceReleaser {
+    shared: Arc<Shared>,
+    /// For the one-shot fallback.
+    config: VipConfig,
+    fence_thread: std::thread::ThreadId,
+}
+
+impl FenceReleaser {
+    /// Removes the VIP now and waits up to `wait` for the fence thread to finish, then, if it did
+    /// not, up to `wait` more for a one-shot thread; from then on the fence never lets the VIP be
+    /// held again (see the module docs). Blocks the calling thread and uses no async runtime of
+    /// the caller's. An error says neither path removed the addresses.
+    pub fn release_now(&self, wait: Duration) -> Result<(), VipError> {
+        let through_fence = if std::thread::current().id() == self.fence_thread {
+            self.shared.lock().released_for_good = true;
+            Err(VipError::FenceUnavailable {
+                why: "called on the fence thread itself",
+            })
+        } else {
+            self.through_fence(wait)
+        };
+        match through_fence {
+            Ok(()) => Ok(()),
+            Err(fence_error) => {
+                warn!(error = %fence_error, "removing the VIP from a one-shot thread instead");
+                release_from_new_thread(self.config.clone(), wait)
+            }
+        }
+    }
+
+    fn through_fence(&self, wait: Duration) -> Result<(), VipError> {
+        let (reply, answer): (_, Receiver<Result<(), VipError>>) = std::sync::mpsc::channel();
+        {
+            let mut state = self.shared.lock();
+            state.released_for_good = true;
+            state.deadline = None;
+            if state.stop {
+                return Err(VipError::FenceUnavailable {
+                    why: "the fence thread has stopped",
+                });
+            }
+            state.release_request = Some(reply);
+        }
+        self.shared.wake.notify_all();
+        match answer.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(VipError::FenceUnavailable {
+                why: "the fence thread did not answer in time",
+            }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(VipError::FenceUnavailable {
+                    why: "the fence thread ended before answering",
+                })
+            }
+        }
     }
 }
 
@@ -55,6 +131,8 @@ impl Shared {
 pub struct Fence {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    thread_id: std::thread::ThreadId,
+    config: VipConfig,
 }
 
 impl Fence {
@@ -64,14 +142,17 @@ impl Fence {
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
+        let thread_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("muster-vip-fence".into())
-            .spawn(move || run(config, thread_shared, ready_tx))
+            .spawn(move || run(thread_config, thread_shared, ready_tx))
             .map_err(|e| VipError::io(Action::OpenNetlink, e))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Fence {
                 shared,
+                thread_id: thread.thread().id(),
                 thread: Some(thread),
+                config,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -85,9 +166,25 @@ impl Fence {
     }
 
     /// Arms the fence (or moves it): the VIP goes at `deadline` unless renewed or disarmed.
+    /// Ignored after [`FenceReleaser::release_now`].
     pub fn arm(&self, deadline: Instant) {
-        self.shared.lock().deadline = Some(deadline);
+        {
+            let mut state = self.shared.lock();
+            if state.released_for_good {
+                return;
+            }
+            state.deadline = Some(deadline);
+        }
         self.shared.wake.notify_all();
+    }
+
+    /// A handle for [`FenceReleaser::release_now`] (the agent's panic hook keeps one).
+    pub fn releaser(&self) -> FenceReleaser {
+        FenceReleaser {
+            shared: self.shared.clone(),
+            config: self.config.clone(),
+            fence_thread: self.thread_id,
+        }
     }
 
     /// Disarms the fence: the caller removes the VIP itself (or never added it).
@@ -122,6 +219,30 @@ impl Drop for Fence {
     }
 }
 
+/// Removes `config`'s addresses from a new thread with its own current-thread runtime and netlink
+/// socket (in the caller's network namespace), waiting up to `wait` for it.
+fn release_from_new_thread(config: VipConfig, wait: Duration) -> Result<(), VipError> {
+    let (reply, answer) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("muster-vip-release".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| VipError::io(Action::OpenNetlink, e))
+                .and_then(|runtime| {
+                    runtime.block_on(async move { NetlinkVip::new(config)?.release().await })
+                });
+            let _ = reply.send(result);
+        })
+        .map_err(|e| VipError::io(Action::OpenNetlink, e))?;
+    answer
+        .recv_timeout(wait)
+        .unwrap_or(Err(VipError::FenceUnavailable {
+            why: "the one-shot release thread did not answer in time",
+        }))
+}
+
 /// The fence thread: waits for an armed deadline to pass, then removes the addresses.
 fn run(
     config: VipConfig,
@@ -153,6 +274,23 @@ fn run(
     let _ = ready.send(Ok(()));
     let mut state = shared.lock();
     loop {
+        if let Some(reply) = state.release_request.take() {
+            // Keep the lock while removing, as below.
+            let result = runtime.block_on(vip.release());
+            match &result {
+                Ok(()) => warn!(
+                    interface = %vip.config().interface,
+                    "the VIP was removed at once and for good (the agent is about to exit)"
+                ),
+                Err(e) => error!(
+                    interface = %vip.config().interface,
+                    error = %e,
+                    "asked to remove the VIP at once, and could not"
+                ),
+            }
+            let _ = reply.send(result);
+            continue;
+        }
         if state.stop {
             return;
         }

@@ -6,20 +6,24 @@
 //! fencing logic that decides *when* lives in the core, not here. There are two implementations:
 //!
 //! * [`NetlinkVip`] — the real one: rtnetlink adds the IPv4 address (replace semantics, label
-//!   `<if>:vip`) and the IPv6 address (`IFA_F_NODAD`); an `AF_PACKET` socket sends gratuitous ARP
-//!   (request and reply form) and unsolicited Neighbor Advertisements on the
-//!   [`AnnounceSchedule`]; a holder task re-adds an address that something else removed
-//!   ([`NetlinkVip::restored_count`]) and re-announces when the link comes back after a flap. Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
+//!   `<if>:vip`) and the IPv6 address (`IFA_F_NODAD`), both with a kernel lifetime of
+//!   [`VIP_ADDRESS_LIFETIME_S`] that the holder task renews every [`VIP_RENEW_INTERVAL_MS`]; an
+//!   `AF_PACKET` socket sends gratuitous ARP (request and reply form) and unsolicited Neighbor
+//!   Advertisements on the [`AnnounceSchedule`]; the holder task re-adds an address that
+//!   something else removed ([`NetlinkVip::restored_count`]) and re-announces when the link comes
+//!   back after a flap. Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
 //! * [`MemVip`] — in memory, records calls, injects failures and external removal.
 //!
 //! [`Fence`] removes the VIP when the lease the core gave ends without a renewal, from its own
 //! thread, so a stalled event loop cannot keep the VIP past its lease
-//! ([`NetlinkVip::use_fence`]).
+//! ([`NetlinkVip::use_fence`]); [`FenceReleaser::release_now`] has it remove the VIP at once and
+//! for good, synchronously (the agent's panic hook).
 //!
 //! Things the caller must know:
-//! * Dropping a [`NetlinkVip`] leaves the addresses in place; only `release` removes them. After
-//!   a crash the address may still be on the interface, so the agent should `release` at startup
-//!   before it can be leader.
+//! * Dropping a [`NetlinkVip`] leaves the addresses in place; only `release` removes them — or
+//!   the kernel, once their lifetime runs out unrenewed. After a crash the address may still be
+//!   on the interface for up to that long, so the agent should `release` at startup before it can
+//!   be leader.
 //! * An IPv4 VIP that is the first address of its subnet on the interface becomes the *primary*;
 //!   deleting a primary also deletes its secondaries unless `net.ipv4.conf.<if>.promote_secondaries`
 //!   is 1. Give the host its own address in the subnet first, set `promote_secondaries`, or use a
@@ -43,10 +47,11 @@ use std::future::Future;
 
 pub use config::{
     AnnounceSchedule, ConfigError, IpCidr, Ipv4Cidr, Ipv6Cidr, VipConfig, BURST_OFFSET_MAX,
-    BURST_ROUNDS_MAX, IFNAME_MAX_LEN, PERIOD_MIN, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN,
+    BURST_ROUNDS_MAX, IFNAME_MAX_LEN, PERIOD_MIN, VIP_ADDRESS_LIFETIME_S, VIP_RENEW_INTERVAL_MS,
+    WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN,
 };
 pub use error::{Action, VipError, VipOp};
-pub use fence::Fence;
+pub use fence::{Fence, FenceReleaser};
 pub use mem::{MemCall, MemVip};
 pub use packet::PacketSender;
 pub use vip::{NetlinkVip, VipStats};

@@ -10,13 +10,13 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, CacheInfo,
 };
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{AddressMessageBuilder, Handle};
 
-use crate::config::{IpCidr, IFNAME_MAX_LEN};
+use crate::config::{IpCidr, IFNAME_MAX_LEN, VIP_ADDRESS_LIFETIME_S};
 use crate::error::{netlink_io, Action, VipError};
 use crate::frames::Mac;
 
@@ -66,7 +66,9 @@ pub(crate) async fn find_link(handle: &Handle, name: &str) -> Result<Link, VipEr
     })
 }
 
-/// Adds `cidr` to the link, replacing (refreshing) it if it is already there. IPv6 addresses get
+/// Adds `cidr` to the link, replacing (refreshing) it if it is already there, with a valid and
+/// preferred lifetime of [`VIP_ADDRESS_LIFETIME_S`] (`IFA_CACHEINFO`; the kernel deletes the
+/// address when it runs out, so a replace is also the renewal). IPv6 addresses get
 /// `IFA_F_NODAD` so they are usable at once; IPv4 addresses get the label `<interface>:vip` when
 /// it fits.
 pub(crate) async fn add_address(
@@ -80,6 +82,12 @@ pub(crate) async fn add_address(
         .add(index, cidr.addr(), cidr.prefix_len())
         .replace();
     let message = request.message_mut();
+    let mut lifetime = CacheInfo::default();
+    lifetime.ifa_valid = VIP_ADDRESS_LIFETIME_S;
+    lifetime.ifa_preferred = VIP_ADDRESS_LIFETIME_S;
+    message
+        .attributes
+        .push(AddressAttribute::CacheInfo(lifetime));
     match cidr {
         IpCidr::V4(_) => {
             let label = format!("{interface}{LABEL_SUFFIX}");

@@ -11,6 +11,14 @@
 //! too: when the link carries traffic again after losing it (a flap, a cable re-plugged), the
 //! schedule restarts from its first round, so neighbours that moved on hear from the holder at
 //! once instead of at the next slow round.
+//!
+//! Every [`VIP_RENEW_INTERVAL_MS`] the task also renews the kernel lifetime of the addresses that
+//! are there (a replace with a fresh `IFA_CACHEINFO`), so a holder that dies without releasing —
+//! SIGKILL, the OOM killer — leaves its address for at most
+//! [`crate::VIP_ADDRESS_LIFETIME_S`] + 1 s. A renewal sends nothing and leaves the announcement
+//! schedule alone (the kernel announces no replaced address either); a missing address is left to
+//! the check above, which counts it and re-announces. Once the fence says the lease ended, nothing
+//! is renewed or re-added, and an add that raced with the fence is undone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +33,7 @@ use rtnetlink::Handle;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::{IpCidr, VipConfig};
+use crate::config::{IpCidr, VipConfig, VIP_RENEW_INTERVAL_MS};
 use crate::error::{Action, VipError};
 use crate::frames;
 use crate::netlink::{self, Link};
@@ -65,6 +73,8 @@ struct Progress {
     check_failing: bool,
     /// Sending is failing; likewise.
     send_failing: bool,
+    /// Renewing is failing; likewise.
+    renew_failing: bool,
 }
 
 impl Holder {
@@ -95,7 +105,11 @@ impl Holder {
             round: 0,
             check_failing: false,
             send_failing: false,
+            renew_failing: false,
         };
+        let renew_interval = std::time::Duration::from_millis(VIP_RENEW_INTERVAL_MS);
+        let mut renew = tokio::time::interval_at(Instant::now() + renew_interval, renew_interval);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut connection_done = false;
         // Whether the link carried traffic at the last link event (assumed so at acquire).
         let mut link_carrying = true;
@@ -111,6 +125,7 @@ impl Holder {
                     progress.round += 1;
                 }
                 _ = poll.tick() => self.check(&mut progress).await,
+                _ = renew.tick() => self.renew(&mut progress).await,
                 event = next_event(&mut events) => match event {
                     Some((message, _)) => {
                         if let Some((index, carrying)) = netlink::link_state(&message) {
@@ -211,6 +226,71 @@ impl Holder {
         }
     }
 
+    /// Renews the lifetime of the configured addresses that are on the link (see the module docs);
+    /// a failure is logged (at warn once per streak) and retried at the next interval.
+    async fn renew(&mut self, progress: &mut Progress) {
+        if !self.lease_allows() {
+            return;
+        }
+        let result = self.renew_present().await;
+        self.undo_if_lease_ended().await;
+        match result {
+            Ok(renewed) => {
+                if progress.renew_failing {
+                    info!(renewed, "VIP lifetime renewals succeed again");
+                }
+                progress.renew_failing = false;
+            }
+            Err(error) => {
+                if progress.renew_failing {
+                    debug!(error = %error, "VIP lifetime renewal failed again");
+                } else {
+                    warn!(
+                        error = %error,
+                        lifetime_s = crate::VIP_ADDRESS_LIFETIME_S,
+                        "cannot renew the VIP's address lifetime; it expires unless a renewal succeeds"
+                    );
+                }
+                progress.renew_failing = true;
+            }
+        }
+    }
+
+    /// Re-adds (replace) every configured address that is present; returns how many.
+    async fn renew_present(&mut self) -> Result<usize, VipError> {
+        let interface = &self.config.interface;
+        let present = netlink::list_addresses(&self.handle, self.link.index, interface).await?;
+        let mut renewed = 0;
+        for cidr in self.config.addresses() {
+            if present.contains(&cidr) {
+                netlink::add_address(&self.handle, self.link.index, interface, cidr).await?;
+                renewed += 1;
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// Whether the lease fence (if any) still allows the VIP on the interface.
+    fn lease_allows(&self) -> bool {
+        self.fence.as_ref().is_none_or(|f| f.may_hold())
+    }
+
+    /// After an add: if the fence found the lease ended meanwhile (it may have removed the
+    /// addresses just before the add), removes them again, so an add never undoes the fence.
+    async fn undo_if_lease_ended(&mut self) {
+        if self.lease_allows() {
+            return;
+        }
+        let interface = &self.config.interface;
+        for cidr in self.config.addresses() {
+            if let Err(error) =
+                netlink::delete_address(&self.handle, self.link.index, interface, cidr).await
+            {
+                warn!(error = %error, address = %cidr, "cannot remove the VIP after the lease ended");
+            }
+        }
+    }
+
     /// Returns whether the schedule must restart (an address was re-added or the MAC changed).
     async fn restore_missing(&mut self) -> Result<bool, VipError> {
         let interface = &self.config.interface;
@@ -234,10 +314,11 @@ impl Holder {
             .into_iter()
             .filter(|cidr| !present.contains(cidr))
             .collect();
-        if !missing.is_empty() && self.fence.as_ref().is_some_and(|f| !f.may_hold()) {
+        if !missing.is_empty() && !self.lease_allows() {
             debug!("VIP address gone after the lease ended (the fence removed it); not re-adding");
             return Ok(false);
         }
+        let re_adding = !missing.is_empty();
         for cidr in missing {
             netlink::add_address(&self.handle, link.index, interface, cidr).await?;
             let total = self.stats.restored.fetch_add(1, Ordering::Relaxed) + 1;
@@ -248,6 +329,9 @@ impl Holder {
                  re-announcing"
             );
             restart = true;
+        }
+        if re_adding {
+            self.undo_if_lease_ended().await;
         }
         Ok(restart)
     }

@@ -3,8 +3,10 @@
 //!
 //! What they show: the addresses really appear (IPv6 with `nodad`) and disappear, idempotently;
 //! the watcher puts back an address that something else deleted; the lease fence removes the VIP
-//! when its lease ends during a stalled event loop and nothing puts it back; and a second Linux
-//! kernel —
+//! when its lease ends during a stalled event loop and nothing puts it back; `release_now` removes
+//! it at once and for good; the addresses carry a kernel lifetime that the holder renews
+//! (announcing nothing) and that removes them by itself once the holder is gone without a
+//! release; and a second Linux kernel —
 //! the client namespace — accepts our gratuitous ARP (both forms) and unsolicited NA into its
 //! neighbour cache, including inside its ARP `locktime`, while near-miss variants are refused.
 
@@ -17,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use muster_vip::frames::{self, Mac};
-use muster_vip::{AnnounceSchedule, Fence, NetlinkVip, PacketSender, VipConfig, VipControl};
+use muster_vip::{
+    AnnounceSchedule, Fence, NetlinkVip, PacketSender, VipConfig, VipControl,
+    VIP_ADDRESS_LIFETIME_S,
+};
 use tokio::io::AsyncWriteExt;
 
 const VIP4: &str = "10.77.1.100";
@@ -467,4 +472,147 @@ fn each_form_is_accepted_inside_locktime() {
         Some(WRONG_MAC),
         "override ignored"
     );
+}
+
+/// The lifetime the kernel shows for `addr` in namespace `ns` (`valid_lft` seconds), `None` for
+/// `forever` or when the address is not there.
+fn valid_lft(ns: &str, addr: &str) -> Option<u32> {
+    let out = ip_in(ns, &["-d", "addr", "show", "dev", IFACE]).ok()?;
+    let mut lines = out
+        .lines()
+        .skip_while(|l| !l.contains(&format!(" {addr}/")));
+    lines.next()?;
+    let detail = lines.next()?;
+    let value = detail
+        .split_whitespace()
+        .skip_while(|w| *w != "valid_lft")
+        .nth(1)?;
+    value.strip_suffix("sec")?.parse().ok()
+}
+
+/// Address lifetimes, as a SIGKILLed holder meets them: an acquired address (both families)
+/// carries a finite `valid_lft`; the holder's renewals keep it through three lifetimes without a
+/// single extra announcement (a single-round schedule, and a client counting ARP/NA frames from
+/// the holder); once the holder is dropped without a release — its tasks stop, as after SIGKILL
+/// — the kernel deletes both addresses by itself within the lifetime + 1.5 s.
+#[test]
+fn address_lifetime_is_renewed_while_held_and_runs_out_after() {
+    let _serial = serial();
+    let lab = Lab::new("lft");
+    let ns = lab.holder.clone();
+    let client = lab.client.clone();
+    in_netns(&lab.holder, move || async move {
+        let lifetime = Duration::from_secs(u64::from(VIP_ADDRESS_LIFETIME_S));
+        let mut vip = NetlinkVip::new(single_round(config())).unwrap();
+        // The counter sees the one round of the acquire (ARP request, reply and NA)...
+        let first = count_announcements(&client, HOLDER_MAC_BYTES, Duration::from_millis(800));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        vip.acquire().await.unwrap();
+        assert!(eventually(WAIT, async || vip.stats().rounds == 1).await);
+        let first = first.join().unwrap().unwrap();
+        assert_eq!(first, 3, "frames of the acquire's round");
+        for addr in [VIP4, VIP6] {
+            let lft = valid_lft(&ns, addr);
+            assert!(
+                lft.is_some_and(|s| s <= VIP_ADDRESS_LIFETIME_S),
+                "{addr}: valid_lft {lft:?}, expected a finite lifetime of at most \
+                 {VIP_ADDRESS_LIFETIME_S} s"
+            );
+        }
+
+        // ...and none of the renewals.
+        let frames = count_announcements(&client, HOLDER_MAC_BYTES, 3 * lifetime);
+        let held = Instant::now();
+        while held.elapsed() < 3 * lifetime {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                vip.is_present().await.unwrap(),
+                "the VIP expired while held, after {:?}",
+                held.elapsed()
+            );
+        }
+        let frames = frames.join().unwrap().unwrap();
+        assert_eq!(frames, 0, "renewals sent announcement frames");
+        assert_eq!(vip.stats().rounds, 1, "renewals restarted the schedule");
+        assert_eq!(vip.restored_count(), 0, "renewals counted as restores");
+        let lft = valid_lft(&ns, VIP4);
+        assert!(
+            lft.is_some_and(|s| s >= 1),
+            "valid_lft {lft:?} after renewals"
+        );
+
+        drop(vip);
+        let dropped = Instant::now();
+        assert!(
+            ip_in(&ns, &["addr", "show", "dev", IFACE])
+                .unwrap()
+                .contains(VIP4),
+            "dropping the holder removed the address"
+        );
+        let gone = eventually(lifetime + Duration::from_millis(1500), async || {
+            let out = ip_async(&ns, &["addr", "show", "dev", IFACE])
+                .await
+                .unwrap();
+            !out.contains(VIP4) && !out.contains(VIP6)
+        })
+        .await;
+        let after = dropped.elapsed();
+        assert!(
+            gone,
+            "the addresses outlived their lifetime: {after:?} after the holder went"
+        );
+        eprintln!("holder gone without release: both addresses expired after {after:?}");
+        let own = ip_in(&ns, &["addr", "show", "dev", IFACE]).unwrap();
+        assert!(
+            own.contains("10.77.1.1/24"),
+            "the host's own address went too: {own}"
+        );
+    });
+}
+
+/// `release_now` (the agent's panic hook), called from a blocking thread while the event loop
+/// holds the VIP: the addresses go at once; afterwards the fence refuses to arm, the holder task
+/// neither renews nor re-adds, and a new acquire leaves nothing behind.
+#[test]
+fn release_now_removes_the_vip_for_good() {
+    let _serial = serial();
+    let lab = Lab::new("relnow");
+    let ns = lab.holder.clone();
+    in_netns(&lab.holder, move || async move {
+        let mut config = config();
+        config.watch_interval = Duration::from_millis(200);
+        let fence = Fence::spawn(config.clone()).unwrap();
+        let mut vip = NetlinkVip::new(config).unwrap();
+        vip.use_fence(&fence);
+        fence.arm(Instant::now() + Duration::from_secs(60));
+        vip.acquire().await.unwrap();
+        assert!(vip.is_present().await.unwrap());
+
+        let releaser = fence.releaser();
+        let called = Instant::now();
+        let took = std::thread::spawn(move || {
+            releaser
+                .release_now(Duration::from_secs(1))
+                .map(|()| called.elapsed())
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        eprintln!("release_now took {took:?}");
+        let out = ip_in(&ns, &["addr", "show", "dev", IFACE]).unwrap();
+        assert!(!out.contains(VIP4) && !out.contains(VIP6), "{out}");
+        assert!(!fence.may_hold());
+
+        fence.arm(Instant::now() + Duration::from_secs(60));
+        assert!(!fence.may_hold(), "armed again after release_now");
+        // Past a renewal interval and several watch polls: nothing comes back.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !vip.is_present().await.unwrap(),
+            "put back after release_now"
+        );
+        assert_eq!(vip.restored_count(), 0);
+        assert!(vip.acquire().await.is_err(), "acquire after release_now");
+        assert!(!vip.is_present().await.unwrap());
+    });
 }

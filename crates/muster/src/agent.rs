@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use libp2p::PeerId;
-use muster_core::{format_id, Input, Node, NodeConfig, NodeId, Output};
+use muster_core::{format_id, Input, Node, NodeConfig, NodeId, Output, RaftStore as _};
 use muster_net::{NetConfig, NetEvent, NetHandle};
 use muster_proto::{Envelope, Member};
 use muster_store::DiskStore;
@@ -30,9 +30,25 @@ const ADDRESS_RETRY: Duration = Duration::from_millis(500);
 const ADDRESS_LOG_EVERY: u64 = 10;
 /// Status queries waiting for the loop.
 const STATUS_QUEUE: usize = 64;
+/// Test-only fault, honoured by debug builds only: the event loop panics at the first tick at
+/// which the file this variable names exists (the panic-release test of `tests/tests/vip.rs`).
+/// Release builds never read it, and it is not part of the configuration.
+pub const TEST_PANIC_FILE_ENV: &str = "MUSTER_TEST_PANIC_FILE";
 
-/// Runs the agent until SIGTERM/SIGINT or a fatal error.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// The test fault file, if this is a debug build and the environment names one.
+fn test_panic_file() -> Option<std::path::PathBuf> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let path = std::env::var_os(TEST_PANIC_FILE_ENV)?;
+    tracing::warn!(path = ?path, "test fault armed: the agent panics once this file exists");
+    Some(path.into())
+}
+
+/// Runs the agent (configured from `config_path`) until SIGTERM/SIGINT or a fatal error. A data
+/// dir whose store and identity do not go together is refused with
+/// [`crate::identity::StartRefused`] before anything else starts.
+pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     for section in &cfg.unimplemented {
         tracing::warn!(
             section,
@@ -40,21 +56,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let site_key = crate::identity::load_site_key(&cfg.key_file)?;
-    let keypair = crate::identity::load_or_create(&cfg.data_dir)?;
-    let public_key = keypair
-        .public()
-        .try_into_ed25519()
-        .context("identity is not ed25519")?
-        .to_bytes();
-    let ip = wait_for_interface_address(&cfg.interface).await?;
-    let listen = SocketAddr::new(ip, cfg.listen_port);
-    let store_dir = cfg.data_dir.join("raft");
+    crate::identity::prepare_data_dir(&cfg.data_dir)?;
+    let store_dir = cfg.data_dir.join(crate::identity::STORE_DIR);
     let store = DiskStore::open(&store_dir).with_context(|| {
         format!(
             "raft store {} cannot be used; it is left untouched for inspection",
             store_dir.display()
         )
     })?;
+    let applied = store.applied();
+    let keypair = crate::identity::load_for_store(
+        &cfg.data_dir,
+        config_path,
+        &cfg.name,
+        applied.get_metadata().index,
+        applied.get_data(),
+    )?;
+    let public_key = crate::identity::public_key(&keypair)?;
+    let ip = wait_for_interface_address(&cfg.interface).await?;
+    let listen = SocketAddr::new(ip, cfg.listen_port);
 
     let vip = crate::vip::Vip::start(cfg.vip.clone()).await?;
     let mut node_cfg = NodeConfig::new(cfg.name.clone(), listen.to_string(), public_key.to_vec());
@@ -91,6 +111,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         peers: HashMap::new(),
         started: Instant::now(),
         vip,
+        panic_file: test_panic_file(),
     };
     let result = agent.event_loop(events, query_rx).await;
     // Whatever stopped the loop, this host must not keep the VIP after it is gone.
@@ -112,6 +133,8 @@ struct Agent {
     peers: HashMap<NodeId, PeerId>,
     started: Instant,
     vip: crate::vip::Vip,
+    /// See [`TEST_PANIC_FILE_ENV`]; always `None` in release builds.
+    panic_file: Option<std::path::PathBuf>,
 }
 
 impl Agent {
@@ -127,6 +150,7 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    self.test_fault();
                     let input = Input::Tick { now_ms: self.now_ms(), unix_ms: unix_ms() };
                     self.step(input).await?;
                     self.vip.retry_if_due(self.node.holds_vip()).await;
@@ -173,6 +197,13 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Panics if the test fault file exists (see [`TEST_PANIC_FILE_ENV`]).
+    fn test_fault(&self) {
+        if let Some(path) = self.panic_file.as_deref().filter(|p| p.exists()) {
+            panic!("test fault: {} exists", path.display());
+        }
     }
 
     fn now_ms(&self) -> u64 {

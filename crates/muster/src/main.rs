@@ -1,11 +1,16 @@
-//! The `muster` binary: `muster agent` runs the agent; `keygen` and `status` are the operator CLI.
+//! The `muster` binary: `muster agent` runs the agent; `keygen`, `status`, `transfer`, `reset` and
+//! `check-config` are the operator CLI.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (also: the agent
+//! refuses a data dir whose store and identity do not go together; `reset` without `--yes`),
+//! 101 a panic (after
+//! the agent's panic hook removed the VIP, see `vip.rs`).
 
 mod agent;
 mod config;
 mod identity;
 mod render;
+mod reset;
 mod rpc;
 mod vip;
 
@@ -55,6 +60,15 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Delete this host's raft store and identity so that it joins its site as a new host.
+    Reset {
+        /// Path of the TOML configuration (names the data_dir and the status socket).
+        #[arg(long, default_value = "/etc/muster/muster.toml")]
+        config: PathBuf,
+        /// Really delete; without it, only list what would be deleted (and exit 2).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Check a configuration file and exit.
     CheckConfig {
         /// Path of the TOML configuration.
@@ -95,7 +109,28 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return report(Err(e.into()), 1),
             };
-            report(runtime.block_on(agent::run(cfg)), 1)
+            match runtime.block_on(agent::run(cfg, &config)) {
+                Err(e) if e.downcast_ref::<identity::StartRefused>().is_some() => usage_error(e),
+                result => report(result, 1),
+            }
+        }
+        Command::Reset { config, yes } => {
+            let cfg = match config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(e),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            match runtime.block_on(reset::run(&cfg, &config, yes)) {
+                Ok(reset::Outcome::Done) => ExitCode::SUCCESS,
+                Ok(reset::Outcome::NotConfirmed) => ExitCode::from(2),
+                Err(e) => report(Err(e), 1),
+            }
         }
         Command::Transfer { socket, to } => {
             let to = match to.as_deref().map(muster_core::parse_id) {

@@ -3,13 +3,27 @@
 //! (`muster_vip::Fence`, its own thread) at every lease end the core gives, retries a failed
 //! acquire while the core still wants the VIP held, removes a stale VIP left by a crashed run at
 //! start, and releases on shutdown.
+//!
+//! A panic anywhere in the agent releases too: [`Vip::start`] installs a panic hook that has the
+//! fence thread remove the addresses at once (`FenceReleaser::release_now`, a std channel with a
+//! bounded wait — the event loop may be what panicked), then prints the panic as the default
+//! hook does, and exits with [`PANIC_EXIT_CODE`]. So with a VIP configured every panic is
+//! fatal, also one that tokio would have caught in a spawned task: an agent that no longer holds
+//! its VIP must not run on as if it did. What no process can do for itself after SIGKILL is left
+//! to the kernel: the addresses carry a lifetime the holder renews
+//! (`muster_vip::VIP_ADDRESS_LIFETIME_S`).
 
 use std::time::{Duration, Instant};
 
-use muster_vip::{Fence, NetlinkVip, VipConfig, VipControl as _};
+use muster_vip::{Fence, FenceReleaser, NetlinkVip, VipConfig, VipControl as _};
 
 /// Wait before retrying a failed acquire.
 const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
+/// How long the panic hook waits for the VIP to be removed (per path: the fence thread, then a
+/// one-shot thread) before the process exits anyway.
+const PANIC_RELEASE_WAIT: Duration = Duration::from_millis(1000);
+/// Exit code after a panic (the code Rust itself uses for a panicking `main`).
+pub const PANIC_EXIT_CODE: i32 = 101;
 
 /// The VIP as the agent drives it; a no-op when the site has no `[vip]`.
 pub struct Vip {
@@ -38,6 +52,7 @@ impl Vip {
             .collect::<Vec<_>>()
             .join(",");
         let fence = Fence::spawn(cfg.clone()).map_err(|e| anyhow::anyhow!("vip fence: {e}"))?;
+        release_on_panic(fence.releaser(), address.clone());
         let mut ctl = NetlinkVip::new(cfg).map_err(|e| anyhow::anyhow!("vip: {e}"))?;
         ctl.use_fence(&fence);
         // A SIGKILLed run may have left the address on the interface; this host holds nothing yet.
@@ -119,4 +134,30 @@ impl Vip {
         self.ctl.as_ref().is_some_and(|c| c.is_held())
             && self.fence.as_ref().is_none_or(|f| f.may_hold())
     }
+}
+
+/// Installs the panic hook described in the module docs, chained before the previous hook (the
+/// default one prints the message and location): the VIP goes first, since a backtrace
+/// (`RUST_BACKTRACE=1`) can take a debug build hundreds of milliseconds to print.
+fn release_on_panic(releaser: FenceReleaser, address: String) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let started = Instant::now();
+        let released = releaser.release_now(PANIC_RELEASE_WAIT);
+        let took = started.elapsed();
+        previous(info);
+        // eprintln, not tracing: the panic may have happened inside the subscriber.
+        match released {
+            Ok(()) => eprintln!(
+                "muster: panic: removed the VIP {address} in {} µs; exiting",
+                took.as_micros()
+            ),
+            Err(e) => eprintln!(
+                "muster: panic: could not remove the VIP {address} ({e}); the kernel removes it \
+                 within {} s when its lifetime runs out; exiting",
+                muster_vip::VIP_ADDRESS_LIFETIME_S + 1
+            ),
+        }
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
 }

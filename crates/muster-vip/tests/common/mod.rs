@@ -259,3 +259,65 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Counts the announcement frames (ARP, or ICMPv6 Neighbor Advertisements) from `from_mac` that
+/// arrive on `eth0` of namespace `ns` during `listen`, with an `AF_PACKET` socket opened there.
+/// Runs on its own thread; join the handle for the count.
+pub fn count_announcements(
+    ns: &str,
+    from_mac: [u8; 6],
+    listen: Duration,
+) -> thread::JoinHandle<Result<usize>> {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns {path}"))?;
+        // SAFETY: plain socket(2); the descriptor is owned below and closed on every path.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from((libc::ETH_P_ALL as u16).to_be()),
+            )
+        };
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new, valid descriptor that nothing else owns.
+        let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        // SAFETY: setsockopt with a pointer to a live timeval of the size given.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        let deadline = std::time::Instant::now() + listen;
+        let mut count = 0;
+        let mut buf = [0u8; 2048];
+        while std::time::Instant::now() < deadline {
+            // SAFETY: recv into a buffer we own, of the length given.
+            let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let Ok(n) = usize::try_from(n) else { continue };
+            let frame = &buf[..n];
+            if n < 14 || frame[6..12] != from_mac {
+                continue;
+            }
+            let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+            // IPv6 next header at 14 + 6, ICMPv6 type at 14 + 40.
+            let is_na = ethertype == 0x86dd && n > 54 && frame[20] == 58 && frame[54] == 136;
+            if ethertype == 0x0806 || is_na {
+                count += 1;
+            }
+        }
+        Ok(count)
+    })
+}
