@@ -13,6 +13,7 @@ pub mod guard;
 mod lease;
 mod log;
 mod node;
+mod removal;
 mod replica;
 pub mod site;
 pub mod state;
@@ -23,5 +24,6 @@ pub mod wire;
 
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
 pub use node::{CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};
+pub use removal::{Removal, RemoveError};
 pub use replica::TransferError;
 pub use storage::{LogCache, MemStore, RaftStore, SharedStore, StoreError};

@@ -75,6 +75,12 @@ pub enum Output {
     },
     /// Stop holding the VIP: remove it now.
     VipRelease,
+    /// The deny list changed (and once at start): the transport must refuse these identities at
+    /// the connection, before anything they send reaches the core (`removal.rs`).
+    Denied {
+        /// Every removed host, with its public key.
+        removed: Vec<muster_proto::Removed>,
+    },
 }
 
 /// Why the node cannot go on. Each is fatal to the agent: it must not acknowledge what it did not
@@ -122,6 +128,8 @@ pub(crate) enum Phase {
     Joining { cluster_id: u64, since_ms: u64 },
     /// Has a raft group (possibly still waiting for its first snapshot as a new learner).
     Member,
+    /// Removed by an operator: takes part in nothing until `muster reset` (`removal.rs`).
+    Removed,
 }
 
 /// Hellos a host sends to its cluster's members per hello interval, about (see
@@ -185,6 +193,12 @@ pub struct Node<S: RaftStore> {
     pub(crate) merge_probe: Option<crate::formation::MergeProbe>,
     /// The peers that advertised the cluster we are asking to join, when we chose it.
     pub(crate) join_advertisers: Vec<NodeId>,
+    /// Leader only: when it first saw each removed host still in the membership.
+    pub(crate) removal_seen_ms: BTreeMap<NodeId, u64>,
+    /// Leader only, removed itself: when it last tried to hand leadership over.
+    pub(crate) self_removal_transfer_ms: Option<u64>,
+    /// The deny list changed since the shell was last told.
+    pub(crate) denied_dirty: bool,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -238,6 +252,9 @@ impl<S: RaftStore> Node<S> {
             distrusted: BTreeMap::new(),
             merge_probe: None,
             join_advertisers: Vec::new(),
+            removal_seen_ms: BTreeMap::new(),
+            self_removal_transfer_ms: None,
+            denied_dirty: false,
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -263,6 +280,15 @@ impl<S: RaftStore> Node<S> {
         }
         self.cluster =
             state::decode_state(applied.get_data()).map_err(|e| CoreError::State(e.to_string()))?;
+        self.denied_dirty = true;
+        if self.is_removed(self.cfg.id) {
+            tracing::warn!(
+                cluster = %crate::format_id(self.cluster.cluster_id),
+                "this host was removed from its cluster; it takes part in nothing until `muster reset`"
+            );
+            self.phase = Phase::Removed;
+            return Ok(());
+        }
         tracing::info!(
             cluster = %crate::format_id(self.cluster.cluster_id),
             applied = applied.get_metadata().index,
@@ -341,9 +367,16 @@ impl<S: RaftStore> Node<S> {
             Input::Message { from, envelope } => self.on_message(from, envelope)?,
         }
         self.drive_raft()?;
+        self.check_removed_self();
         self.probe_lease();
         self.drive_raft()?;
+        self.check_removed_self();
         self.update_vip();
+        if std::mem::take(&mut self.denied_dirty) {
+            self.out.push(Output::Denied {
+                removed: self.refused_hosts(),
+            });
+        }
         if std::mem::take(&mut self.members_dirty) {
             self.sync_members();
             self.out.push(Output::MembersChanged {
@@ -379,10 +412,14 @@ impl<S: RaftStore> Node<S> {
             self.last_raft_tick_ms = self.now_ms;
             self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());
         }
+        if self.phase == Phase::Removed {
+            return Ok(());
+        }
         self.raft_ticks();
         self.bound_peers();
         self.maybe_hello();
         match self.phase {
+            Phase::Removed => {}
             Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,
             Phase::Member => {
                 self.leader_duties()?;
@@ -426,7 +463,12 @@ impl<S: RaftStore> Node<S> {
 
     fn on_message(&mut self, from: NodeId, envelope: Envelope) -> Result<(), CoreError> {
         use muster_proto::envelope::Body;
-        if from == self.cfg.id {
+        if from == self.cfg.id || self.phase == Phase::Removed {
+            return Ok(());
+        }
+        if self.is_refused(from) {
+            self.drops
+                .note("message from a removed host", from, self.now_ms);
             return Ok(());
         }
         if !self.peers.contains_key(&from) && self.peers.len() >= MAX_PEERS {
@@ -450,6 +492,7 @@ impl<S: RaftStore> Node<S> {
             Some(Body::JoinRequest(r)) => self.on_join_request(from, r)?,
             Some(Body::JoinResponse(r)) => self.on_join_response(from, r),
             Some(Body::Raft(m)) => self.on_raft_message(from, m)?,
+            Some(Body::RemoveRequest(r)) => self.on_remove_request(from, r),
             None => tracing::debug!(peer = %crate::format_id(from), "empty envelope ignored"),
         }
         Ok(())
@@ -656,6 +699,7 @@ impl<S: RaftStore> Node<S> {
             })
             .collect();
         let phase = match (&self.phase, self.cluster.cluster_id) {
+            (Phase::Removed, _) => "removed",
             (Phase::Discovering, _) => "discovering",
             (Phase::Joining { .. }, _) | (Phase::Member, 0) => "joining",
             (Phase::Member, _) => "member",
@@ -692,6 +736,16 @@ impl<S: RaftStore> Node<S> {
             locked: self.locked(),
             formed_unix_ms: self.cluster.formed_unix_ms,
             site_conflict: self.site_conflict(),
+            removed: self
+                .cluster
+                .removed
+                .iter()
+                .map(|r| muster_proto::RemovedStatus {
+                    id: r.id,
+                    name: r.name.clone(),
+                    removed_unix_ms: r.unix_ms,
+                })
+                .collect(),
         }
     }
 

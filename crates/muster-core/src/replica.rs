@@ -329,6 +329,10 @@ impl<S: RaftStore> Node<S> {
                     holders = self.cluster.formed_members.len(),
                     "site formed"
                 ),
+                state::Applied::Removed(id) => {
+                    tracing::warn!(index = e.index, member = %format_id(id), "host removed: refused from now on");
+                    self.denied_dirty = true;
+                }
             },
         }
     }
@@ -346,6 +350,7 @@ impl<S: RaftStore> Node<S> {
             })?;
         state::apply_conf_change(&mut self.cluster, cc, index)?;
         self.members_dirty = true;
+        self.denied_dirty |= !self.cluster.removed.is_empty();
         for change in cc.get_changes() {
             self.pending_joins.remove(&change.node_id);
             if let Some(m) = state::member(&self.cluster, change.node_id) {
@@ -421,6 +426,12 @@ impl<S: RaftStore> Node<S> {
             }
             return (false, "not the leader");
         }
+        if self.is_removed(member.id) || self.is_removed(from) {
+            return (
+                false,
+                "removed from this cluster; only a new identity may join (muster reset)",
+            );
+        }
         if state::member(&self.cluster, member.id).is_some() {
             return (true, "already a member");
         }
@@ -442,8 +453,15 @@ impl<S: RaftStore> Node<S> {
         };
         if raw.raft.state != StateRole::Leader {
             self.pending_joins.clear();
+            self.self_removal_transfer_ms = None;
             return Ok(());
         }
+        if self.removal_duties() {
+            return Ok(());
+        }
+        let Some(raw) = self.raw.as_ref() else {
+            return Ok(());
+        };
         if raw.raft.has_pending_conf() {
             return Ok(());
         }
@@ -453,7 +471,7 @@ impl<S: RaftStore> Node<S> {
                 .cluster
                 .members
                 .iter()
-                .filter(|m| !m.voter && self.reachable(m.id))
+                .filter(|m| !m.voter && self.reachable(m.id) && !self.is_removed(m.id))
                 .find(|m| {
                     raw.raft
                         .prs()
@@ -480,6 +498,28 @@ impl<S: RaftStore> Node<S> {
             return Ok(());
         }
         self.propose_members(batch, false)
+    }
+
+    /// Proposes taking `member` out of raft (its removal was applied first, `removal.rs`).
+    pub(crate) fn propose_member_removal(&mut self, member: Member) {
+        let Some(raw) = self.raw.as_mut() else { return };
+        let mut single = ConfChangeSingle::default();
+        single.node_id = member.id;
+        single.set_change_type(ConfChangeType::RemoveNode);
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        let ctx = ConfChangeContext {
+            member: Some(member.clone()),
+            members: Vec::new(),
+        }
+        .encode_to_vec();
+        cc.set_context(ctx.clone().into());
+        match raw.propose_conf_change(ctx, cc) {
+            Ok(()) => {
+                tracing::info!(member = %format_id(member.id), name = %member.name, "proposed taking the removed host out of raft")
+            }
+            Err(e) => tracing::debug!(error = %e, "removal conf change dropped; will retry"),
+        }
     }
 
     fn propose_member(&mut self, member: Member, voter: bool) -> Result<(), CoreError> {

@@ -65,6 +65,8 @@ pub enum Applied {
     Locked,
     /// The site was recorded formed.
     Formed,
+    /// A host was put on the deny list.
+    Removed(NodeId),
 }
 
 /// Decodes the payload of a normal entry; `None` for raft-rs's empty entries.
@@ -85,6 +87,21 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
             state.formed_unix_ms = f.unix_ms.max(1);
             state.formed_members = f.members.clone();
             Applied::Formed
+        }
+        Some(Kind::RemoveMember(r)) if !state.removed.iter().any(|x| x.id == r.id) => {
+            // Only a member can be removed (its key is what the transport refuses).
+            let Some(m) = member(state, r.id) else {
+                return Applied::Nothing;
+            };
+            let removed = muster_proto::Removed {
+                id: m.id,
+                name: m.name.clone(),
+                public_key: m.public_key.clone(),
+                index,
+                unix_ms: r.unix_ms,
+            };
+            state.removed.push(removed);
+            Applied::Removed(r.id)
         }
         _ => Applied::Nothing,
     }
@@ -207,6 +224,31 @@ mod tests {
             Applied::Nothing
         );
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn removal_denies_a_member_once_and_ignores_strangers() {
+        let mut s = ClusterState::default();
+        apply_conf_change(&mut s, &cc(5, ConfChangeType::AddNode, 1), 2).unwrap();
+        let remove = |id| Command {
+            kind: Some(Kind::RemoveMember(muster_proto::RemoveMember {
+                id,
+                unix_ms: 77,
+            })),
+        };
+        // Not a member: nothing (no key to refuse).
+        assert_eq!(apply_command(&mut s, &remove(9), 3), Applied::Nothing);
+        assert!(s.removed.is_empty());
+        assert_eq!(apply_command(&mut s, &remove(5), 4), Applied::Removed(5));
+        assert_eq!(s.removed.len(), 1);
+        assert_eq!((s.removed[0].id, s.removed[0].index), (5, 4));
+        assert_eq!(s.removed[0].name, "h5");
+        assert_eq!(apply_command(&mut s, &remove(5), 6), Applied::Nothing);
+        assert_eq!(s.removed.len(), 1);
+        // The conf change then takes it out of the membership; the deny list stays.
+        apply_conf_change(&mut s, &cc(5, ConfChangeType::RemoveNode, 1), 7).unwrap();
+        assert!(member(&s, 5).is_none());
+        assert_eq!(s.removed.len(), 1);
     }
 
     #[test]

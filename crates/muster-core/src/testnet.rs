@@ -70,6 +70,10 @@ pub struct TestNet {
     /// Adversaries: ids that hold the site key (they connect) but run no node; what hosts send
     /// them is kept here for the test to read (and craft replies from).
     pub adversaries: BTreeMap<NodeId, Vec<(NodeId, Envelope)>>,
+    /// (host, identity it refuses): the transport's deny list (`Output::Denied`).
+    pub denied: BTreeSet<(NodeId, NodeId)>,
+    /// Connections refused because one side denies the other.
+    pub refused_connections: u64,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -98,7 +102,25 @@ impl TestNet {
             vip_acquires: Vec::new(),
             vip_releases: Vec::new(),
             adversaries: BTreeMap::new(),
+            denied: BTreeSet::new(),
+            refused_connections: 0,
         }
+    }
+
+    /// Operator `muster remove WHO` asked of `host`: carries out its outputs at once.
+    pub fn remove(
+        &mut self,
+        host: NodeId,
+        who: &str,
+    ) -> Result<crate::Removal, crate::RemoveError> {
+        let node = self
+            .hosts
+            .get_mut(&host)
+            .and_then(|h| h.node.as_mut())
+            .expect("host is up");
+        let (removal, outputs) = node.request_removal(who)?;
+        self.dispatch(host, outputs);
+        Ok(removal)
     }
 
     /// Adds an adversary with a fresh identity (or `public_key`, to pick its id); returns its id
@@ -215,6 +237,10 @@ impl TestNet {
         {
             return;
         }
+        if self.denied.contains(&(a, b)) || self.denied.contains(&(b, a)) {
+            self.refused_connections += 1;
+            return;
+        }
         self.connected.insert(p);
         self.input(a, Input::PeerConnected { id: b });
         self.input(b, Input::PeerConnected { id: a });
@@ -296,6 +322,15 @@ impl TestNet {
                 Output::VipRelease => {
                     self.vip_holders.remove(&id);
                     self.vip_releases.push((self.now_ms, id));
+                }
+                // The transport refuses removed identities at the connection.
+                Output::Denied { removed } => {
+                    for r in removed {
+                        self.denied.insert((id, r.id));
+                        if self.connected.contains(&pair(id, r.id)) {
+                            self.disconnect(id, r.id);
+                        }
+                    }
                 }
             }
         }

@@ -36,6 +36,10 @@ const REDIAL_TICK: Duration = Duration::from_millis(250);
 /// The libp2p behaviours of a muster node.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Identities the agent refused (removed hosts): denied at the connection.
+    pub(crate) blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
+    /// Connections per peer, in total and pending (limits in `lib.rs`).
+    pub(crate) limits: libp2p::connection_limits::Behaviour,
     pub(crate) messages: request_response::Behaviour<MessageCodec>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -45,6 +49,7 @@ pub(crate) struct Behaviour {
 pub(crate) enum Command {
     Send { to: PeerId, bytes: Vec<u8> },
     AddAddress { peer: PeerId, addr: SocketAddr },
+    Block(PeerId),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -90,6 +95,11 @@ impl Actor {
                     Some(Command::Send { to, bytes }) => self.send(to, bytes),
                     Some(Command::AddAddress { peer, addr }) => {
                         self.learn_address(peer, addr, "handle");
+                    }
+                    Some(Command::Block(peer)) => {
+                        if self.swarm.behaviour_mut().blocked.block_peer(peer) {
+                            info!(%peer, "peer refused from now on");
+                        }
                     }
                     Some(Command::Shutdown(done)) => break Some(done),
                     None => break None,
@@ -354,6 +364,20 @@ impl Actor {
     fn on_incoming_error(&mut self, send_back_addr: &Multiaddr, error: ListenError) {
         let remote = socket_addr_of(send_back_addr)
             .map_or_else(|| send_back_addr.to_string(), |addr| addr.to_string());
+        if let ListenError::Denied { cause } = &error {
+            self.counters
+                .connections_denied
+                .fetch_add(1, Ordering::Relaxed);
+            let why = if cause
+                .downcast_ref::<libp2p::allow_block_list::Blocked>()
+                .is_some()
+            {
+                "refused identity"
+            } else {
+                "connection limit"
+            };
+            return debug!(%remote, why, "inbound connection denied");
+        }
         if let ListenError::Transport(TransportError::Other(error)) = &error {
             if let Some(failure) = link_failure(error).filter(|f| f.is_rejection()) {
                 return self.rejected(remote, failure.to_string(), None);

@@ -52,6 +52,12 @@ pub const EVENT_QUEUE_LEN: usize = 4096;
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Concurrent request-response streams per connection.
 const MAX_CONCURRENT_STREAMS: usize = 128;
+/// Established connections per peer (both sides may dial at once, and one may be closing).
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 3;
+/// Established connections in total.
+pub const MAX_CONNECTIONS: u32 = 4096;
+/// Inbound connections still in their handshake.
+pub const MAX_PENDING_INCOMING: u32 = 128;
 
 /// Configuration of the network layer; build it with [`NetConfig::new`] and adjust fields.
 #[derive(Clone)]
@@ -181,6 +187,9 @@ pub struct NetStats {
     pub events_dropped: u64,
     /// Peers with at least one open connection.
     pub connected_peers: usize,
+    /// Inbound connections denied after authentication: a refused (removed) identity, or a
+    /// connection limit.
+    pub connections_denied: u64,
 }
 
 /// Counters shared by the actor and its handles.
@@ -190,6 +199,7 @@ pub(crate) struct Counters {
     pub(crate) messages_dropped: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
     pub(crate) connected_peers: AtomicUsize,
+    pub(crate) connections_denied: AtomicU64,
 }
 
 /// A cheap, cloneable handle to the network actor.
@@ -245,6 +255,14 @@ impl NetHandle {
         }
     }
 
+    /// Refuses `peer` from now on: its connections are closed and new ones denied right after
+    /// authentication, before anything it sends is read (a removed host). Never blocks.
+    pub fn block(&self, peer: PeerId) {
+        if self.commands.try_send(actor::Command::Block(peer)).is_err() {
+            tracing::warn!(peer = %peer, "command queue full; block not applied now");
+        }
+    }
+
     /// Stops the actor, closing the listener and all connections, and waits until it is done.
     /// Returns at once if it already stopped.
     pub async fn shutdown(&self) {
@@ -271,6 +289,7 @@ impl NetHandle {
             messages_dropped: self.counters.messages_dropped.load(Ordering::Relaxed),
             events_dropped: self.counters.events_dropped.load(Ordering::Relaxed),
             connected_peers: self.counters.connected_peers.load(Ordering::Relaxed),
+            connections_denied: self.counters.connections_denied.load(Ordering::Relaxed),
         }
     }
 }
@@ -346,7 +365,13 @@ fn build_behaviour(cfg: &NetConfig, local_peer_id: PeerId) -> Result<actor::Beha
     } else {
         None
     };
+    let limits = libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_established(Some(MAX_CONNECTIONS))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
     Ok(actor::Behaviour {
+        blocked: Default::default(),
+        limits: libp2p::connection_limits::Behaviour::new(limits),
         messages,
         identify,
         mdns: Toggle::from(mdns),

@@ -170,7 +170,8 @@ impl Agent {
         match query {
             Query::Status(reply) => {
                 let mut status = self.node.status();
-                status.rejected_connections = self.net.stats().handshakes_rejected;
+                let net = self.net.stats();
+                status.rejected_connections = net.handshakes_rejected + net.connections_denied;
                 if let Some(v) = status.vip.as_mut() {
                     v.address = self.vip.address.clone();
                     v.held_here = v.held_here && self.vip.is_held();
@@ -195,6 +196,19 @@ impl Agent {
                     }
                 }
             }
+            Query::Remove { node, reply } => match self.node.request_removal(&node) {
+                Ok((removal, outputs)) => {
+                    self.carry_out(outputs).await;
+                    let _ = reply.send(Ok(muster_proto::RemoveHostResponse {
+                        id: removal.id,
+                        name: removal.name,
+                        leader_id: removal.leader,
+                    }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            },
         }
         Ok(())
     }
@@ -284,6 +298,25 @@ impl Agent {
                     .vip
                     .renew(self.started + Duration::from_millis(until_ms)),
                 Output::VipRelease => self.vip.release().await,
+                Output::Denied { removed } => self.refuse(&removed),
+            }
+        }
+    }
+
+    /// Has the transport refuse removed hosts at the connection.
+    fn refuse(&mut self, removed: &[muster_proto::Removed]) {
+        for r in removed {
+            let peer = <[u8; 32]>::try_from(r.public_key.as_slice())
+                .ok()
+                .and_then(|pk| muster_net::peer_id_of(&pk));
+            match peer {
+                Some(peer) => {
+                    self.peers.remove(&r.id);
+                    self.net.block(peer);
+                }
+                None => {
+                    tracing::warn!(member = %format_id(r.id), "removed host has no valid public key")
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 mod agent;
 mod config;
 mod identity;
+mod remove;
 mod render;
 mod reset;
 mod rpc;
@@ -59,6 +60,18 @@ enum Command {
         /// caught-up reachable voter.
         #[arg(long)]
         to: Option<String>,
+    },
+    /// Remove a host from the cluster (asked of any member's agent, carried out by the leader):
+    /// every member refuses its identity from then on. Waits until this host no longer lists it.
+    Remove {
+        /// The host: its name or its id (16 hex digits, as `muster status` shows).
+        node: String,
+        /// The agent's status socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Give up waiting after this many seconds (the removal may still complete).
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
     },
     /// Delete this host's raft store and identity so that it joins its site as a new host.
     Reset {
@@ -146,6 +159,21 @@ fn main() -> ExitCode {
                 Err(e) => return report(Err(e.into()), 1),
             };
             report(runtime.block_on(transfer(&socket, to)), 1)
+        }
+        Command::Remove {
+            node,
+            socket,
+            wait_secs,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            let wait = std::time::Duration::from_secs(wait_secs);
+            report(runtime.block_on(remove::run(&socket, &node, wait)), 1)
         }
         Command::Status { socket, json } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -46,6 +46,11 @@ pub fn json(s: &StatusResponse) -> Value {
         "locked": s.locked,
         "formed_unix_ms": (s.formed_unix_ms != 0).then_some(s.formed_unix_ms),
         "site_conflict": (!s.site_conflict.is_empty()).then_some(s.site_conflict.as_str()),
+        "removed": s
+            .removed
+            .iter()
+            .map(|r| json!({"id": format_id(r.id), "name": r.name, "removed_unix_ms": r.removed_unix_ms}))
+            .collect::<Vec<_>>(),
         "dropped": s
             .dropped
             .iter()
@@ -138,6 +143,20 @@ pub fn human(s: &StatusResponse) -> String {
         if !v.held_back.is_empty() {
             let _ = writeln!(out, "          not held here: {}", v.held_back);
         }
+    }
+    if s.phase == "removed" {
+        let _ = writeln!(
+            out,
+            "REMOVED   an operator removed this host from its cluster; it takes part in nothing until `muster reset`"
+        );
+    }
+    for r in &s.removed {
+        let _ = writeln!(
+            out,
+            "removed   {} ({}), refused at the connection",
+            format_id(r.id),
+            r.name
+        );
     }
     let _ = writeln!(out, "members   {}", s.members.len());
     if !s.members.is_empty() {

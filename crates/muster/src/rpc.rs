@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use muster_proto::status_client::StatusClient;
 use muster_proto::status_server::{Status as StatusService, StatusServer};
-use muster_proto::{StatusRequest, StatusResponse, TransferRequest, TransferResponse};
+use muster_proto::{
+    RemoveHostRequest, RemoveHostResponse, StatusRequest, StatusResponse, TransferRequest,
+    TransferResponse,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// A request from the RPC server to the agent loop.
@@ -21,6 +24,13 @@ pub enum Query {
         to: Option<u64>,
         /// The answer.
         reply: oneshot::Sender<Result<TransferResponse, String>>,
+    },
+    /// Remove a member (name or id); the error is for the operator.
+    Remove {
+        /// Name or id as the operator typed it.
+        node: String,
+        /// The answer.
+        reply: oneshot::Sender<Result<RemoveHostResponse, String>>,
     },
 }
 
@@ -64,7 +74,29 @@ impl StatusService for Service {
             Err(_) => Err(tonic::Status::unavailable("agent is shutting down")),
         }
     }
+
+    async fn remove(
+        &self,
+        request: tonic::Request<RemoveHostRequest>,
+    ) -> Result<tonic::Response<RemoveHostResponse>, tonic::Status> {
+        let node = request.into_inner().node;
+        if node.is_empty() || node.len() > MAX_NODE_ARG_BYTES {
+            return Err(tonic::Status::invalid_argument(
+                "node: expected a member's name or 16-hex-digit id",
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.ask(Query::Remove { node, reply: tx }).await?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
+            Ok(Err(message)) => Err(tonic::Status::failed_precondition(message)),
+            Err(_) => Err(tonic::Status::unavailable("agent is shutting down")),
+        }
+    }
 }
+
+/// Longest node name or id an operator may pass to `Remove`.
+const MAX_NODE_ARG_BYTES: usize = 64;
 
 /// Binds the socket (replacing a stale one), restricts it to its owner and serves until
 /// `shutdown` resolves. Returns an error naming the path if it cannot bind.
@@ -133,6 +165,15 @@ pub async fn query(socket: &Path) -> anyhow::Result<StatusResponse> {
         .await
         .with_context(|| format!("status request to {} failed", socket.display()))?;
     Ok(response.into_inner())
+}
+
+/// Asks the agent behind `socket` to remove `node` (name or id).
+pub async fn remove(socket: &Path, node: &str) -> anyhow::Result<RemoveHostResponse> {
+    let request = RemoveHostRequest { node: node.into() };
+    match client(socket).await?.remove(request).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(status) => Err(anyhow::anyhow!("{}", status.message())),
+    }
 }
 
 /// Asks the agent behind `socket` (the leader) to hand leadership over.

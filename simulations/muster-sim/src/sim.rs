@@ -629,6 +629,14 @@ impl Sim {
                     let fence = self.fence_at(i, until_ms);
                     self.checker.on_vip(self.now_ms, i, false, Some(fence));
                 }
+                Output::Denied { removed } => {
+                    // The transport refuses removed identities: drop the connections.
+                    for r in removed {
+                        if let Some(&j) = self.index.get(&r.id) {
+                            self.disconnect(i, j as usize);
+                        }
+                    }
+                }
                 Output::VipRelease => {
                     self.hash_ev(7, i as u32, 0);
                     self.note(format!("vip release {}", self.hosts[i].name));
@@ -725,6 +733,10 @@ fn hash_envelope(h: &mut crate::trace::Fnv64, e: &Envelope) {
             h.u64(4);
             h.u64(x.cluster_id);
             h.bytes(&x.message);
+        }
+        Some(Body::RemoveRequest(x)) => {
+            h.u64(5);
+            h.u64(x.node_id);
         }
         None => h.u64(0),
     }

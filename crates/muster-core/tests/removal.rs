@@ -1,0 +1,228 @@
+//! Scenario tests of `muster remove` over the in-memory site: what an operator checks after
+//! removing a worker, a voter, the leader, or a host that was down — the host is out of the
+//! membership, refused at the connection by every member, says it was removed, and the cluster
+//! keeps `control_plane_count` voters where it has learners to promote.
+
+use std::collections::BTreeSet;
+
+use muster_core::testnet::TestNet;
+use muster_core::{NodeId, RemoveError};
+
+fn site(seed: u64, n: usize) -> (TestNet, Vec<NodeId>) {
+    let mut net = TestNet::new(seed);
+    let ids: Vec<NodeId> = (0..n)
+        .map(|i| {
+            net.add_host(&format!("h{i}"), |c| {
+                c.expected_nodes = n;
+                c.vip = true;
+            })
+        })
+        .collect();
+    for id in &ids {
+        net.start(*id);
+    }
+    let want: BTreeSet<NodeId> = ids.iter().copied().collect();
+    assert!(
+        net.run_until(20_000, |net| net.formed(&want, 3)).is_some(),
+        "formed"
+    );
+    (net, ids)
+}
+
+fn leader(net: &TestNet, ids: &[NodeId]) -> NodeId {
+    net.node(ids[0]).leader_id()
+}
+
+fn voters(net: &TestNet, at: NodeId) -> BTreeSet<NodeId> {
+    net.node(at)
+        .cluster_state()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect()
+}
+
+/// Runs until every host but `gone` agrees on the members without it and 3 voters, and `gone`
+/// (if up and it was up when removed: `learns`) says it was removed.
+fn assert_removed(net: &mut TestNet, ids: &[NodeId], gone: NodeId) {
+    assert_removed_as(net, ids, gone, true)
+}
+
+fn assert_removed_as(net: &mut TestNet, ids: &[NodeId], gone: NodeId, learns: bool) {
+    let rest: Vec<NodeId> = ids.iter().copied().filter(|i| *i != gone).collect();
+    let want: BTreeSet<NodeId> = rest.iter().copied().collect();
+    let ok = net.run_until(20_000, |net| {
+        let l = net.node(rest[0]).leader_id();
+        rest.contains(&l)
+            && rest.iter().all(|id| {
+                let n = net.node(*id);
+                let members: BTreeSet<NodeId> =
+                    n.cluster_state().members.iter().map(|m| m.id).collect();
+                n.leader_id() == l && members == want && voters(net, *id).len() == 3.min(rest.len())
+            })
+            && (!learns || !net.is_up(gone) || net.node(gone).status().phase == "removed")
+    });
+    assert!(
+        ok.is_some(),
+        "removed, cluster intact with its voters:\n{}",
+        describe(net)
+    );
+    for id in &rest {
+        let s = net.node(*id).status();
+        assert!(
+            s.removed.iter().any(|r| r.id == gone),
+            "{} lists the removed host",
+            s.node_name
+        );
+        assert!(
+            net.denied.contains(&(*id, gone)),
+            "refused at the connection"
+        );
+    }
+    assert!(net.max_vip_holders <= 1);
+}
+
+fn describe(net: &TestNet) -> String {
+    net.up_ids()
+        .iter()
+        .map(|id| {
+            let s = net.node(*id).status();
+            format!(
+                "{} {id:016x} phase={} leader={:016x} members={} removed={:?}",
+                s.node_name,
+                s.phase,
+                s.leader_id,
+                s.members
+                    .iter()
+                    .map(|m| format!("{}{}", m.name, if m.voter { "*" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                s.removed.iter().map(|r| r.name.clone()).collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn removing_a_worker_asked_of_a_follower() {
+    let (mut net, ids) = site(1, 5);
+    let l = leader(&net, &ids);
+    let learner = *ids
+        .iter()
+        .find(|id| !voters(&net, l).contains(id))
+        .expect("a learner");
+    let follower = *ids
+        .iter()
+        .find(|id| **id != l && **id != learner)
+        .expect("a follower");
+    let name = net.node(learner).status().node_name;
+    let r = net.remove(follower, &name).expect("removal asked");
+    assert_eq!((r.id, r.leader), (learner, l));
+    assert_removed(&mut net, &ids, learner);
+    // It stays out: its connections are refused, it never rejoins.
+    let refused = net.refused_connections;
+    net.run_for(5_000);
+    assert!(
+        net.refused_connections > refused,
+        "the removed host is refused"
+    );
+    assert_eq!(net.node(learner).status().phase, "removed");
+    // After a power cycle of the whole site too.
+    for id in &ids {
+        net.crash(*id);
+    }
+    net.run_for(500);
+    for id in &ids {
+        net.start(*id);
+    }
+    assert_removed(&mut net, &ids, learner);
+}
+
+#[test]
+fn removing_a_voter_promotes_a_learner() {
+    let (mut net, ids) = site(2, 5);
+    let l = leader(&net, &ids);
+    let voter = *voters(&net, l)
+        .iter()
+        .find(|id| **id != l)
+        .expect("a follower voter");
+    net.remove(l, &format!("{voter:016x}"))
+        .expect("asked of the leader");
+    assert_removed(&mut net, &ids, voter);
+}
+
+#[test]
+fn removing_the_leader_hands_leadership_over_first() {
+    let (mut net, ids) = site(3, 5);
+    let l = leader(&net, &ids);
+    net.remove(l, &format!("{l:016x}"))
+        .expect("asked of the leader itself");
+    assert_removed(&mut net, &ids, l);
+}
+
+#[test]
+fn a_host_removed_while_down_is_refused_when_it_comes_back() {
+    let (mut net, ids) = site(4, 5);
+    let l = leader(&net, &ids);
+    let learner = *ids
+        .iter()
+        .find(|id| !voters(&net, l).contains(id))
+        .expect("a learner");
+    net.crash(learner);
+    net.remove(l, &format!("{learner:016x}")).expect("asked");
+    net.run_for(5_000);
+    net.start(learner);
+    // Down when it was removed, it cannot learn it (every member refuses it at the connection);
+    // it sees no leader, and it never gets back in.
+    assert_removed_as(&mut net, &ids, learner, false);
+    let cluster = net.node(l).cluster_id();
+    net.run_for(10_000);
+    // It never became a member again and the others never let it in.
+    for id in ids.iter().filter(|i| **i != learner) {
+        let n = net.node(*id);
+        assert_eq!(n.cluster_id(), cluster);
+        assert!(n.cluster_state().members.iter().all(|m| m.id != learner));
+    }
+    assert_eq!(net.node(learner).leader_id(), 0, "it follows nobody");
+}
+
+#[test]
+fn a_wiped_removed_box_joins_as_a_new_host() {
+    let (mut net, ids) = site(5, 4);
+    let l = leader(&net, &ids);
+    let gone = *ids.iter().find(|id| **id != l).expect("a follower");
+    net.remove(l, &format!("{gone:016x}")).expect("asked");
+    assert_removed(&mut net, &ids, gone);
+    net.crash(gone);
+    // `muster reset`: a new identity on the same box.
+    let fresh = net.add_host("h1-again", |c| {
+        c.expected_nodes = 4;
+        c.vip = true;
+    });
+    net.start(fresh);
+    let mut want: BTreeSet<NodeId> = ids.iter().copied().filter(|i| *i != gone).collect();
+    want.insert(fresh);
+    assert!(
+        net.run_until(20_000, |net| net.formed(&want, 3)).is_some(),
+        "the new identity joined"
+    );
+}
+
+#[test]
+fn bad_removals_are_clear_errors() {
+    let (mut net, ids) = site(6, 3);
+    let l = leader(&net, &ids);
+    assert_eq!(
+        net.remove(l, "nosuchhost"),
+        Err(RemoveError::NotAMember("nosuchhost".into()))
+    );
+    let gone = *ids.iter().find(|id| **id != l).expect("a follower");
+    net.remove(l, &format!("{gone:016x}")).expect("asked");
+    net.run_for(3_000);
+    assert!(matches!(
+        net.remove(l, &format!("{gone:016x}")),
+        Err(RemoveError::AlreadyRemoved(_) | RemoveError::NotAMember(_))
+    ));
+}
