@@ -140,3 +140,143 @@ fn removed_worker_and_voter_are_refused_and_voters_are_kept() {
         Ok(())
     });
 }
+
+/// What a formed site looks like to an operator, per host: (cluster, members, commit index).
+fn snapshot(site: &Site, hosts: &[usize]) -> Result<Vec<(String, Vec<String>, u64)>> {
+    hosts
+        .iter()
+        .map(|&i| {
+            let v = site.status(i)?;
+            let mut members = ids(&v, "members");
+            members.sort();
+            Ok((
+                v["cluster_id"].as_str().unwrap_or_default().to_owned(),
+                members,
+                v["commit_index"].as_u64().unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+fn drops(v: &Value, reason: &str) -> u64 {
+    v["dropped"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["reason"] == reason))
+        .and_then(|d| d["count"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A host that holds the site key but was never admitted (`muster-adversary`) attacks a formed
+/// site of three real agents over the real transport for 10 s: every attack is dropped and
+/// counted, the site keeps its cluster, members and commit index; then every agent is SIGKILLed
+/// and restarted, and the site comes back the same.
+#[test]
+fn an_outsider_with_the_site_key_changes_nothing() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .expected_nodes(3)
+        .control_plane_count(3);
+    scenario("mm-b", 4, opts, |site| {
+        let trio = vec![0, 1, 2];
+        for &i in &trio {
+            site.start(i)?;
+        }
+        let formed = site.wait_formed(TIMEOUT, &trio)?;
+        site.wait_until(TIMEOUT, |s| {
+            trio.iter()
+                .all(|&i| s.status(i).is_ok_and(|v| v["formed_unix_ms"].is_u64()))
+        })
+        .context("site recorded formed")?;
+        let before = snapshot(site, &trio)?;
+
+        // The outsider runs in the fourth host's namespace, with the site key.
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", site.namespace(3)])
+            .arg(env!("CARGO_BIN_EXE_muster-adversary"))
+            .arg("--key")
+            .arg(&site.host(0).key_file)
+            .args([
+                "--listen",
+                &site.addr(3),
+                "--seconds",
+                "10",
+                "--every-ms",
+                "20",
+            ]);
+        for &i in &trio {
+            cmd.args(["--peer", &site.addr(i)]);
+        }
+        let (status, out, err) =
+            muster_testbed::cli::run_with_timeout(cmd, Duration::from_secs(30))?;
+        ensure!(status.success(), "adversary failed: {err}");
+        let report: Value = serde_json::from_str(out.trim()).context("adversary report")?;
+        let sent = report["sent_total"].as_u64().unwrap_or(0);
+        ensure!(
+            sent > 500,
+            "the adversary sent only {sent} messages: {report}"
+        );
+        ensure!(
+            report["hellos_received"].as_u64().unwrap_or(0) > 0,
+            "the adversary was connected: {report}"
+        );
+
+        // Dropped and counted on every host; the site as it was.
+        let after_attack = site.wait_formed(TIMEOUT, &trio)?;
+        ensure!(
+            after_attack.cluster_id == formed.cluster_id,
+            "cluster id kept"
+        );
+        for &i in &trio {
+            let v = site.status(i)?;
+            let non_member = drops(&v, "raft message from a non-member")
+                + drops(&v, "raft message type never sent between hosts");
+            ensure!(
+                non_member > 0,
+                "host {i} counted no dropped raft: {}",
+                v["dropped"]
+            );
+            ensure!(
+                drops(&v, "hello with an invalid name") > 0,
+                "host {i} counted no bad hello: {}",
+                v["dropped"]
+            );
+            ensure!(
+                v["site_conflict"].is_string(),
+                "host {i} shows the conflict claim"
+            );
+        }
+        let attacked = snapshot(site, &trio)?;
+        for ((c0, m0, k0), (c1, m1, k1)) in before.iter().zip(&attacked) {
+            ensure!(
+                c0 == c1 && m0 == m1,
+                "cluster or members changed: {before:?} → {attacked:?}"
+            );
+            ensure!(
+                k1 >= k0,
+                "commit index went back: {before:?} → {attacked:?}"
+            );
+        }
+
+        // Power cut: every agent SIGKILLed, then restarted.
+        for &i in &trio {
+            site.kill(i)?;
+        }
+        for &i in &trio {
+            site.start(i)?;
+        }
+        let again = site.wait_formed(TIMEOUT, &trio)?;
+        ensure!(
+            again.cluster_id == formed.cluster_id,
+            "same cluster after the power cut"
+        );
+        let restarted = snapshot(site, &trio)?;
+        for ((c0, m0, k0), (c1, m1, k1)) in attacked.iter().zip(&restarted) {
+            ensure!(
+                c0 == c1 && m0 == m1,
+                "cluster or members changed by the restart"
+            );
+            ensure!(k1 >= k0, "commit index went back after the restart");
+        }
+        Ok(())
+    });
+}

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use libp2p::identity::{KeyType, Keypair};
+use libp2p::identity::KeyType;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{identify, mdns, request_response};
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +40,7 @@ use tracing::Instrument;
 
 pub use error::NetError;
 pub use ids::{node_id_of, node_id_of_key, peer_id_of, public_key_of};
+pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 pub use site_key::{format_site_key, parse_site_key};
 
