@@ -66,6 +66,18 @@
 //!
 //! A lone host of a site expecting three never floats the VIP: it cannot tell it is not one of
 //! two halves. `muster status` says why a leader holds back (`vip.held_back`).
+//!
+//! # Formed sites
+//!
+//! Once the cluster is recorded formed (`site.rs`: at least `expected_nodes` members hold the
+//! lock entry durably and never leave), the site rule is skipped: the leader's right to the VIP
+//! rests on its own lease. With fewer than 2 × `expected_nodes` hosts this is safe: the formed
+//! cluster's locked hosts are more than half of any `U ≥ expected_nodes` that counts only real
+//! hosts, so no other cluster has a fresh majority of them (its fresh members are disjoint from
+//! the locked ones), and at most one cluster is formed (the argument in `site.rs`). Claims in
+//! hellos can raise `U` here (member lists of peers that are not members): that only makes an
+//! unformed leader hold back — a liveness cost that ends when its cluster forms — never lets
+//! two hold.
 
 use raft::StateRole;
 
