@@ -71,13 +71,14 @@
 //!
 //! Once the cluster is recorded formed (`site.rs`: at least `expected_nodes` members hold the
 //! lock entry durably and never leave), the site rule is skipped: the leader's right to the VIP
-//! rests on its own lease. With fewer than 2 × `expected_nodes` hosts this is safe: the formed
-//! cluster's locked hosts are more than half of any `U ≥ expected_nodes` that counts only real
-//! hosts, so no other cluster has a fresh majority of them (its fresh members are disjoint from
-//! the locked ones), and at most one cluster is formed (the argument in `site.rs`). Claims in
-//! hellos can raise `U` here (member lists of peers that are not members): that only makes an
-//! unformed leader hold back — a liveness cost that ends when its cluster forms — never lets
-//! two hold.
+//! rests on its own lease. With at most `expected_nodes` hosts every host is a locked member of
+//! the formed cluster, so no other cluster exists. With `N` hosts, `expected_nodes < N < 2 ×
+//! expected_nodes`, at most one cluster is formed (`site.rs`) and any other cluster's members are
+//! disjoint from its `≥ expected_nodes > N/2` locked hosts, so an unformed leader that has heard
+//! of every host (`U = N`) never has a fresh majority: the guarantee is the one above, once
+//! leaders have heard of every host. Claims in hellos can raise `U` (member lists of peers that
+//! are not members): that only makes an unformed leader hold back — a liveness cost that ends
+//! when its cluster forms — never lets two hold.
 
 use raft::StateRole;
 
