@@ -70,13 +70,14 @@ impl Actor {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetEvent>,
+        queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
         counters: Arc<Counters>,
         bootstrap: Vec<BootstrapPeer>,
     ) -> Self {
         Self {
             swarm,
             commands,
-            sink: EventSink::new(events, counters.clone()),
+            sink: EventSink::new(events, queued_bytes, counters.clone()),
             counters,
             book: AddressBook::default(),
             backoff: Backoff::default(),
@@ -183,7 +184,8 @@ impl Actor {
         if peer == *self.swarm.local_peer_id() {
             return;
         }
-        if self.book.add(peer, addr) {
+        // Addresses from the replicated membership (the agent) are pinned: never evicted.
+        if self.book.add(peer, addr, source == "handle") {
             debug!(peer = %peer, %addr, source, "address learned");
         } else {
             warn!(peer = %peer, %addr, source, "address book full; address ignored");
@@ -299,6 +301,7 @@ impl Actor {
                 self.learn_address(peer, addr, "dial");
             }
         }
+        self.book.touch(&peer);
         if let Some(index) = self.bootstrap_dial_ended(connection) {
             self.bootstrap[index].peer = Some(peer);
         }

@@ -4,7 +4,7 @@
 //! Pure data structures with `Instant`s passed in, so they are unit-tested without sockets.
 //! Every table is bounded.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -46,22 +46,39 @@ pub(crate) fn multiaddr_of(addr: SocketAddr) -> Multiaddr {
         .with(Protocol::Tcp(addr.port()))
 }
 
-/// Known dialable addresses per peer, newest last.
+/// One peer's entry in the address book.
+#[derive(Debug, Default)]
+struct BookEntry {
+    /// Dialable addresses, newest last.
+    addresses: VecDeque<SocketAddr>,
+    /// Learnt from the replicated membership (the agent's handle): never evicted.
+    pinned: bool,
+    /// Book clock when the entry was last added to or connected through.
+    seen: u64,
+}
+
+/// Known dialable addresses per peer, newest last. Bounded by [`MAX_PEERS`]: when full, a new
+/// peer evicts the entry least recently added to or connected through, unless it is pinned
+/// (members' addresses from the replicated membership), so spoofed mDNS records cannot crowd
+/// out real members.
 #[derive(Debug, Default)]
 pub(crate) struct AddressBook {
-    peers: HashMap<PeerId, VecDeque<SocketAddr>>,
+    peers: HashMap<PeerId, BookEntry>,
+    clock: u64,
 }
 
 impl AddressBook {
-    /// Remembers `addr` for `peer` (moving it to newest if known). Returns false if the book is
-    /// full and `peer` is new.
-    pub(crate) fn add(&mut self, peer: PeerId, addr: SocketAddr) -> bool {
-        let full = self.peers.len() >= MAX_PEERS;
-        let addresses = match self.peers.entry(peer) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(_) if full => return false,
-            Entry::Vacant(entry) => entry.insert(VecDeque::new()),
-        };
+    /// Remembers `addr` for `peer` (moving it to newest if known); `pinned` entries (members)
+    /// are never evicted. Returns false if the book is full of pinned entries and `peer` is new.
+    pub(crate) fn add(&mut self, peer: PeerId, addr: SocketAddr, pinned: bool) -> bool {
+        self.clock += 1;
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS && !self.evict() {
+            return false;
+        }
+        let entry = self.peers.entry(peer).or_default();
+        entry.seen = self.clock;
+        entry.pinned |= pinned;
+        let addresses = &mut entry.addresses;
         addresses.retain(|known| *known != addr);
         if addresses.len() >= MAX_ADDRESSES_PER_PEER {
             addresses.pop_front();
@@ -70,11 +87,30 @@ impl AddressBook {
         true
     }
 
+    /// Drops the unpinned entry seen longest ago; false if every entry is pinned.
+    fn evict(&mut self) -> bool {
+        let oldest = self
+            .peers
+            .iter()
+            .filter(|(_, e)| !e.pinned)
+            .min_by_key(|(_, e)| e.seen)
+            .map(|(p, _)| *p);
+        oldest.is_some_and(|p| self.peers.remove(&p).is_some())
+    }
+
+    /// `peer` is connected: its entry is fresh again.
+    pub(crate) fn touch(&mut self, peer: &PeerId) {
+        self.clock += 1;
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.seen = self.clock;
+        }
+    }
+
     /// Forgets `addr` for `peer` (e.g. another peer answered there).
     pub(crate) fn remove(&mut self, peer: &PeerId, addr: SocketAddr) {
-        if let Some(addresses) = self.peers.get_mut(peer) {
-            addresses.retain(|known| *known != addr);
-            if addresses.is_empty() {
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.addresses.retain(|known| *known != addr);
+            if e.addresses.is_empty() {
                 self.peers.remove(peer);
             }
         }
@@ -85,7 +121,7 @@ impl AddressBook {
         self.peers
             .get(peer)
             .into_iter()
-            .flat_map(|a| a.iter().rev().copied())
+            .flat_map(|e| e.addresses.iter().rev().copied())
     }
 }
 
@@ -216,24 +252,47 @@ mod tests {
         let mut book = AddressBook::default();
         let peer = PeerId::random();
         for port in 0..20 {
-            assert!(book.add(peer, addr(port)));
+            assert!(book.add(peer, addr(port), false));
         }
         let known: Vec<_> = book.addresses(&peer).collect();
         assert_eq!(known.len(), MAX_ADDRESSES_PER_PEER);
         assert_eq!(known[0], addr(19));
-        book.add(peer, addr(12));
+        book.add(peer, addr(12), false);
         assert_eq!(book.addresses(&peer).next(), Some(addr(12)));
         book.remove(&peer, addr(12));
         assert!(book.addresses(&peer).all(|a| a != addr(12)));
+        assert!(book.peers.len() <= MAX_PEERS);
+    }
 
-        for _ in 0..MAX_PEERS {
-            book.add(PeerId::random(), addr(1));
+    /// Spoofed mDNS records for thousands of made-up peers cannot push out members' addresses
+    /// (pinned) nor a peer that is connected (touched), and the book stays bounded.
+    #[test]
+    fn spoofed_records_evict_only_stale_unpinned_entries() {
+        let mut book = AddressBook::default();
+        let member = PeerId::random();
+        let connected = PeerId::random();
+        assert!(book.add(member, addr(1), true));
+        assert!(book.add(connected, addr(2), false));
+        for i in 0..(3 * MAX_PEERS) {
+            assert!(
+                book.add(PeerId::random(), addr(3), false),
+                "spoof {i} taken"
+            );
+            book.touch(&connected);
         }
-        assert!(
-            !book.add(PeerId::random(), addr(1)),
-            "full book refuses new peers"
+        assert_eq!(book.peers.len(), MAX_PEERS);
+        assert_eq!(book.addresses(&member).next(), Some(addr(1)), "member kept");
+        assert_eq!(
+            book.addresses(&connected).next(),
+            Some(addr(2)),
+            "connected peer kept"
         );
-        assert!(book.add(peer, addr(2)), "known peers can still be updated");
+        // A book full of pinned members refuses a new unpinned peer.
+        let mut pinned = AddressBook::default();
+        for _ in 0..MAX_PEERS {
+            assert!(pinned.add(PeerId::random(), addr(4), true));
+        }
+        assert!(!pinned.add(PeerId::random(), addr(5), false));
     }
 
     #[test]

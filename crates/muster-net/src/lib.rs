@@ -42,6 +42,7 @@ pub use error::NetError;
 pub use ids::{node_id_of, node_id_of_key, peer_id_of, public_key_of};
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
+pub use sink::{NetEvents, MAX_EVENT_QUEUE_BYTES};
 pub use site_key::{format_site_key, parse_site_key};
 
 /// Capacity of the handle → actor command queue.
@@ -297,7 +298,7 @@ impl NetHandle {
 
 /// Starts the network actor on the current Tokio runtime. The listen socket is bound before
 /// this returns. Dropping every [`NetHandle`] stops the actor like [`NetHandle::shutdown`].
-pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
     cfg.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
     check_listen_address(cfg.listen)?;
@@ -324,13 +325,20 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), Ne
 
     let counters = Arc::new(Counters::default());
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
-    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_LEN);
+    let (event_tx, event_rx, queued_bytes) = sink::channel(EVENT_QUEUE_LEN);
     let bootstrap = cfg
         .bootstrap
         .iter()
         .map(|addr| dialer::BootstrapPeer::new(*addr, cfg.listen))
         .collect();
-    let actor = actor::Actor::new(swarm, command_rx, event_tx, counters.clone(), bootstrap);
+    let actor = actor::Actor::new(
+        swarm,
+        command_rx,
+        event_tx,
+        queued_bytes,
+        counters.clone(),
+        bootstrap,
+    );
     let span = tracing::info_span!("net", local = %local_peer_id, listen = %cfg.listen);
     runtime.spawn(actor.run().instrument(span));
     let handle = NetHandle {

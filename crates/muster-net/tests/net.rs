@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use muster_net::{spawn, NetConfig, NetError, NetEvent, NetHandle, PeerId};
-use tokio::sync::mpsc::Receiver;
 use tokio::time::{timeout, Instant};
 
 const SITE_KEY: [u8; 32] = [0x5a; 32];
@@ -22,7 +21,7 @@ fn free_addr() -> SocketAddr {
 
 struct Node {
     handle: NetHandle,
-    events: Receiver<NetEvent>,
+    events: muster_net::NetEvents,
     addr: SocketAddr,
     keypair: Keypair,
 }

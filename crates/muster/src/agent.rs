@@ -140,7 +140,7 @@ struct Agent {
 impl Agent {
     async fn event_loop(
         &mut self,
-        mut events: mpsc::Receiver<NetEvent>,
+        mut events: muster_net::NetEvents,
         mut queries: mpsc::Receiver<Query>,
     ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
