@@ -112,7 +112,7 @@ pub fn human(s: &StatusResponse) -> String {
     );
     let _ = writeln!(
         out,
-        "peers     {} connected, {} connection(s) refused for lacking the site key",
+        "peers     {} connected, {} connection(s) refused (no site key, or a removed host)",
         s.peers_connected, s.rejected_connections
     );
     if !s.dropped.is_empty() {

@@ -59,6 +59,7 @@ fn run(hosts: usize) -> Result<()> {
         PREFIX,
         site.dir().display()
     );
+    let booted = Instant::now();
     site.start_all()?;
     let formed = match wait_formed(&site) {
         Ok(formed) => formed,
@@ -85,8 +86,9 @@ fn run(hosts: usize) -> Result<()> {
         }
     };
     println!(
-        "muster-demo: VIP {} held by h{holder} (the leader), on no other host",
-        muster_testbed::names::VIP_V4
+        "muster-demo: VIP {} held by h{holder} (the leader), on no other host, {:.1} s after the agents started",
+        muster_testbed::names::VIP_V4,
+        booted.elapsed().as_secs_f64()
     );
     show_status(&site, holder)?;
     site.teardown()?;
