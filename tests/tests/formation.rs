@@ -453,7 +453,8 @@ fn reset(site: &Site, i: usize, yes: bool) -> Result<(Option<i32>, String, Strin
 /// new identity is made. `muster reset` refuses while the agent runs, only lists without
 /// `--yes` (exit 2), and with `--yes` removes exactly the store and the identity; the host then
 /// joins the same cluster as a new host with a new id. Its old id stays in the membership as an
-/// unreachable member — removal is not built yet.
+/// unreachable member until the operator removes it (`muster remove OLD_ID`): then the cluster
+/// has three members again, the new identity among its three voters.
 #[test]
 fn deleted_identity_is_refused_until_reset() {
     scenario("mf-i", 3, SiteOptions::default(), |site| {
@@ -549,6 +550,24 @@ fn deleted_identity_is_refused_until_reset() {
         .context("the reset host did not join as a new member")?;
         ensure!(new_id != old_id, "the reset host kept its id {old_id}");
         eprintln!("host {victim}: {old_id} -> {new_id}; the old id stays an unreachable member");
+
+        let leader = formed.leader_host().context("leader")?;
+        let socket = site.host(leader).socket.display().to_string();
+        let out =
+            site.muster()
+                .run(&["remove", &old_id, "--socket", &socket, "--wait-secs", "4"])?;
+        ensure!(out.contains("removed in"), "muster remove: {out}");
+        site.wait_until(FORM_TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status_view(i).is_ok_and(|v| {
+                    v.members.len() == 3
+                        && v.members.iter().all(|m| m.id != old_id)
+                        && v.members.iter().filter(|m| m.voter).count() == 3
+                        && v.members.iter().any(|m| m.id == new_id && m.voter)
+                })
+            })
+        })
+        .context("after removing the old id: 3 members, 3 voters, the new id a voter")?;
         Ok(())
     });
 }

@@ -465,6 +465,58 @@ impl TestNet {
         })
     }
 
+    /// A site of `n` hosts named `h0..`, each configured by `tune` (after `expected_nodes = n`),
+    /// booted together and run until one cluster with every host a member, `min(3, n)` voters and
+    /// the site recorded formed (panics otherwise, with [`TestNet::describe`]).
+    pub fn formed_site(
+        seed: u64,
+        n: usize,
+        tune: impl Fn(&mut NodeConfig),
+    ) -> (TestNet, Vec<NodeId>) {
+        let mut net = TestNet::new(seed);
+        let ids: Vec<NodeId> = (0..n)
+            .map(|i| {
+                net.add_host(&format!("h{i}"), |c| {
+                    c.expected_nodes = n;
+                    tune(c);
+                })
+            })
+            .collect();
+        for id in &ids {
+            net.start(*id);
+        }
+        let want: BTreeSet<NodeId> = ids.iter().copied().collect();
+        let done = net.run_until(20_000, |net| {
+            net.formed(&want, 3.min(n)) && ids.iter().all(|id| net.node(*id).site_formed())
+        });
+        assert!(done.is_some(), "site formed:\n{}", net.describe());
+        (net, ids)
+    }
+
+    /// One line per up host: name, id, phase, cluster, leader, members (voters starred), removed.
+    pub fn describe(&self) -> String {
+        self.up_ids()
+            .iter()
+            .map(|id| {
+                let s = self.node(*id).status();
+                format!(
+                    "{} {id:016x}: phase={} cluster={:016x} leader={:016x} members={} removed={:?}",
+                    s.node_name,
+                    s.phase,
+                    s.cluster_id,
+                    s.leader_id,
+                    s.members
+                        .iter()
+                        .map(|m| format!("{}{}", m.name, if m.voter { "*" } else { "" }))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    s.removed.iter().map(|r| r.name.clone()).collect::<Vec<_>>()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Distinct nonzero cluster ids among up hosts.
     pub fn clusters(&self) -> BTreeSet<u64> {
         self.up_ids()

@@ -23,23 +23,7 @@ struct Seen {
 }
 
 fn formed_site(seed: u64, n: usize) -> (TestNet, Vec<NodeId>, Seen) {
-    let mut net = TestNet::new(seed);
-    let ids: Vec<NodeId> = (0..n)
-        .map(|i| {
-            net.add_host(&format!("h{i}"), |c| {
-                c.expected_nodes = n;
-                c.vip = true;
-            })
-        })
-        .collect();
-    for id in &ids {
-        net.start(*id);
-    }
-    let want: BTreeSet<NodeId> = ids.iter().copied().collect();
-    let t = net.run_until(20_000, |net| {
-        net.formed(&want, 3.min(n)) && ids.iter().all(|id| net.node(*id).site_formed())
-    });
-    assert!(t.is_some(), "site formed and recorded formed");
+    let (net, ids) = TestNet::formed_site(seed, n, |c| c.vip = true);
     let seen = seen(&net, &ids);
     (net, ids, seen)
 }

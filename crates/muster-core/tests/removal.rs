@@ -9,24 +9,7 @@ use muster_core::testnet::TestNet;
 use muster_core::{NodeId, RemoveError};
 
 fn site(seed: u64, n: usize) -> (TestNet, Vec<NodeId>) {
-    let mut net = TestNet::new(seed);
-    let ids: Vec<NodeId> = (0..n)
-        .map(|i| {
-            net.add_host(&format!("h{i}"), |c| {
-                c.expected_nodes = n;
-                c.vip = true;
-            })
-        })
-        .collect();
-    for id in &ids {
-        net.start(*id);
-    }
-    let want: BTreeSet<NodeId> = ids.iter().copied().collect();
-    assert!(
-        net.run_until(20_000, |net| net.formed(&want, 3)).is_some(),
-        "formed"
-    );
-    (net, ids)
+    TestNet::formed_site(seed, n, |c| c.vip = true)
 }
 
 fn leader(net: &TestNet, ids: &[NodeId]) -> NodeId {
@@ -66,7 +49,7 @@ fn assert_removed_as(net: &mut TestNet, ids: &[NodeId], gone: NodeId, learns: bo
     assert!(
         ok.is_some(),
         "removed, cluster intact with its voters:\n{}",
-        describe(net)
+        net.describe()
     );
     for id in &rest {
         let s = net.node(*id).status();
@@ -81,28 +64,6 @@ fn assert_removed_as(net: &mut TestNet, ids: &[NodeId], gone: NodeId, learns: bo
         );
     }
     assert!(net.max_vip_holders <= 1);
-}
-
-fn describe(net: &TestNet) -> String {
-    net.up_ids()
-        .iter()
-        .map(|id| {
-            let s = net.node(*id).status();
-            format!(
-                "{} {id:016x} phase={} leader={:016x} members={} removed={:?}",
-                s.node_name,
-                s.phase,
-                s.leader_id,
-                s.members
-                    .iter()
-                    .map(|m| format!("{}{}", m.name, if m.voter { "*" } else { "" }))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                s.removed.iter().map(|r| r.name.clone()).collect::<Vec<_>>()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]
