@@ -71,7 +71,8 @@ pub struct Sighting {
 /// Counters of a [`ConflictWatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WatchStats {
-    /// Frames claiming a VIP address from this interface's own MAC (not sightings).
+    /// Frames claiming a VIP address that this host sent, or that carry this interface's own
+    /// MAC (not sightings).
     pub own_frames: u64,
     /// Frames claiming a VIP address from another MAC.
     pub other_frames: u64,
@@ -277,16 +278,13 @@ impl Listener {
             let Some((len, outgoing)) = receive(fd, &mut buf)? else {
                 continue;
             };
-            if outgoing {
-                continue;
-            }
             let Some(claim) = buf.get(..len).and_then(claim::parse) else {
                 continue;
             };
             if !self.addresses.contains(&claim.address) {
                 continue;
             }
-            if own_mac(fd).is_some_and(|own| own == claim.mac) {
+            if outgoing || own_mac(fd).is_some_and(|own| own == claim.mac) {
                 self.shared.own_frames.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
