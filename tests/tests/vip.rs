@@ -563,3 +563,63 @@ fn a_killed_holders_vip_expires_by_itself() {
         Ok(())
     });
 }
+
+/// (i) A host outside the site (the client, no agent, no key) takes the VIP too and announces
+/// it with `arping -U` (iputils): the holder's `muster status` says CONFLICT naming that MAC,
+/// in `--json` too, and logs it as an error; the holder keeps the VIP (a conflict changes no
+/// lease); the other members, which do not hold it, report no conflict.
+#[test]
+fn a_host_stealing_the_vip_shows_as_a_conflict() {
+    scenario("mv2-i", 3, vip_site(), |site| {
+        let holder = form_with_holder(site)?;
+        let client = site.client_namespace()?.to_owned();
+        let client_mac = mac_of(&client)?;
+        let conflict = |i: usize| -> Result<Option<String>> {
+            Ok(site.status(i)?["site_conflict"].as_str().map(str::to_owned))
+        };
+        ensure!(
+            conflict(holder)?.is_none(),
+            "a conflict before anyone stole the VIP"
+        );
+        muster_testbed::netns::ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            "10.77.0.100/24",
+            "dev",
+            "eth0",
+        ])?;
+        let (ok, out) = site.client_exec(
+            &["arping", "-U", "-c", "3", "-I", "eth0", "10.77.0.100"],
+            Duration::from_secs(10),
+        )?;
+        ensure!(ok, "arping failed: {out}");
+        let expected = format!("another host (MAC {client_mac}) answers for the VIP 10.77.0.100");
+        wait_for(
+            Duration::from_secs(10),
+            "the holder reports the conflict",
+            || Ok(conflict(holder)?.is_some_and(|c| c.contains(&expected))),
+        )?;
+        let human = site.status_human(holder)?;
+        ensure!(
+            human
+                .lines()
+                .any(|l| l.starts_with("CONFLICT") && l.contains(&expected)),
+            "{human}"
+        );
+        ensure!(
+            site.log(holder).contains("VIP conflict"),
+            "the holder did not log the conflict"
+        );
+        ensure!(
+            site.wait_one_holder(HOLDER_TIMEOUT, &site.all())? == holder,
+            "the VIP moved"
+        );
+        for i in site.all().into_iter().filter(|&i| i != holder) {
+            let c = conflict(i)?;
+            ensure!(c.is_none(), "host {i} (not holding) reports {c:?}");
+        }
+        Ok(())
+    });
+}

@@ -125,7 +125,7 @@ pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
 
 /// RFC 1071 sum of `data` as big-endian 16-bit words (an odd last byte padded with zero), added
 /// to `initial` and folded to 16 bits.
-fn ones_complement_sum(initial: u32, data: &[u8]) -> u32 {
+pub(crate) fn ones_complement_sum(initial: u32, data: &[u8]) -> u32 {
     let mut sum = initial;
     let mut chunks = data.chunks_exact(2);
     for pair in &mut chunks {

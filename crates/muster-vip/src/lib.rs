@@ -14,6 +14,11 @@
 //!   back after a flap. Needs `CAP_NET_ADMIN` and `CAP_NET_RAW`.
 //! * [`MemVip`] — in memory, records calls, injects failures and external removal.
 //!
+//! [`ConflictWatch`] listens on the interface, whether or not this host holds the VIP, for ARP
+//! and Neighbor Advertisements that claim a VIP address from another MAC — the link-layer
+//! evidence of a second holder (another site, a forgotten keepalived, a static address); what a
+//! sighting means is the agent's call.
+//!
 //! [`Fence`] removes the VIP when the lease the core gave ends without a renewal, from its own
 //! thread, so a stalled event loop cannot keep the VIP past its lease
 //! ([`NetlinkVip::use_fence`]); [`FenceReleaser::release_now`] has it remove the VIP at once and
@@ -29,11 +34,14 @@
 //!   is 1. Give the host its own address in the subnet first, set `promote_secondaries`, or use a
 //!   `/32` VIP.
 //!
-//! Modules: `config` (addresses, schedule), `error`, `fence` (lease fence thread), `frames` (pure frame builders), `packet`
+//! Modules: `config` (addresses, schedule), `error`, `fence` (lease fence thread), `frames` (pure
+//! frame builders), `claim` (pure parser of received ARP/NA), `conflict` (`ConflictWatch`), `packet`
 //! (raw socket), `netlink` (rtnetlink requests), `session` (holder task), `vip` (`NetlinkVip`),
 //! `mem` (`MemVip`).
 
+mod claim;
 mod config;
+mod conflict;
 mod error;
 mod fence;
 pub mod frames;
@@ -49,6 +57,9 @@ pub use config::{
     AnnounceSchedule, ConfigError, IpCidr, Ipv4Cidr, Ipv6Cidr, VipConfig, BURST_OFFSET_MAX,
     BURST_ROUNDS_MAX, IFNAME_MAX_LEN, PERIOD_MIN, VIP_ADDRESS_LIFETIME_S, VIP_RENEW_INTERVAL_MS,
     WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN,
+};
+pub use conflict::{
+    format_mac, ConflictWatch, Sighting, WatchStats, CONFLICT_RECENT_S, CONFLICT_SIGHTINGS_MAX,
 };
 pub use error::{Action, VipError, VipOp};
 pub use fence::{Fence, FenceReleaser};

@@ -154,6 +154,7 @@ impl Agent {
                     let input = Input::Tick { now_ms: self.now_ms(), unix_ms: unix_ms() };
                     self.step(input).await?;
                     self.vip.retry_if_due(self.node.holds_vip()).await;
+                    self.vip.check_conflicts(self.node.vip_holder() != 0);
                 }
                 event = events.recv() => match event {
                     Some(e) => self.on_net_event(e).await?,
@@ -175,6 +176,13 @@ impl Agent {
                 if let Some(v) = status.vip.as_mut() {
                     v.address = self.vip.address.clone();
                     v.held_here = v.held_here && self.vip.is_held();
+                }
+                let vip_conflict = self.vip.conflict_text();
+                if !vip_conflict.is_empty() {
+                    if !status.site_conflict.is_empty() {
+                        status.site_conflict.push_str("; ");
+                    }
+                    status.site_conflict.push_str(&vip_conflict);
                 }
                 let _ = reply.send(status);
             }

@@ -12,10 +12,25 @@
 //! its VIP must not run on as if it did. What no process can do for itself after SIGKILL is left
 //! to the kernel: the addresses carry a lifetime the holder renews
 //! (`muster_vip::VIP_ADDRESS_LIFETIME_S`).
+//!
+//! Two holders of one address: a `muster_vip::ConflictWatch` listens on the interface from start
+//! to stop. [`Vip::check_conflicts`] (every tick, working at most every
+//! [`CONFLICT_CHECK_INTERVAL_MS`]) turns what it saw into status text for `site_conflict` and
+//! error logs (once per MAC per [`CONFLICT_LOG_INTERVAL_S`]). A conflict is another MAC answering
+//! for the VIP *while this host holds it* (frames from before it acquired do not count: during a
+//! failover the previous holder of our own cluster announces from its MAC for a moment). A softer
+//! note: the VIP answered while no member of this cluster has held it for
+//! [`UNHELD_NOTE_AFTER_S`]. Neither changes what the core does: releasing on conflict would
+//! leave two sites fighting over one address without an API endpoint.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use muster_vip::{Fence, FenceReleaser, NetlinkVip, VipConfig, VipControl as _};
+use muster_vip::frames::Mac;
+use muster_vip::{
+    format_mac, ConflictWatch, Fence, FenceReleaser, NetlinkVip, Sighting, VipConfig,
+    VipControl as _,
+};
 
 /// Wait before retrying a failed acquire.
 const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
@@ -24,6 +39,18 @@ const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
 const PANIC_RELEASE_WAIT: Duration = Duration::from_millis(1000);
 /// Exit code after a panic (the code Rust itself uses for a panicking `main`).
 pub const PANIC_EXIT_CODE: i32 = 101;
+/// How often [`Vip::check_conflicts`] looks at the conflict watch.
+pub const CONFLICT_CHECK_INTERVAL_MS: u64 = 200;
+/// A conflict is logged at most once per MAC per this long.
+pub const CONFLICT_LOG_INTERVAL_S: u64 = 10;
+/// Sightings this recent stay in status (as the core's hello conflicts do).
+pub const CONFLICT_SHOWN_S: u64 = 30;
+/// The "answered while nobody of ours holds it" note needs this long without a holder first
+/// (a failover, or a hello saying the new leader holds it, takes well under a second).
+pub const UNHELD_NOTE_AFTER_S: u64 = 3;
+/// Most MACs whose last conflict log time is remembered (beyond it, logs are dropped until old
+/// ones age out; status still shows every current sighting).
+const LOGGED_MACS_MAX: usize = 64;
 
 /// The VIP as the agent drives it; a no-op when the site has no `[vip]`.
 pub struct Vip {
@@ -32,6 +59,22 @@ pub struct Vip {
     /// "10.0.0.100/24,fd00::100/64" for status.
     pub address: String,
     retry_at: Option<Instant>,
+    conflicts: Conflicts,
+}
+
+/// What the conflict watch means for this host; see the module docs.
+#[derive(Default)]
+struct Conflicts {
+    watch: Option<ConflictWatch>,
+    /// Since when this host holds the VIP (acquired and not released).
+    held_since: Option<Instant>,
+    /// Since when neither this host nor, as far as it knows, any member holds the VIP.
+    unheld_since: Option<Instant>,
+    checked_at: Option<Instant>,
+    /// MAC → when a conflict with it was last logged.
+    logged: HashMap<Mac, Instant>,
+    /// Status text, one line per sighting that counts.
+    text: Vec<String>,
 }
 
 impl Vip {
@@ -43,6 +86,7 @@ impl Vip {
                 fence: None,
                 address: String::new(),
                 retry_at: None,
+                conflicts: Conflicts::default(),
             });
         };
         let address = cfg
@@ -53,6 +97,8 @@ impl Vip {
             .join(",");
         let fence = Fence::spawn(cfg.clone()).map_err(|e| anyhow::anyhow!("vip fence: {e}"))?;
         release_on_panic(fence.releaser(), address.clone());
+        let watch = ConflictWatch::spawn(&cfg)
+            .map_err(|e| anyhow::anyhow!("vip: watching for other holders: {e}"))?;
         let mut ctl = NetlinkVip::new(cfg).map_err(|e| anyhow::anyhow!("vip: {e}"))?;
         ctl.use_fence(&fence);
         // A SIGKILLed run may have left the address on the interface; this host holds nothing yet.
@@ -67,6 +113,10 @@ impl Vip {
             fence: Some(fence),
             address,
             retry_at: None,
+            conflicts: Conflicts {
+                watch: Some(watch),
+                ..Conflicts::default()
+            },
         })
     }
 
@@ -89,6 +139,7 @@ impl Vip {
         match ctl.acquire().await {
             Ok(()) => {
                 self.retry_at = None;
+                self.conflicts.held_since.get_or_insert_with(Instant::now);
                 tracing::info!(address = %self.address, "VIP acquired and announced");
             }
             Err(e) => {
@@ -109,6 +160,7 @@ impl Vip {
     /// claiming it.
     pub async fn release(&mut self) {
         self.retry_at = None;
+        self.conflicts.held_since = None;
         if let Some(fence) = &self.fence {
             fence.disarm();
         }
@@ -136,6 +188,87 @@ impl Vip {
     }
 }
 
+impl Vip {
+    /// Looks at the conflict watch (at most every [`CONFLICT_CHECK_INTERVAL_MS`]): refreshes the
+    /// status text and logs what is new. `member_holds` is whether the core knows a member of
+    /// this cluster (this host included) that holds the VIP.
+    pub fn check_conflicts(&mut self, member_holds: bool) {
+        let held = self.is_held();
+        let address = self.address.clone();
+        self.conflicts
+            .check(Instant::now(), held, member_holds, &address);
+    }
+
+    /// Current conflicts for `site_conflict`, `"; "`-separated; empty when there are none.
+    pub fn conflict_text(&self) -> String {
+        self.conflicts.text.join("; ")
+    }
+}
+
+impl Conflicts {
+    fn check(&mut self, now: Instant, held: bool, member_holds: bool, address: &str) {
+        let due = self.checked_at.is_none_or(|at| {
+            now.saturating_duration_since(at) >= Duration::from_millis(CONFLICT_CHECK_INTERVAL_MS)
+        });
+        let Some(watch) = self.watch.as_ref().filter(|_| due) else {
+            return;
+        };
+        self.checked_at = Some(now);
+        if !held {
+            self.held_since = None;
+        }
+        if held || member_holds {
+            self.unheld_since = None;
+        } else {
+            self.unheld_since.get_or_insert(now);
+        }
+        let sightings = watch.seen_within(Duration::from_secs(CONFLICT_SHOWN_S));
+        self.text.clear();
+        for s in sightings {
+            self.judge(now, &s, address);
+        }
+        let log_interval = Duration::from_secs(CONFLICT_LOG_INTERVAL_S);
+        self.logged
+            .retain(|_, at| now.saturating_duration_since(*at) < log_interval);
+    }
+
+    /// Adds the status line for `s` if it counts, and logs it if not logged lately.
+    fn judge(&mut self, now: Instant, s: &Sighting, vip: &str) {
+        let mac = format_mac(&s.mac);
+        let ago_ms = now.saturating_duration_since(s.last_seen).as_millis() as u64;
+        let unheld_note = Duration::from_secs(UNHELD_NOTE_AFTER_S);
+        let (text, conflict) = match (self.held_since, self.unheld_since) {
+            (Some(since), _) if s.last_seen >= since => (
+                format!(
+                    "another host (MAC {mac}) answers for the VIP {} while this host holds it                      ({} frames, last {ago_ms} ms ago) — two hosts claim one address",
+                    s.address, s.frames
+                ),
+                true,
+            ),
+            (None, Some(since)) if s.last_seen >= since + unheld_note => (
+                format!(
+                    "the VIP {} is answered by MAC {mac} while no member of this cluster holds it                      (last {ago_ms} ms ago): another site, a VRRP daemon or a static address?",
+                    s.address
+                ),
+                false,
+            ),
+            _ => return,
+        };
+        let recently = self.logged.get(&s.mac).is_some_and(|at| {
+            now.saturating_duration_since(*at) < Duration::from_secs(CONFLICT_LOG_INTERVAL_S)
+        });
+        if !recently && (self.logged.len() < LOGGED_MACS_MAX || self.logged.contains_key(&s.mac)) {
+            self.logged.insert(s.mac, now);
+            if conflict {
+                tracing::error!(vip = %vip, other_mac = %mac, address = %s.address, frames = s.frames, "VIP conflict: {text}");
+            } else {
+                tracing::warn!(vip = %vip, other_mac = %mac, address = %s.address, "VIP answered by an unknown host: {text}");
+            }
+        }
+        self.text.push(text);
+    }
+}
+
 /// Installs the panic hook described in the module docs, chained before the previous hook (the
 /// default one prints the message and location): the VIP goes first, since a backtrace
 /// (`RUST_BACKTRACE=1`) can take a debug build hundreds of milliseconds to print.
@@ -160,4 +293,70 @@ fn release_on_panic(releaser: FenceReleaser, address: String) {
         }
         std::process::exit(PANIC_EXIT_CODE);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OTHER: Mac = [0x02, 0, 0, 0, 0, 0x42];
+
+    fn sighting(last_seen: Instant) -> Sighting {
+        Sighting {
+            mac: OTHER,
+            address: "10.77.0.100".parse().unwrap(),
+            first_seen: last_seen,
+            last_seen,
+            frames: 3,
+        }
+    }
+
+    #[test]
+    fn another_mac_is_a_conflict_only_after_this_host_acquired() {
+        let t0 = Instant::now();
+        let mut c = Conflicts {
+            held_since: Some(t0 + Duration::from_secs(1)),
+            ..Conflicts::default()
+        };
+        // The previous holder's last announcement, before this host acquired: a failover.
+        c.judge(t0 + Duration::from_secs(2), &sighting(t0), "10.77.0.100/24");
+        assert!(c.text.is_empty(), "{:?}", c.text);
+        let seen = t0 + Duration::from_secs(2);
+        c.judge(seen, &sighting(seen), "10.77.0.100/24");
+        assert_eq!(c.text.len(), 1);
+        assert!(
+            c.text[0].starts_with(
+                "another host (MAC 02:00:00:00:00:42) answers for the VIP 10.77.0.100 while this \
+                 host holds it"
+            ),
+            "{}",
+            c.text[0]
+        );
+        assert_eq!(c.logged.get(&OTHER), Some(&seen), "logged once");
+        // Again a second later: still in status, not logged again.
+        let later = seen + Duration::from_secs(1);
+        c.judge(later, &sighting(later), "10.77.0.100/24");
+        assert_eq!(c.logged.get(&OTHER), Some(&seen));
+        assert_eq!(c.text.len(), 2);
+    }
+
+    #[test]
+    fn unheld_vip_answered_is_a_note_after_a_quiet_while() {
+        let t0 = Instant::now();
+        let mut c = Conflicts {
+            unheld_since: Some(t0),
+            ..Conflicts::default()
+        };
+        let early = t0 + Duration::from_secs(1);
+        c.judge(early, &sighting(early), "10.77.0.100/24");
+        assert!(c.text.is_empty(), "within a failover: {:?}", c.text);
+        let late = t0 + Duration::from_secs(UNHELD_NOTE_AFTER_S + 1);
+        c.judge(late, &sighting(late), "10.77.0.100/24");
+        assert_eq!(c.text.len(), 1);
+        assert!(
+            c.text[0].contains("no member of this cluster holds it"),
+            "{}",
+            c.text[0]
+        );
+    }
 }
