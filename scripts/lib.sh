@@ -19,6 +19,8 @@ need_tools() {
     command -v nft >/dev/null 2>&1 || pkgs+=(nftables)
     command -v ping >/dev/null 2>&1 || pkgs+=(iputils-ping)
     command -v keepalived >/dev/null 2>&1 || [[ -x /usr/sbin/keepalived ]] || pkgs+=(keepalived)
+    # The VIP conflict test: a stranger announces the VIP with iputils' arping (its -U syntax).
+    arping -V 2>&1 | grep -q iputils || pkgs+=(iputils-arping)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update
