@@ -57,6 +57,19 @@ pub struct NodeConfig {
     /// Fault injection for tests and the simulator only: step raft messages from anyone, without
     /// the trust checks of `guard.rs`, which checkers must catch.
     pub raft_gate_off_for_tests: bool,
+    /// Fault injection for tests and the simulator only: a host runs its install step as soon as
+    /// the plan has it, ignoring the order and without waiting for its start to commit, which
+    /// checkers must catch (I3).
+    pub install_ignores_plan_for_tests: bool,
+    /// Whether this site installs Kubernetes (the agent's `[kubernetes]` section): the leader
+    /// commits a join plan once the site is formed and hosts run their steps (`install.rs`).
+    pub plan: bool,
+    /// Workers that install at once.
+    pub worker_parallelism: u32,
+    /// Backoff before retrying a failed step, doubling per attempt.
+    pub install_retry_ms: u64,
+    /// Attempts of a step before it stays failed until an operator retries it.
+    pub max_install_attempts: u32,
 }
 
 impl NodeConfig {
@@ -83,6 +96,11 @@ impl NodeConfig {
             lease_stretch_pct_for_tests: 100,
             site_rule_off_for_tests: false,
             raft_gate_off_for_tests: false,
+            install_ignores_plan_for_tests: false,
+            plan: false,
+            worker_parallelism: crate::plan::DEFAULT_WORKER_PARALLELISM,
+            install_retry_ms: 5_000,
+            max_install_attempts: 5,
         }
     }
 

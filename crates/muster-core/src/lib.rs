@@ -10,9 +10,11 @@
 pub mod config;
 mod formation;
 pub mod guard;
+mod install;
 mod lease;
 mod log;
 mod node;
+pub mod plan;
 mod removal;
 mod replica;
 pub mod site;

@@ -42,6 +42,14 @@ pub enum Input {
         /// The message.
         envelope: Envelope,
     },
+    /// The shell finished an attempt of this host's install step (`Output::RunInstall`): the
+    /// hook exited 0 and the health probe passed, or why not (secrets scrubbed).
+    InstallDone {
+        /// The attempt `RunInstall` named.
+        attempt: u32,
+        /// Ok, or why the attempt failed.
+        result: Result<(), String>,
+    },
 }
 
 /// Something the node wants done.
@@ -75,6 +83,15 @@ pub enum Output {
     },
     /// Stop holding the VIP: remove it now.
     VipRelease,
+    /// Run this host's install step (the hook, then the health probe) and answer with
+    /// `Input::InstallDone` for `attempt`. Emitted once the step's start is committed; again
+    /// after a restart while it is running (hooks are idempotent).
+    RunInstall {
+        /// This host's role in the plan.
+        role: muster_proto::Role,
+        /// The attempt number.
+        attempt: u32,
+    },
     /// The deny list changed (and once at start): the transport must refuse these identities at
     /// the connection, before anything they send reaches the core (`removal.rs`).
     Denied {
@@ -199,6 +216,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) self_removal_transfer_ms: Option<u64>,
     /// The deny list changed since the shell was last told.
     pub(crate) denied_dirty: bool,
+    /// This host's install step and the leader's plan proposals (`install.rs`).
+    pub(crate) install: crate::install::InstallState,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -255,6 +274,7 @@ impl<S: RaftStore> Node<S> {
             removal_seen_ms: BTreeMap::new(),
             self_removal_transfer_ms: None,
             denied_dirty: false,
+            install: Default::default(),
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -365,6 +385,7 @@ impl<S: RaftStore> Node<S> {
             Input::PeerConnected { id } => self.on_connected(id),
             Input::PeerDisconnected { id } => self.on_disconnected(id),
             Input::Message { from, envelope } => self.on_message(from, envelope)?,
+            Input::InstallDone { attempt, result } => self.on_install_done(attempt, result),
         }
         self.drive_raft()?;
         self.check_removed_self();
@@ -423,6 +444,8 @@ impl<S: RaftStore> Node<S> {
             Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,
             Phase::Member => {
                 self.leader_duties()?;
+                self.plan_duties();
+                self.install_tick();
                 self.merge_check()?;
                 self.merge_probe_tick();
                 self.abandon_stalled_join()?;
@@ -493,6 +516,7 @@ impl<S: RaftStore> Node<S> {
             Some(Body::JoinResponse(r)) => self.on_join_response(from, r),
             Some(Body::Raft(m)) => self.on_raft_message(from, m)?,
             Some(Body::RemoveRequest(r)) => self.on_remove_request(from, r),
+            Some(Body::StepReport(r)) => self.on_step_report(from, r),
             None => tracing::debug!(peer = %crate::format_id(from), "empty envelope ignored"),
         }
         Ok(())
@@ -746,6 +770,7 @@ impl<S: RaftStore> Node<S> {
                     removed_unix_ms: r.unix_ms,
                 })
                 .collect(),
+            plan: self.cluster.plan.clone(),
         }
     }
 

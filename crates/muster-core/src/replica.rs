@@ -329,6 +329,9 @@ impl<S: RaftStore> Node<S> {
                     holders = self.cluster.formed_members.len(),
                     "site formed"
                 ),
+                state::Applied::Plan => {
+                    tracing::debug!(index = e.index, "join plan changed")
+                }
                 state::Applied::Removed(id) => {
                     tracing::warn!(index = e.index, member = %format_id(id), "host removed: refused from now on");
                     self.denied_dirty = true;

@@ -67,6 +67,8 @@ pub enum Applied {
     Formed,
     /// A host was put on the deny list.
     Removed(NodeId),
+    /// The join plan was created, extended, or a step progressed.
+    Plan,
 }
 
 /// Decodes the payload of a normal entry; `None` for raft-rs's empty entries.
@@ -102,6 +104,57 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
             };
             state.removed.push(removed);
             Applied::Removed(r.id)
+        }
+        Some(Kind::CreatePlan(c)) if state.plan.is_none() && formed(state) => {
+            // Every step must name a member; the plan must be well formed (`plan.rs`).
+            let members_only = c.steps.iter().all(|s| member(state, s.node_id).is_some());
+            match crate::plan::checked_plan(&c.steps, c.worker_parallelism, c.unix_ms) {
+                Some(plan) if members_only => {
+                    state.plan = Some(plan);
+                    Applied::Plan
+                }
+                _ => Applied::Nothing,
+            }
+        }
+        Some(Kind::AddWorkers(a)) => {
+            let Some(plan) = state.plan.as_ref() else {
+                return Applied::Nothing;
+            };
+            let fresh: Vec<muster_proto::PlanStep> = a
+                .steps
+                .iter()
+                .filter(|s| {
+                    s.role == muster_proto::Role::Worker as i32
+                        && member(state, s.node_id).is_some()
+                        && !plan.steps.iter().any(|p| p.node_id == s.node_id)
+                })
+                .map(|s| muster_proto::PlanStep {
+                    state: muster_proto::StepState::Pending as i32,
+                    attempts: 0,
+                    started_unix_ms: 0,
+                    finished_unix_ms: 0,
+                    last_error: String::new(),
+                    ..s.clone()
+                })
+                .collect();
+            match state.plan.as_mut() {
+                Some(plan) if !fresh.is_empty() => {
+                    plan.steps.extend(fresh);
+                    Applied::Plan
+                }
+                _ => Applied::Nothing,
+            }
+        }
+        Some(Kind::StepProgress(p)) => {
+            let changed = state
+                .plan
+                .as_mut()
+                .is_some_and(|plan| crate::plan::apply_progress(plan, p));
+            if changed {
+                Applied::Plan
+            } else {
+                Applied::Nothing
+            }
         }
         _ => Applied::Nothing,
     }

@@ -74,6 +74,15 @@ pub struct TestNet {
     pub denied: BTreeSet<(NodeId, NodeId)>,
     /// Connections refused because one side denies the other.
     pub refused_connections: u64,
+    /// How long every install step takes (hook + health probe), virtual ms.
+    pub install_ms: u64,
+    /// Hosts whose next attempts fail: host → failures left.
+    pub fail_installs: BTreeMap<NodeId, u32>,
+    /// Every install run the hosts started: (virtual time, host, role, attempt).
+    pub install_runs: Vec<(u64, NodeId, muster_proto::Role, u32)>,
+    /// Every install result handed back: (virtual time, host, attempt, succeeded).
+    pub install_results: Vec<(u64, NodeId, u32, bool)>,
+    pending_installs: Vec<(u64, NodeId, u32, bool)>,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -104,7 +113,75 @@ impl TestNet {
             adversaries: BTreeMap::new(),
             denied: BTreeSet::new(),
             refused_connections: 0,
+            install_ms: 200,
+            fail_installs: BTreeMap::new(),
+            install_runs: Vec::new(),
+            install_results: Vec::new(),
+            pending_installs: Vec::new(),
         }
+    }
+
+    /// Checks invariant I3 over every install run so far: one host ever ran the init step; a
+    /// host's role never changed; control-plane runs of different hosts never overlapped, and
+    /// none started before the init step succeeded; no worker started before that either.
+    /// Returns the first violation.
+    pub fn check_i3(&self) -> Result<(), String> {
+        use muster_proto::Role;
+        let mut roles: BTreeMap<NodeId, Role> = BTreeMap::new();
+        for (t, host, role, _) in &self.install_runs {
+            if let Some(r) = roles.insert(*host, *role) {
+                if r != *role {
+                    return Err(format!("{host:016x} ran {r:?}, then {role:?} at {t}"));
+                }
+            }
+        }
+        let inits: BTreeSet<NodeId> = roles
+            .iter()
+            .filter(|(_, r)| **r == Role::Init)
+            .map(|(h, _)| *h)
+            .collect();
+        if inits.len() > 1 {
+            return Err(format!("more than one init host: {inits:?}"));
+        }
+        let init_ok = self
+            .install_results
+            .iter()
+            .filter(|(_, h, _, ok)| *ok && inits.contains(h))
+            .map(|(t, ..)| *t)
+            .min();
+        // A run lasts from its start until its host's next result (or forever).
+        let end_of = |start: u64, host: NodeId| {
+            self.install_results
+                .iter()
+                .filter(|(t, h, _, _)| *h == host && *t >= start)
+                .map(|(t, ..)| *t)
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        let cps: Vec<(u64, u64, NodeId)> = self
+            .install_runs
+            .iter()
+            .filter(|(_, _, r, _)| *r == Role::ControlPlane)
+            .map(|(t, h, _, _)| (*t, end_of(*t, *h), *h))
+            .collect();
+        for (t, host, role, _) in &self.install_runs {
+            if *role != Role::Init && init_ok.is_none_or(|ok| *t < ok) {
+                return Err(format!(
+                    "{host:016x} started {role:?} at {t} before the init succeeded"
+                ));
+            }
+        }
+        for (i, a) in cps.iter().enumerate() {
+            for b in &cps[i + 1..] {
+                if a.2 != b.2 && a.0 < b.1 && b.0 < a.1 {
+                    return Err(format!(
+                        "control-plane joins overlapped: {:016x} [{}, {}) and {:016x} [{}, {})",
+                        a.2, a.0, a.1, b.2, b.0, b.1
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Operator `muster remove WHO` asked of `host`: carries out its outputs at once.
@@ -195,8 +272,10 @@ impl TestNet {
         if let Some(node) = host.node.take() {
             host.disk = (*node.store()).clone();
         }
-        // A dead host holds nothing (the agent releases a stale VIP when it starts again).
+        // A dead host holds nothing (the agent releases a stale VIP when it starts again), and
+        // its running hook dies with it.
         self.vip_holders.remove(&id);
+        self.pending_installs.retain(|(_, h, _, _)| *h != id);
         let gone: Vec<_> = self
             .connected
             .iter()
@@ -323,6 +402,18 @@ impl TestNet {
                     self.vip_holders.remove(&id);
                     self.vip_releases.push((self.now_ms, id));
                 }
+                Output::RunInstall { role, attempt } => {
+                    self.install_runs.push((self.now_ms, id, role, attempt));
+                    let fail = match self.fail_installs.get_mut(&id) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            true
+                        }
+                        _ => false,
+                    };
+                    self.pending_installs
+                        .push((self.now_ms + self.install_ms, id, attempt, !fail));
+                }
                 // The transport refuses removed identities at the connection.
                 Output::Denied { removed } => {
                     for r in removed {
@@ -367,6 +458,7 @@ impl TestNet {
                 self.discovery_round();
             }
             self.deliver_due();
+            self.finish_installs();
             if self.now_ms.is_multiple_of(self.tick_interval_ms) {
                 let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
                 for id in ids {
@@ -396,6 +488,23 @@ impl TestNet {
             }
         }
         None
+    }
+
+    fn finish_installs(&mut self) {
+        let now = self.now_ms;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_installs)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.pending_installs = later;
+        for (_, host, attempt, ok) in due {
+            self.install_results.push((now, host, attempt, ok));
+            let result = if ok {
+                Ok(())
+            } else {
+                Err("hook exited with status 1".to_string())
+            };
+            self.input(host, Input::InstallDone { attempt, result });
+        }
     }
 
     fn deliver_due(&mut self) {

@@ -307,6 +307,15 @@ impl Agent {
                     .renew(self.started + Duration::from_millis(until_ms)),
                 Output::VipRelease => self.vip.release().await,
                 Output::Denied { removed } => self.refuse(&removed),
+                // Plans exist only with the core's `plan` set, which this agent does not set
+                // yet (no `[kubernetes]` section): the installer is the next step of issue 9.
+                Output::RunInstall { role, attempt } => {
+                    tracing::error!(
+                        ?role,
+                        attempt,
+                        "install step asked for, but this agent has no installer"
+                    )
+                }
             }
         }
     }

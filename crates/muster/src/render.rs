@@ -57,6 +57,9 @@ pub fn json(s: &StatusResponse) -> Value {
             .map(|d| json!({"reason": d.reason, "count": d.count}))
             .collect::<Vec<_>>(),
     });
+    if let Some(plan) = &s.plan {
+        v["plan"] = plan_json(plan);
+    }
     if let Some(vip) = &s.vip {
         v["vip"] = json!({
             "address": vip.address,
@@ -67,6 +70,47 @@ pub fn json(s: &StatusResponse) -> Value {
         });
     }
     v
+}
+
+/// The `plan` object of the operator contract: `steps` [{`node_id`, `name`, `role`, `order`,
+/// `state`, `attempts`, `started_unix_ms`, `finished_unix_ms`, `last_error`}].
+pub fn plan_json(plan: &muster_proto::Plan) -> Value {
+    use muster_proto::{Role, StepState};
+    let steps: Vec<Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let role = match Role::try_from(s.role) {
+                Ok(Role::Init) => "init",
+                Ok(Role::ControlPlane) => "control-plane",
+                Ok(Role::Worker) => "worker",
+                _ => "unknown",
+            };
+            let state = match StepState::try_from(s.state) {
+                Ok(StepState::Pending) => "pending",
+                Ok(StepState::Running) => "running",
+                Ok(StepState::Succeeded) => "succeeded",
+                Ok(StepState::Failed) => "failed",
+                Err(_) => "unknown",
+            };
+            json!({
+                "node_id": format_id(s.node_id),
+                "name": s.name,
+                "role": role,
+                "order": s.order,
+                "state": state,
+                "attempts": s.attempts,
+                "started_unix_ms": (s.started_unix_ms != 0).then_some(s.started_unix_ms),
+                "finished_unix_ms": (s.finished_unix_ms != 0).then_some(s.finished_unix_ms),
+                "last_error": (!s.last_error.is_empty()).then_some(s.last_error.as_str()),
+            })
+        })
+        .collect();
+    json!({
+        "created_unix_ms": plan.created_unix_ms,
+        "worker_parallelism": plan.worker_parallelism,
+        "steps": steps,
+    })
 }
 
 /// The readable view.
@@ -237,6 +281,39 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("site not yet formed"), "{h}");
+    }
+
+    #[test]
+    fn plan_json_names_roles_and_states() {
+        use muster_proto::{Plan, PlanStep, Role, StepState};
+        let plan = Plan {
+            created_unix_ms: 1,
+            worker_parallelism: 3,
+            steps: vec![
+                PlanStep {
+                    node_id: 1,
+                    name: "a".into(),
+                    role: Role::Init as i32,
+                    state: StepState::Succeeded as i32,
+                    attempts: 1,
+                    ..Default::default()
+                },
+                PlanStep {
+                    node_id: 2,
+                    name: "b".into(),
+                    role: Role::ControlPlane as i32,
+                    state: StepState::Failed as i32,
+                    last_error: "exit 1".into(),
+                    ..Default::default()
+                },
+            ],
+        };
+        let v = plan_json(&plan);
+        assert_eq!(v["steps"][0]["role"], "init");
+        assert_eq!(v["steps"][0]["state"], "succeeded");
+        assert_eq!(v["steps"][1]["role"], "control-plane");
+        assert_eq!(v["steps"][1]["last_error"], "exit 1");
+        assert!(v["steps"][0]["last_error"].is_null());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! - **I6 liveness**: within `liveness_bound_ms` of the last fault the site is formed (one
 //!   cluster, a leader every up host follows, every up host a member, and with a VIP configured
 //!   the leader holds it); afterwards it never stays unformed that long again.
-//! - I3 (plan stability) needs join plans, which the core does not have yet.
+//! - I3 (plan stability) is checked in `install.rs` on simulated install runs.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -79,7 +79,7 @@ pub struct SiteView {
 pub struct Violation {
     /// Virtual time.
     pub at_ms: u64,
-    /// "I1", "I2", "I4", "I5", "I6" or "core" (a fatal core error).
+    /// "I1", "I2", "I3", "I4", "I5", "I6" or "core" (a fatal core error).
     pub invariant: &'static str,
     /// What was seen.
     pub detail: String,
@@ -108,6 +108,8 @@ pub struct CheckCounts {
     pub i6_liveness: u64,
     /// Site-wide checks that no host follows or lists an adversary.
     pub i5_isolation: u64,
+    /// Install runs checked for I3 (roles, one init, order) (`install.rs`).
+    pub i3_runs: u64,
 }
 
 /// The checker's state.

@@ -126,6 +126,7 @@ impl Sim {
         let site = self.site_view();
         let one = self.scenario.expect.one_cluster_at_end;
         self.checker.finish(self.now_ms, &site, one);
+        self.check_plan_done();
         if let (Some(max), Some(f)) = (
             self.scenario.expect.max_formation_ms,
             self.metrics.formation_ms(),

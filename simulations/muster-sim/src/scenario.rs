@@ -55,6 +55,37 @@ pub struct Scenario {
     /// Hosts that hold the site key but are never admitted, attacking the site.
     #[serde(default)]
     pub adversary: AdversarySpec,
+    /// Simulated Kubernetes install steps (the join plan, I3).
+    #[serde(default)]
+    pub install: InstallSpec,
+}
+
+/// Simulated install steps (`install.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstallSpec {
+    /// The site installs Kubernetes: the leader commits a plan once formed (core `plan`).
+    pub enabled: bool,
+    /// Each hook run takes a uniformly random time in this range.
+    pub duration_ms: [u64; 2],
+    /// Probability in percent that a run fails.
+    pub fail_pct: f64,
+    /// Core `install_retry_ms`: backoff before a failed step is retried (doubling).
+    pub retry_ms: u64,
+    /// At the end every up host's plan must have every step succeeded.
+    pub expect_done: bool,
+}
+
+impl Default for InstallSpec {
+    fn default() -> Self {
+        InstallSpec {
+            enabled: false,
+            duration_ms: [200, 1_000],
+            fail_pct: 0.0,
+            retry_ms: 500,
+            expect_done: true,
+        }
+    }
 }
 
 /// The adversary model (`adversary.rs`): identities that hold the site key (they connect to
@@ -326,6 +357,8 @@ pub struct TestFaults {
     pub no_vip_fence: bool,
     /// Core `raft_gate_off_for_tests`: raft messages from anyone are stepped (no trust checks).
     pub raft_gate_off: bool,
+    /// Core `install_ignores_plan_for_tests`: hosts run their install steps out of order.
+    pub install_ignores_plan: bool,
 }
 
 impl Default for TestFaults {
@@ -338,6 +371,7 @@ impl Default for TestFaults {
             site_rule_off: false,
             no_vip_fence: false,
             raft_gate_off: false,
+            install_ignores_plan: false,
         }
     }
 }

@@ -64,6 +64,13 @@ pub(crate) enum Ev {
     Check,
     /// Adversary `k` sends one crafted message (`adversary.rs`).
     Adversary(u32),
+    /// A simulated install hook finished (`install.rs`).
+    InstallDone {
+        host: u32,
+        inc: u32,
+        attempt: u32,
+        ok: bool,
+    },
     /// An input that arrived while its host was paused.
     Deferred(u32, u32, Input),
 }
@@ -145,6 +152,8 @@ pub struct Sim {
     pub events: u64,
     /// Identities that hold the site key but are never admitted.
     pub adversaries: Vec<crate::adversary::Adversary>,
+    /// The I3 checker of simulated install steps.
+    pub installs: crate::install::InstallChecker,
 }
 
 impl Sim {
@@ -221,6 +230,7 @@ impl Sim {
             trace_violations: 0,
             events: 0,
             adversaries,
+            installs: Default::default(),
         };
         sim.schedule_boots();
         sim.schedule_adversaries();
@@ -241,6 +251,9 @@ impl Sim {
         c.lease_stretch_pct_for_tests = s.test_faults.lease_stretch_pct;
         c.site_rule_off_for_tests = s.test_faults.site_rule_off;
         c.raft_gate_off_for_tests = s.test_faults.raft_gate_off;
+        c.plan = s.install.enabled;
+        c.install_ignores_plan_for_tests = s.test_faults.install_ignores_plan;
+        c.install_retry_ms = s.install.retry_ms;
         let t = &s.timing;
         if let Some(v) = t.settle_ms {
             c.settle_ms = v;
@@ -380,6 +393,12 @@ impl Sim {
                 self.q.push(t + self.check_ms, Ev::Check);
             }
             Ev::Adversary(k) => self.adversary_act(k as usize),
+            Ev::InstallDone {
+                host,
+                inc,
+                attempt,
+                ok,
+            } => self.on_install_done(host as usize, inc, attempt, ok),
         }
     }
 
@@ -496,6 +515,7 @@ impl Sim {
         }
         self.metrics.mark(t, i, Mark::Down);
         self.checker.on_crash(i);
+        self.install_crashed(i);
         let peers: Vec<usize> = self.net.peers(i).collect();
         for j in peers {
             self.disconnect(i, j);
@@ -629,6 +649,7 @@ impl Sim {
                     let fence = self.fence_at(i, until_ms);
                     self.checker.on_vip(self.now_ms, i, false, Some(fence));
                 }
+                Output::RunInstall { role, attempt } => self.on_run_install(i, role, attempt),
                 Output::Denied { removed } => {
                     // The transport refuses removed identities: drop the connections.
                     for r in removed {
@@ -737,6 +758,13 @@ fn hash_envelope(h: &mut crate::trace::Fnv64, e: &Envelope) {
         Some(Body::RemoveRequest(x)) => {
             h.u64(5);
             h.u64(x.node_id);
+        }
+        Some(Body::StepReport(x)) => {
+            h.u64(6);
+            if let Some(p) = &x.progress {
+                h.u64(p.node_id);
+                h.u64(u64::from(p.attempt) << 8 | p.state as u64);
+            }
         }
         None => h.u64(0),
     }

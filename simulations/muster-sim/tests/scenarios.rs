@@ -231,6 +231,27 @@ fn adversaries_that_hold_the_key_change_nothing() {
     }
 }
 
+/// The join plan through leader kills, a power cycle, failing hooks and late workers: I3 holds
+/// and every step succeeds (checked at the end).
+#[test]
+fn join_plans_keep_their_order_through_faults() {
+    for name in ["plan-leader-loss", "plan-late-workers"] {
+        let sc = load(name);
+        for seed in 0..3 {
+            let r = run(&sc, name, seed);
+            assert!(r.passed, "{name} seed {seed} failed:\n{}", r.summary());
+            assert!(r.checks.i3_runs >= 5, "{name}: install runs checked");
+        }
+    }
+}
+
+/// Hosts that run their steps out of order are caught as I3.
+#[test]
+fn out_of_order_installs_are_caught() {
+    let r = first_failure("bug-plan-order", 0..3);
+    assert_caught("bug-plan-order", "I3", &r);
+}
+
 /// Without the raft trust checks the same adversaries break the site, and the checker says so.
 #[test]
 fn missing_raft_gate_is_caught() {

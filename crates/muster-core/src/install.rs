@@ -1,0 +1,238 @@
+//! The core's side of the Kubernetes install: the leader commits the join plan and proposes
+//! progress; each host starts its own step when the plan allows it and reports back. The shell
+//! runs the hook ([`Output::RunInstall`](crate::Output::RunInstall)) and tells the result
+//! ([`Input::InstallDone`](crate::Input::InstallDone)); the rules are in `plan.rs`.
+//!
+//! A host's step goes: eligible and pending (or failed, after a backoff, below the attempt limit)
+//! → the host reports `Running` with the next attempt number → once that is applied (durable),
+//! the host emits `RunInstall` for that attempt → the shell's result is reported as `Succeeded` /
+//! `Failed`. Reports go to the leader (`StepReport`, taken only from the member the step belongs
+//! to), which proposes them as `StepProgress`; a report not yet applied is repeated every
+//! [`REPORT_RETRY_MS`]. A host that restarts with its step `Running` emits `RunInstall` again:
+//! the hook is re-run (hooks are idempotent), never silently marked done.
+//!
+//! Plans exist only with `NodeConfig::plan` set (the agent's `[kubernetes]` section).
+
+use muster_proto::envelope::Body;
+use muster_proto::{AddWorkers, Command, CreatePlan, Role, StepProgress, StepReport, StepState};
+
+use crate::config::{format_id, NodeId};
+use crate::node::{Node, Output};
+use crate::plan;
+use crate::storage::RaftStore;
+
+/// A host's report not yet applied is sent again this often; the leader re-proposes the plan
+/// or new workers this often too.
+pub const REPORT_RETRY_MS: u64 = 1_000;
+
+/// The host-side install bookkeeping (in memory: a restart re-runs a running step).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InstallState {
+    /// The attempt this host launched (`RunInstall`) in this process.
+    pub launched: Option<u32>,
+    /// A result of the shell not yet applied, and when it was last sent.
+    pub result: Option<(StepProgress, Option<u64>)>,
+    /// When this host last asked to start its step.
+    pub start_sent_ms: Option<u64>,
+    /// Leader: when it last proposed the plan or new workers.
+    pub plan_proposed_ms: Option<u64>,
+}
+
+impl<S: RaftStore> Node<S> {
+    /// Leader only: commits the plan once the site is formed, and appends members that joined
+    /// later as workers.
+    pub(crate) fn plan_duties(&mut self) {
+        if !self.cfg.plan || !self.is_leader() || !self.site_formed() {
+            return;
+        }
+        let now = self.now_ms;
+        let due = self
+            .install
+            .plan_proposed_ms
+            .is_none_or(|t| now >= t + REPORT_RETRY_MS);
+        if !due {
+            return;
+        }
+        let members: Vec<_> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| !self.is_removed(m.id))
+            .cloned()
+            .collect();
+        let cmd = match &self.cluster.plan {
+            None => {
+                tracing::info!(
+                    members = members.len(),
+                    "site formed: committing the join plan with this host as init"
+                );
+                muster_proto::command::Kind::CreatePlan(CreatePlan {
+                    steps: plan::make_steps(&members, self.cfg.id),
+                    worker_parallelism: self.cfg.worker_parallelism,
+                    unix_ms: self.unix_ms,
+                })
+            }
+            Some(p) => {
+                let steps = plan::new_workers(p, &members);
+                if steps.is_empty() {
+                    return;
+                }
+                muster_proto::command::Kind::AddWorkers(AddWorkers { steps })
+            }
+        };
+        self.install.plan_proposed_ms = Some(now);
+        self.propose_command(Command { kind: Some(cmd) });
+    }
+
+    /// Every host: starts its step when the plan allows it, launches the hook once the start is
+    /// applied, and repeats its last result until it is applied.
+    pub(crate) fn install_tick(&mut self) {
+        let Some(plan) = self.cluster.plan.as_ref() else {
+            return;
+        };
+        let Some(step) = plan::step_of(plan, self.cfg.id).cloned() else {
+            return;
+        };
+        let state = StepState::try_from(step.state).unwrap_or(StepState::Pending);
+        let now = self.now_ms;
+        if self.cfg.install_ignores_plan_for_tests && self.install.launched.is_none() {
+            let role = Role::try_from(step.role).unwrap_or(Role::Unspecified);
+            self.install.launched = Some(step.attempts + 1);
+            self.out.push(Output::RunInstall {
+                role,
+                attempt: step.attempts + 1,
+            });
+            return;
+        }
+        // A result reported and applied (or overtaken by a newer attempt) is done with.
+        if let Some((r, _)) = &self.install.result {
+            if r.attempt != step.attempts || state != StepState::Running {
+                self.install.result = None;
+            }
+        }
+        match state {
+            StepState::Running if self.install.launched != Some(step.attempts) => {
+                let role = Role::try_from(step.role).unwrap_or(Role::Unspecified);
+                self.install.launched = Some(step.attempts);
+                tracing::info!(role = ?role, attempt = step.attempts, "install step started: running the hook");
+                self.out.push(Output::RunInstall {
+                    role,
+                    attempt: step.attempts,
+                });
+            }
+            StepState::Running => self.resend_result(),
+            StepState::Pending | StepState::Failed => {
+                if !plan::eligible(plan).contains(&self.cfg.id) {
+                    return;
+                }
+                if state == StepState::Failed
+                    && !self.retry_due(step.attempts, step.finished_unix_ms)
+                {
+                    return;
+                }
+                let due = self
+                    .install
+                    .start_sent_ms
+                    .is_none_or(|t| now >= t + REPORT_RETRY_MS);
+                if due {
+                    self.install.start_sent_ms = Some(now);
+                    let p = self.progress(StepState::Running, step.attempts + 1, String::new());
+                    self.report(p);
+                }
+            }
+            StepState::Succeeded => {}
+        }
+    }
+
+    /// Whether a failed step may be tried again: below the attempt limit and after a backoff of
+    /// `install_retry_ms` doubling per attempt (measured on the wall clock of the report).
+    fn retry_due(&self, attempts: u32, failed_unix_ms: u64) -> bool {
+        if attempts >= self.cfg.max_install_attempts {
+            return false;
+        }
+        let backoff = self
+            .cfg
+            .install_retry_ms
+            .saturating_mul(1 << attempts.saturating_sub(1).min(6));
+        self.unix_ms >= failed_unix_ms.saturating_add(backoff)
+    }
+
+    fn progress(&self, state: StepState, attempt: u32, error: String) -> StepProgress {
+        StepProgress {
+            node_id: self.cfg.id,
+            state: state as i32,
+            attempt,
+            unix_ms: self.unix_ms,
+            error,
+        }
+    }
+
+    /// The shell finished attempt `attempt` of this host's step.
+    pub(crate) fn on_install_done(&mut self, attempt: u32, result: Result<(), String>) {
+        let (state, error) = match result {
+            Ok(()) => (StepState::Succeeded, String::new()),
+            Err(e) => (StepState::Failed, e),
+        };
+        tracing::info!(attempt, state = ?state, "install step finished");
+        let p = self.progress(state, attempt, error);
+        self.install.result = Some((p, None));
+        self.resend_result();
+    }
+
+    fn resend_result(&mut self) {
+        let now = self.now_ms;
+        let Some((p, sent)) = self.install.result.clone() else {
+            return;
+        };
+        if sent.is_none_or(|t| now >= t + REPORT_RETRY_MS) {
+            self.install.result = Some((p.clone(), Some(now)));
+            self.report(p);
+        }
+    }
+
+    /// Proposes our report if we lead, else sends it to the leader.
+    fn report(&mut self, p: StepProgress) {
+        if self.is_leader() {
+            self.propose_command(Command {
+                kind: Some(muster_proto::command::Kind::StepProgress(p)),
+            });
+            return;
+        }
+        let leader = self.leader_id();
+        if leader != 0 {
+            let report = StepReport {
+                cluster_id: self.cluster.cluster_id,
+                progress: Some(p),
+            };
+            self.send(leader, Body::StepReport(report));
+        }
+    }
+
+    /// A member reports its own step to us (the leader).
+    pub(crate) fn on_step_report(&mut self, from: NodeId, r: StepReport) {
+        let own = r.progress.as_ref().is_some_and(|p| p.node_id == from);
+        let member = crate::state::member(&self.cluster, from).is_some();
+        if r.cluster_id != self.cluster.cluster_id || !member || !own {
+            self.drops.note(
+                "step report not from the step's own member",
+                from,
+                self.now_ms,
+            );
+            return;
+        }
+        if !self.is_leader() {
+            self.drops.note(
+                "step report to a host that is not the leader",
+                from,
+                self.now_ms,
+            );
+            return;
+        }
+        if let Some(p) = r.progress {
+            tracing::debug!(host = %format_id(from), state = p.state, attempt = p.attempt, "step report");
+            self.propose_command(Command {
+                kind: Some(muster_proto::command::Kind::StepProgress(p)),
+            });
+        }
+    }
+}

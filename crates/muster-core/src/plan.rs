@@ -1,0 +1,355 @@
+//! The join plan of the Kubernetes install, as pure functions over the replicated [`Plan`]
+//! (invariant I3). Applied by `state::apply_command`; read by `install.rs` (when may this host
+//! start its step) and by the leader (what to propose).
+//!
+//! The plan is made once, by the leader, when the site is formed: the leader is the init host
+//! (so the VIP and the first API server coincide), the other voters join the control plane one
+//! at a time in join order, the learners are workers; members that join later are appended as
+//! workers. Roles are fixed when a step is created: no command changes a step's role, and
+//! exactly one init step exists in a plan (I3).
+//!
+//! Who may start ([`eligible`]): the init step first; once it succeeded, the first control-plane
+//! step that has not succeeded (one at a time, in order, each only after the previous one
+//! succeeded), and workers up to `worker_parallelism` at once. A step starts when its `Running`
+//! is applied ([`apply_progress`] refuses a start the plan does not allow at that point of the
+//! log), so the hook runs only after its start is durable; a crash mid-step resumes it.
+
+use muster_proto::{Member, Plan, PlanStep, Role, StepProgress, StepState};
+
+use crate::config::NodeId;
+
+/// Workers that install at once unless configured otherwise.
+pub const DEFAULT_WORKER_PARALLELISM: u32 = 3;
+
+/// The plan a leader makes: itself as init, the other voters as control-plane joins in join
+/// order, the learners as workers.
+pub fn make_steps(members: &[Member], leader: NodeId) -> Vec<PlanStep> {
+    let mut steps = Vec::with_capacity(members.len());
+    if let Some(l) = members.iter().find(|m| m.id == leader) {
+        steps.push(step(l, Role::Init, 0));
+    }
+    let voters = members.iter().filter(|m| m.voter && m.id != leader);
+    for (k, m) in voters.enumerate() {
+        steps.push(step(m, Role::ControlPlane, k as u32));
+    }
+    let learners = members.iter().filter(|m| !m.voter && m.id != leader);
+    for (k, m) in learners.enumerate() {
+        steps.push(step(m, Role::Worker, k as u32));
+    }
+    steps
+}
+
+fn step(m: &Member, role: Role, order: u32) -> PlanStep {
+    PlanStep {
+        node_id: m.id,
+        name: m.name.clone(),
+        role: role as i32,
+        order,
+        ..Default::default()
+    }
+}
+
+/// Worker steps for members the plan does not have yet, ordered after the existing workers.
+pub fn new_workers(plan: &Plan, members: &[Member]) -> Vec<PlanStep> {
+    let next = plan
+        .steps
+        .iter()
+        .filter(|s| s.role == Role::Worker as i32)
+        .map(|s| s.order + 1)
+        .max()
+        .unwrap_or(0);
+    members
+        .iter()
+        .filter(|m| !plan.steps.iter().any(|s| s.node_id == m.id))
+        .enumerate()
+        .map(|(k, m)| step(m, Role::Worker, next + k as u32))
+        .collect()
+}
+
+/// A plan as committed: the steps must have exactly one init, distinct hosts and known roles;
+/// otherwise `None` (the command changes nothing, alike on every member).
+pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Option<Plan> {
+    let inits = steps.iter().filter(|s| s.role == Role::Init as i32).count();
+    let mut ids: Vec<NodeId> = steps.iter().map(|s| s.node_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let known = steps
+        .iter()
+        .all(|s| matches!(Role::try_from(s.role), Ok(r) if r != Role::Unspecified));
+    if inits != 1 || ids.len() != steps.len() || !known {
+        return None;
+    }
+    let steps = steps
+        .iter()
+        .map(|s| PlanStep {
+            state: StepState::Pending as i32,
+            attempts: 0,
+            started_unix_ms: 0,
+            finished_unix_ms: 0,
+            last_error: String::new(),
+            ..s.clone()
+        })
+        .collect();
+    Some(Plan {
+        created_unix_ms: unix_ms,
+        steps,
+        worker_parallelism: parallelism.max(1),
+    })
+}
+
+fn state_of(s: &PlanStep) -> StepState {
+    StepState::try_from(s.state).unwrap_or(StepState::Pending)
+}
+
+fn role_of(s: &PlanStep) -> Role {
+    Role::try_from(s.role).unwrap_or(Role::Unspecified)
+}
+
+/// The hosts whose step may start (or is running) now, by the rules in the module docs.
+pub fn eligible(plan: &Plan) -> Vec<NodeId> {
+    let done = |s: &PlanStep| state_of(s) == StepState::Succeeded;
+    let Some(init) = plan.steps.iter().find(|s| role_of(s) == Role::Init) else {
+        return Vec::new();
+    };
+    if !done(init) {
+        return vec![init.node_id];
+    }
+    let mut out = Vec::new();
+    let mut cps: Vec<&PlanStep> = plan
+        .steps
+        .iter()
+        .filter(|s| role_of(s) == Role::ControlPlane)
+        .collect();
+    cps.sort_by_key(|s| s.order);
+    if let Some(next) = cps.into_iter().find(|s| !done(s)) {
+        out.push(next.node_id);
+    }
+    let mut workers: Vec<&PlanStep> = plan
+        .steps
+        .iter()
+        .filter(|s| role_of(s) == Role::Worker && !done(s))
+        .collect();
+    workers.sort_by_key(|s| (state_of(s) != StepState::Running, s.order));
+    out.extend(
+        workers
+            .into_iter()
+            .take(plan.worker_parallelism.max(1) as usize)
+            .map(|s| s.node_id),
+    );
+    out
+}
+
+/// Applies a host's progress report. Allowed: a start (`Running` with the next attempt number)
+/// of an eligible step that is pending, failed or running an earlier attempt (resumed after a
+/// crash); `Succeeded` / `Failed` of the attempt that is running. Anything else changes nothing.
+/// Returns whether the plan changed.
+pub fn apply_progress(plan: &mut Plan, p: &StepProgress) -> bool {
+    let allowed_start = eligible(plan).contains(&p.node_id);
+    let Some(step) = plan.steps.iter_mut().find(|s| s.node_id == p.node_id) else {
+        return false;
+    };
+    let now = state_of(step);
+    match StepState::try_from(p.state) {
+        Ok(StepState::Running)
+            if allowed_start && now != StepState::Succeeded && p.attempt == step.attempts + 1 =>
+        {
+            step.state = StepState::Running as i32;
+            step.attempts = p.attempt;
+            step.started_unix_ms = p.unix_ms;
+            true
+        }
+        Ok(done @ (StepState::Succeeded | StepState::Failed))
+            if now == StepState::Running && p.attempt == step.attempts =>
+        {
+            step.state = done as i32;
+            step.finished_unix_ms = p.unix_ms;
+            step.last_error = if done == StepState::Failed {
+                p.error.chars().take(MAX_ERROR_CHARS).collect()
+            } else {
+                String::new()
+            };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Longest error text kept in a step.
+pub const MAX_ERROR_CHARS: usize = 512;
+
+/// The step of `id`, if the plan has one.
+pub fn step_of(plan: &Plan, id: NodeId) -> Option<&PlanStep> {
+    plan.steps.iter().find(|s| s.node_id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, voter: bool) -> Member {
+        Member {
+            id,
+            name: format!("h{id}"),
+            voter,
+            ..Default::default()
+        }
+    }
+
+    fn progress(id: u64, state: StepState, attempt: u32) -> StepProgress {
+        StepProgress {
+            node_id: id,
+            state: state as i32,
+            attempt,
+            unix_ms: 10,
+            error: "boom".into(),
+        }
+    }
+
+    fn five() -> Plan {
+        let members = vec![
+            member(1, true),
+            member(2, true),
+            member(3, true),
+            member(4, false),
+            member(5, false),
+        ];
+        checked_plan(&make_steps(&members, 2), 1, 7).expect("valid")
+    }
+
+    fn roles(plan: &Plan) -> Vec<(u64, Role)> {
+        plan.steps.iter().map(|s| (s.node_id, role_of(s))).collect()
+    }
+
+    #[test]
+    fn the_leader_inits_voters_join_the_control_plane_learners_are_workers() {
+        let plan = five();
+        assert_eq!(
+            roles(&plan),
+            vec![
+                (2, Role::Init),
+                (1, Role::ControlPlane),
+                (3, Role::ControlPlane),
+                (4, Role::Worker),
+                (5, Role::Worker)
+            ]
+        );
+        assert_eq!(eligible(&plan), vec![2], "init first, alone");
+    }
+
+    #[test]
+    fn control_plane_joins_run_one_at_a_time_and_workers_in_bounded_parallel() {
+        let mut plan = five();
+        assert!(
+            !apply_progress(&mut plan, &progress(1, StepState::Running, 1)),
+            "cp before init"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Running, 1)
+        ));
+        assert_eq!(eligible(&plan), vec![2], "nothing else while init runs");
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Succeeded, 1)
+        ));
+        assert_eq!(
+            eligible(&plan),
+            vec![1, 4],
+            "first cp and one worker (parallelism 1)"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(1, StepState::Running, 1)
+        ));
+        assert!(
+            !apply_progress(&mut plan, &progress(3, StepState::Running, 1)),
+            "second cp waits"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(4, StepState::Running, 1)
+        ));
+        assert!(
+            !apply_progress(&mut plan, &progress(5, StepState::Running, 1)),
+            "worker slots full"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(1, StepState::Failed, 1)
+        ));
+        assert_eq!(step_of(&plan, 1).unwrap().last_error, "boom");
+        assert!(
+            !apply_progress(&mut plan, &progress(3, StepState::Running, 1)),
+            "a failed cp still blocks the next"
+        );
+        assert!(
+            apply_progress(&mut plan, &progress(1, StepState::Running, 2)),
+            "retry"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(1, StepState::Succeeded, 2)
+        ));
+        assert!(apply_progress(
+            &mut plan,
+            &progress(3, StepState::Running, 1)
+        ));
+        let before = roles(&plan);
+        // A late member becomes a worker; no role ever changed.
+        let late = new_workers(&plan, &[member(9, false), member(1, true)]);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].order, 2);
+        plan.steps.extend(late);
+        assert_eq!(&roles(&plan)[..5], &before[..]);
+    }
+
+    #[test]
+    fn stale_and_out_of_order_reports_change_nothing() {
+        let mut plan = five();
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Running, 1)
+        ));
+        // A resumed attempt after a crash: attempt 2 while 1 runs.
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Running, 2)
+        ));
+        // The old attempt's result arrives late: ignored.
+        assert!(!apply_progress(
+            &mut plan,
+            &progress(2, StepState::Succeeded, 1)
+        ));
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Succeeded, 2)
+        ));
+        let done = plan.clone();
+        for p in [
+            progress(2, StepState::Running, 3),
+            progress(2, StepState::Failed, 2),
+            progress(77, StepState::Running, 1),
+        ] {
+            assert!(!apply_progress(&mut plan, &p));
+        }
+        assert_eq!(plan, done, "a succeeded step is final");
+    }
+
+    #[test]
+    fn malformed_plans_are_refused() {
+        let members = vec![member(1, true), member(2, true)];
+        let mut two_inits = make_steps(&members, 1);
+        two_inits[1].role = Role::Init as i32;
+        assert!(checked_plan(&two_inits, 3, 0).is_none());
+        let mut dup = make_steps(&members, 1);
+        dup[1].node_id = 1;
+        assert!(checked_plan(&dup, 3, 0).is_none());
+        let mut unknown = make_steps(&members, 1);
+        unknown[1].role = 42;
+        assert!(checked_plan(&unknown, 3, 0).is_none());
+        assert!(
+            checked_plan(&make_steps(&members, 9), 3, 0).is_none(),
+            "leader not a member: no init"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Scenario tests of the join plan over the in-memory site (install steps are simulated by
+//! `TestNet`: each run takes `install_ms`, some fail on demand): what an operator checks — every
+//! step succeeded, the init host was the leader, control-plane joins ran one at a time after the
+//! init, workers after it — and invariant I3 across leader crashes, power cycles and failures.
+
+use std::collections::BTreeSet;
+
+use muster_core::testnet::TestNet;
+use muster_core::NodeId;
+use muster_proto::{Role, StepState};
+
+fn site(seed: u64, n: usize) -> (TestNet, Vec<NodeId>) {
+    TestNet::formed_site(seed, n, |c| {
+        c.vip = true;
+        c.plan = true;
+        c.install_retry_ms = 300;
+    })
+}
+
+fn steps(net: &TestNet, at: NodeId) -> Vec<(NodeId, Role, StepState, u32)> {
+    net.node(at)
+        .cluster_state()
+        .plan
+        .as_ref()
+        .map(|p| {
+            p.steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.node_id,
+                        Role::try_from(s.role).unwrap_or(Role::Unspecified),
+                        StepState::try_from(s.state).unwrap_or(StepState::Pending),
+                        s.attempts,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn all_done(net: &TestNet, at: NodeId, n: usize) -> bool {
+    let s = steps(net, at);
+    s.len() == n && s.iter().all(|(_, _, st, _)| *st == StepState::Succeeded)
+}
+
+fn run_to_done(net: &mut TestNet, ids: &[NodeId], limit_ms: u64) {
+    let n = ids.len();
+    let done = net.run_until(limit_ms, |net| {
+        net.up_ids().iter().all(|id| all_done(net, *id, n))
+    });
+    assert!(
+        done.is_some(),
+        "plan did not complete:\n{}\nsteps: {:?}",
+        net.describe(),
+        steps(net, net.up_ids()[0])
+    );
+    net.check_i3().expect("I3");
+}
+
+#[test]
+fn five_hosts_install_in_order_with_the_leader_as_init() {
+    let (mut net, ids) = site(1, 5);
+    let leader = net.node(ids[0]).leader_id();
+    run_to_done(&mut net, &ids, 30_000);
+    let plan = steps(&net, ids[0]);
+    let init: Vec<NodeId> = plan
+        .iter()
+        .filter(|s| s.1 == Role::Init)
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(
+        init,
+        vec![leader],
+        "the leader at plan time is the init host"
+    );
+    let count = |r: Role| plan.iter().filter(|s| s.1 == r).count();
+    assert_eq!(
+        (count(Role::ControlPlane), count(Role::Worker)),
+        (2, 2),
+        "the other voters join the control plane, the learners are workers"
+    );
+    // Every run, in start order: the init first; each control-plane run started after the
+    // previous one's result.
+    let order: Vec<Role> = net.install_runs.iter().map(|r| r.2).collect();
+    assert_eq!(order[0], Role::Init);
+    assert_eq!(net.install_runs.len(), 5, "one run each, no failures");
+    let status = net.node(ids[2]).status();
+    let p = status.plan.expect("plan in status");
+    assert!(p
+        .steps
+        .iter()
+        .all(|s| s.finished_unix_ms >= s.started_unix_ms));
+}
+
+#[test]
+fn a_leader_killed_mid_plan_never_causes_a_second_init() {
+    let (mut net, ids) = site(2, 5);
+    net.install_ms = 1_000;
+    // Let the init finish and the first control-plane join start, then kill the leader.
+    let started = net.run_until(20_000, |net| {
+        net.install_runs.iter().any(|r| r.2 == Role::ControlPlane)
+    });
+    assert!(started.is_some(), "a control-plane join started");
+    let leader = net.node(ids[0]).leader_id();
+    net.crash(leader);
+    net.run_for(3_000);
+    net.start(leader);
+    run_to_done(&mut net, &ids, 60_000);
+    let inits: BTreeSet<NodeId> = net
+        .install_runs
+        .iter()
+        .filter(|r| r.2 == Role::Init)
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(inits.len(), 1, "one init host ever");
+}
+
+#[test]
+fn a_failing_step_is_retried_with_backoff_until_it_succeeds() {
+    let (mut net, ids) = site(3, 3);
+    let leader = net.node(ids[0]).leader_id();
+    let cp = *ids.iter().find(|id| **id != leader).expect("a joiner");
+    net.fail_installs.insert(cp, 2);
+    // While it fails, status shows the error and the attempts.
+    let seen_failed = net.run_until(20_000, |net| {
+        steps(net, leader)
+            .iter()
+            .any(|s| s.0 == cp && s.2 == StepState::Failed)
+    });
+    assert!(seen_failed.is_some(), "the failure is visible");
+    let s = net.node(leader).status().plan.expect("plan");
+    let step = s.steps.iter().find(|s| s.node_id == cp).expect("step");
+    assert!(
+        step.last_error.contains("status 1"),
+        "{:?}",
+        step.last_error
+    );
+    run_to_done(&mut net, &ids, 30_000);
+    let step = steps(&net, leader)
+        .into_iter()
+        .find(|s| s.0 == cp)
+        .expect("step");
+    assert_eq!(step.3, 3, "two failures, then success on the third attempt");
+}
+
+#[test]
+fn a_whole_site_power_cycle_mid_plan_resumes_running_steps() {
+    let (mut net, ids) = site(4, 4);
+    net.install_ms = 2_000;
+    let running = net.run_until(20_000, |net| !net.install_runs.is_empty());
+    assert!(running.is_some());
+    net.run_for(500);
+    for id in &ids {
+        net.crash(*id);
+    }
+    net.run_for(1_000);
+    for id in &ids {
+        net.start(*id);
+    }
+    run_to_done(&mut net, &ids, 60_000);
+    // The step that was running when power went was run again (resumed), not marked done.
+    let first = net.install_runs[0].1;
+    let runs_of_first = net.install_runs.iter().filter(|r| r.1 == first).count();
+    assert!(runs_of_first >= 2, "the interrupted step was re-run");
+}
+
+#[test]
+fn a_host_that_joins_later_is_appended_as_a_worker() {
+    let (mut net, ids) = site(5, 3);
+    run_to_done(&mut net, &ids, 30_000);
+    let late = net.add_host("late", |c| {
+        c.expected_nodes = 3;
+        c.vip = true;
+        c.plan = true;
+    });
+    net.start(late);
+    let mut all = ids.clone();
+    all.push(late);
+    run_to_done(&mut net, &all, 30_000);
+    let s = steps(&net, ids[0]);
+    assert!(s.iter().any(|x| x.0 == late && x.1 == Role::Worker));
+}
