@@ -172,6 +172,93 @@ impl RaftGate {
     }
 }
 
+/// Whether raft-rs can restore `cs` (a snapshot's configuration): the same changes raft-rs's
+/// `confchange::restore` makes, run on a scratch tracker, so an invalid one is refused here
+/// instead of reaching raft-rs's panic ("invalid restore").
+pub fn restorable(cs: &raft::prelude::ConfState) -> bool {
+    use raft::prelude::{ConfChangeSingle, ConfChangeType};
+    let single = |id: u64, t: ConfChangeType| {
+        let mut c = ConfChangeSingle::default();
+        c.node_id = id;
+        c.set_change_type(t);
+        c
+    };
+    if cs.voters.is_empty() && cs.voters_outgoing.is_empty() {
+        return false;
+    }
+    let all = cs
+        .voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next);
+    if all.clone().any(|id| *id == 0) || all.count() > MAX_CONF_IDS {
+        return false;
+    }
+    let mut tracker = raft::ProgressTracker::new(1);
+    let outgoing: Vec<_> = cs
+        .voters_outgoing
+        .iter()
+        .map(|id| single(*id, ConfChangeType::AddNode))
+        .collect();
+    let mut incoming: Vec<_> = cs
+        .voters_outgoing
+        .iter()
+        .map(|id| single(*id, ConfChangeType::RemoveNode))
+        .collect();
+    incoming.extend(cs.voters.iter().map(|id| single(*id, ConfChangeType::AddNode)));
+    incoming.extend(
+        cs.learners
+            .iter()
+            .chain(&cs.learners_next)
+            .map(|id| single(*id, ConfChangeType::AddLearnerNode)),
+    );
+    let apply_simple = |tracker: &mut raft::ProgressTracker, cc: &ConfChangeSingle| {
+        match raft::Changer::new(tracker).simple(std::slice::from_ref(cc)) {
+            Ok((cfg, changes)) => {
+                tracker.apply_conf(cfg, changes, 1);
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    if outgoing.is_empty() {
+        if !incoming.iter().all(|cc| apply_simple(&mut tracker, cc)) {
+            return false;
+        }
+    } else {
+        if !outgoing.iter().all(|cc| apply_simple(&mut tracker, cc)) {
+            return false;
+        }
+        match raft::Changer::new(&tracker).enter_joint(cs.auto_leave, &incoming) {
+            Ok((cfg, changes)) => tracker.apply_conf(cfg, changes, 1),
+            Err(_) => return false,
+        }
+    }
+    // raft-rs then insists that the result is the configuration it was given.
+    let got = tracker.conf().to_conf_state();
+    let set = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    };
+    let no_dups = |v: &[u64]| {
+        let s = set(v);
+        s.windows(2).all(|w| w[0] != w[1])
+    };
+    [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next]
+        .iter()
+        .all(|v| no_dups(v))
+        && set(&got.voters) == set(&cs.voters)
+        && set(&got.learners) == set(&cs.learners)
+        && set(&got.voters_outgoing) == set(&cs.voters_outgoing)
+        && set(&got.learners_next) == set(&cs.learners_next)
+        && got.auto_leave == cs.auto_leave
+}
+
+/// Most ids a snapshot's configuration may name.
+pub const MAX_CONF_IDS: usize = 4 * crate::node::MAX_PEERS;
+
 /// Whether `name` follows hostname rules: 1–63 bytes of ASCII letters, digits, '-' and '.',
 /// (an underscore is tolerated, as many images use one), not starting with '-' or '.'.
 pub fn valid_name(name: &str) -> bool {
@@ -333,6 +420,25 @@ mod tests {
         };
         assert_eq!(g.check(9, &msg(MessageType::MsgAppend, 6)), Ok(()));
         assert!(g.check(9, &msg(MessageType::MsgRequestVote, 6)).is_err());
+    }
+
+    #[test]
+    fn only_configurations_raft_rs_can_restore_pass() {
+        use raft::prelude::ConfState;
+        let cs = |v: &[u64], l: &[u64], vo: &[u64], ln: &[u64]| {
+            let mut c = ConfState::default();
+            c.voters = v.to_vec();
+            c.learners = l.to_vec();
+            c.voters_outgoing = vo.to_vec();
+            c.learners_next = ln.to_vec();
+            c
+        };
+        assert!(restorable(&cs(&[1, 2, 3], &[4], &[], &[])));
+        assert!(restorable(&cs(&[1, 2, 3], &[], &[1, 2, 4], &[4])), "joint with learners_next");
+        assert!(!restorable(&cs(&[], &[], &[], &[])), "no voters");
+        assert!(!restorable(&cs(&[1, 2], &[2], &[], &[])), "voter and learner at once");
+        assert!(!restorable(&cs(&[1, 0], &[], &[], &[])), "id 0");
+        assert!(!restorable(&cs(&[1], &[], &[], &[5])), "learners_next without a joint config");
     }
 
     #[test]

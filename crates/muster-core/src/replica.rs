@@ -109,7 +109,11 @@ impl<S: RaftStore> Node<S> {
             return Ok(());
         }
         if !self.cfg.raft_gate_off_for_tests {
-            if let Err(reason) = self.raft_gate(from).check(from, &msg) {
+            let checked = self
+                .raft_gate(from)
+                .check(from, &msg)
+                .and_then(|()| self.check_shape(&msg));
+            if let Err(reason) = checked {
                 self.drops.note(reason, from, self.now_ms);
                 return Ok(());
             }
@@ -149,6 +153,52 @@ impl<S: RaftStore> Node<S> {
             self.cfg.election_ticks,
         );
         Ok(())
+    }
+
+    /// Checks what raft-rs 0.7 assumes of a correct leader and `fatal!`s on otherwise (found by
+    /// muster-fuzz from member input; a bug on one member must not stop the others): a term;
+    /// appended entries contiguous from `index + 1`, their terms never falling and never above
+    /// the message's, none rewriting a committed entry; a snapshot whose configuration raft-rs
+    /// can restore and whose state is of this raft group's cluster.
+    fn check_shape(&self, msg: &Message) -> Result<(), &'static str> {
+        let Some(raw) = self.raw.as_ref() else {
+            return Ok(());
+        };
+        if msg.term == 0 {
+            return Err("raft message without a term");
+        }
+        match msg.get_msg_type() {
+            MessageType::MsgAppend => {
+                let log = &raw.raft.raft_log;
+                let mut prev_term = msg.log_term;
+                for (k, e) in msg.entries.iter().enumerate() {
+                    if Some(e.index) != msg.index.checked_add(1 + k as u64) {
+                        return Err("append with entries that do not follow its index");
+                    }
+                    if e.term < prev_term || e.term > msg.term {
+                        return Err("append with entry terms out of order");
+                    }
+                    prev_term = e.term;
+                    if e.index <= log.committed && log.term(e.index).ok() != Some(e.term) {
+                        return Err("append rewriting committed entries");
+                    }
+                }
+                Ok(())
+            }
+            MessageType::MsgSnapshot => {
+                let snap = msg.get_snapshot();
+                let meta = snap.get_metadata();
+                if meta.index == 0 || !crate::guard::restorable(meta.get_conf_state()) {
+                    return Err("snapshot with an invalid configuration");
+                }
+                match state::decode_state(snap.get_data()) {
+                    Ok(s) if s.cluster_id == self.raft_cluster_id => Ok(()),
+                    Ok(_) => Err("snapshot of another cluster"),
+                    Err(_) => Err("snapshot whose state does not decode"),
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// What the gate (`guard.rs`) needs to judge a raft message from `from`.
