@@ -163,7 +163,7 @@ fn envelopes(site: &Site) -> Vec<(String, Vec<u8>)> {
         .into();
     });
     vec![
-        ("hello".into(), framed(&[hello.clone()])),
+        ("hello".into(), framed(std::slice::from_ref(&hello))),
         ("join".into(), framed(&[join, hello])),
         ("remove".into(), framed(&[remove])),
         ("append".into(), framed(&[heartbeat.clone(), append])),

@@ -119,15 +119,13 @@ fn contents(c: &LogCache) -> Contents {
 }
 
 fn assert_consistent(c: &LogCache) {
-    let mut want = c.compacted_index + 1;
     let mut term = c.compacted_term;
-    for e in &c.entries {
+    for (want, e) in (c.compacted_index + 1..).zip(&c.entries) {
         assert_eq!(
             e.index, want,
             "the log is contiguous after the compaction point"
         );
         assert!(e.term >= term, "terms never fall along the log");
-        want += 1;
         term = e.term;
     }
     assert!(
