@@ -32,16 +32,17 @@ pub fn site_key_parse(data: &[u8]) {
         }
         Err(e) => {
             let message = e.to_string();
-            let key_line = text
+            // Key material: any line of 16 or more hex digits.
+            let secret = text
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .nth(2)
-                .unwrap_or_default();
-            assert!(
-                key_line.len() < 8 || !message.contains(key_line),
-                "a site key error echoes the key line: {message}"
-            );
+                .filter(|l| l.len() >= 16 && l.bytes().all(|b| b.is_ascii_hexdigit()));
+            for line in secret {
+                assert!(
+                    !message.contains(line),
+                    "a site key error echoes key material: {message}"
+                );
+            }
         }
     }
 }
