@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of muster on stable Rust: AFL++ (Debian's afl++) driving the harnesses
-# of crates/muster-fuzz through cargo-afl. See README.md, "Fuzzing".
+# Coverage-guided fuzzing of muster on stable Rust: AFL++ driving the harnesses of
+# crates/muster-fuzz through cargo-afl. See README.md, "Fuzzing".
+#
+# The fuzzer is `cargo afl fuzz`: the AFL++ (4.40c) that cargo-afl builds from its bundled source
+# (`cargo afl config --build`). Debian's afl++ (4.04c in bookworm) is installed for its tools, but
+# its afl-fuzz cannot drive binaries built with the afl 0.18 runtime (the fork server protocol
+# changed in AFL++ 4.x: "Unable to request new process from fork server").
 #
 #   scripts/fuzz.sh [EXECS] [TARGET...]
 #
@@ -44,7 +49,7 @@ for t in "${TARGETS[@]}"; do
     [ -x "$bin" ] || { echo "no such target: $t" >&2; exit 2; }
     rm -rf "${OUT:?}/$t"
     echo "== $t: $EXECS executions" >&2
-    nice -n 10 afl-fuzz -i "crates/muster-fuzz/corpus/$t" -o "$OUT/$t" -E "$EXECS" -m none \
+    nice -n 10 cargo afl fuzz -i "crates/muster-fuzz/corpus/$t" -o "$OUT/$t" -E "$EXECS" -m none \
         -- "$bin" > "$OUT/$t.log" 2>&1 || { echo "afl-fuzz failed on $t, see $OUT/$t.log" >&2; tail -n 20 "$OUT/$t.log" >&2; exit 1; }
     stats="$OUT/$t/default/fuzzer_stats"
     execs=$(stat_of "$stats" execs_done)
