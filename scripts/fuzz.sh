@@ -51,6 +51,8 @@ for t in "${TARGETS[@]}"; do
     echo "== $t: $EXECS executions" >&2
     nice -n 10 cargo afl fuzz -i "crates/muster-fuzz/corpus/$t" -o "$OUT/$t" -E "$EXECS" -m none \
         -- "$bin" > "$OUT/$t.log" 2>&1 || { echo "afl-fuzz failed on $t, see $OUT/$t.log" >&2; tail -n 20 "$OUT/$t.log" >&2; exit 1; }
+    # Scratch directories of fuzzed processes AFL killed (crates/muster-fuzz/src/scratch.rs).
+    rm -rf /dev/shm/muster-fuzz-* 2>/dev/null || true
     stats="$OUT/$t/default/fuzzer_stats"
     execs=$(stat_of "$stats" execs_done)
     secs=$(stat_of "$stats" run_time)
