@@ -26,7 +26,7 @@ pub fn parse_site_key(text: &str) -> Result<[u8; 32], NetError> {
     }
     match lines.next() {
         Some(ENCODING) => {}
-        Some(other) if other.starts_with('/') => {
+        Some(other) if is_encoding_name(other) => {
             return Err(NetError::site_key(format!(
                 "unsupported encoding {other}: only {ENCODING} is supported"
             )))
@@ -77,6 +77,17 @@ pub fn format_site_key(key: &[u8; 32]) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Whether a line looks like an encoding name (`/base64/`): safe to echo in an error. Anything
+/// else may hold key material (say `/base16/` and the key joined on one line) and is not echoed.
+fn is_encoding_name(line: &str) -> bool {
+    let Some(name) = line.strip_prefix('/').and_then(|l| l.strip_suffix('/')) else {
+        return false;
+    };
+    name.len() <= 14
+        && name.bytes().all(|b| b.is_ascii_alphanumeric())
+        && name.bytes().any(|b| !b.is_ascii_hexdigit())
 }
 
 fn hex_value(digit: u8) -> Option<u8> {
@@ -165,6 +176,15 @@ mod tests {
             error_of(&extra),
             "site key file: unexpected content after the key line"
         );
+    }
+
+    #[test]
+    fn an_encoding_line_joined_with_the_key_is_not_echoed() {
+        // Found by muster-fuzz (regressions/site_key): the key went into the error, hence the log.
+        let hex = "052a4f7499bee3082d52779cc1e60b30557a9fc4e90e33587da2c7ec11365b80";
+        let e = error_of(&format!("/key/swarm/psk/1.0.0/\n/base16/{hex}\n"));
+        assert!(!e.contains(&hex[..16]), "{e}");
+        assert_eq!(e, "site key file: second line must be /base16/");
     }
 
     #[test]

@@ -253,7 +253,7 @@ impl Config {
             ));
         }
         let heartbeat_ticks = file.timing.heartbeat_ticks.unwrap_or(2);
-        if heartbeat_ticks < 1 || heartbeat_ticks * 2 > election_ticks {
+        if heartbeat_ticks < 1 || heartbeat_ticks.saturating_mul(2) > election_ticks {
             return Err(invalid(
                 "timing.heartbeat_ticks",
                 format!("must be at least 1 and at most half of timing.election_ticks ({election_ticks}), got {heartbeat_ticks}"),
@@ -371,7 +371,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long")),
         _ => Err(format!("{s:?}: unit must be ms, s or m")),
     }
 }
@@ -457,6 +460,9 @@ address = "10.0.0.100/24"
         assert!(timing("election_ticks = 2").contains("timing.election_ticks"));
         assert!(timing("heartbeat_ticks = 6").contains("timing.heartbeat_ticks"));
         assert!(timing("tick = \"soon\"").contains("timing.tick"));
+        // Found by fuzzing (crates/muster-fuzz/regressions/config): these overflowed.
+        assert!(timing("tick = \"310000000000000000m\"").contains("timing.tick"));
+        assert!(timing("heartbeat_ticks = 9223372036854775807").contains("timing.heartbeat_ticks"));
         // Valid raft timing, but with a VIP the lease would lapse between heartbeats.
         let lapsing = format!("{GOOD}\n[timing]\nelection_ticks = 4\nheartbeat_ticks = 2\n");
         let e = err(&lapsing);

@@ -1,0 +1,8 @@
+//! AFL++ driver of `muster_fuzz::envelope_from_outsider` (target `envelope_outsider`); built and run by `scripts/fuzz.sh`.
+
+fn main() {
+    muster_fuzz::warm_up();
+    afl::fuzz!(|data: &[u8]| {
+        muster_fuzz::envelope_from_outsider(data);
+    });
+}
