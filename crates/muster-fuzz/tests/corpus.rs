@@ -182,18 +182,3 @@ fn the_fixture_is_a_formed_site_whose_member_append_commits_and_whose_outsider_a
     assert!(!joined, "an outsider adds no member");
 }
 
-#[test]
-#[ignore = "known crashes (known-crashes/README.md): fails until they are fixed"]
-fn known_crashes_are_fixed() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("known-crashes");
-    let mut still = Vec::new();
-    for (target, harness) in TARGETS {
-        for file in files_of(&root.join(target)) {
-            let data = std::fs::read(&file).expect("file reads");
-            if std::panic::catch_unwind(|| harness(&data)).is_err() {
-                still.push(file.display().to_string());
-            }
-        }
-    }
-    assert!(still.is_empty(), "still crashing: {still:#?}");
-}
