@@ -206,22 +206,29 @@ pub fn restorable(cs: &raft::prelude::ConfState) -> bool {
         .iter()
         .map(|id| single(*id, ConfChangeType::RemoveNode))
         .collect();
-    incoming.extend(cs.voters.iter().map(|id| single(*id, ConfChangeType::AddNode)));
+    incoming.extend(
+        cs.voters
+            .iter()
+            .map(|id| single(*id, ConfChangeType::AddNode)),
+    );
     incoming.extend(
         cs.learners
             .iter()
             .chain(&cs.learners_next)
             .map(|id| single(*id, ConfChangeType::AddLearnerNode)),
     );
-    let apply_simple = |tracker: &mut raft::ProgressTracker, cc: &ConfChangeSingle| {
-        match raft::Changer::new(tracker).simple(std::slice::from_ref(cc)) {
+    let apply_simple =
+        |tracker: &mut raft::ProgressTracker, cc: &ConfChangeSingle| match raft::Changer::new(
+            tracker,
+        )
+        .simple(std::slice::from_ref(cc))
+        {
             Ok((cfg, changes)) => {
                 tracker.apply_conf(cfg, changes, 1);
                 true
             }
             Err(_) => false,
-        }
-    };
+        };
     if outgoing.is_empty() {
         if !incoming.iter().all(|cc| apply_simple(&mut tracker, cc)) {
             return false;
@@ -246,9 +253,14 @@ pub fn restorable(cs: &raft::prelude::ConfState) -> bool {
         let s = set(v);
         s.windows(2).all(|w| w[0] != w[1])
     };
-    [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next]
-        .iter()
-        .all(|v| no_dups(v))
+    [
+        &cs.voters,
+        &cs.learners,
+        &cs.voters_outgoing,
+        &cs.learners_next,
+    ]
+    .iter()
+    .all(|v| no_dups(v))
         && set(&got.voters) == set(&cs.voters)
         && set(&got.learners) == set(&cs.learners)
         && set(&got.voters_outgoing) == set(&cs.voters_outgoing)
@@ -434,11 +446,20 @@ mod tests {
             c
         };
         assert!(restorable(&cs(&[1, 2, 3], &[4], &[], &[])));
-        assert!(restorable(&cs(&[1, 2, 3], &[], &[1, 2, 4], &[4])), "joint with learners_next");
+        assert!(
+            restorable(&cs(&[1, 2, 3], &[], &[1, 2, 4], &[4])),
+            "joint with learners_next"
+        );
         assert!(!restorable(&cs(&[], &[], &[], &[])), "no voters");
-        assert!(!restorable(&cs(&[1, 2], &[2], &[], &[])), "voter and learner at once");
+        assert!(
+            !restorable(&cs(&[1, 2], &[2], &[], &[])),
+            "voter and learner at once"
+        );
         assert!(!restorable(&cs(&[1, 0], &[], &[], &[])), "id 0");
-        assert!(!restorable(&cs(&[1], &[], &[], &[5])), "learners_next without a joint config");
+        assert!(
+            !restorable(&cs(&[1], &[], &[], &[5])),
+            "learners_next without a joint config"
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl<S: RaftStore> Node<S> {
     /// muster-fuzz from member input; a bug on one member must not stop the others): a term;
     /// appended entries contiguous from `index + 1`, their terms never falling and never above
     /// the message's, none rewriting a committed entry; a snapshot whose configuration raft-rs
-    /// can restore and whose state is of this raft group's cluster.
+    /// can restore, with a real index and term, and whose state is of this raft group's cluster.
     fn check_shape(&self, msg: &Message) -> Result<(), &'static str> {
         let Some(raw) = self.raw.as_ref() else {
             return Ok(());
@@ -188,7 +188,12 @@ impl<S: RaftStore> Node<S> {
             MessageType::MsgSnapshot => {
                 let snap = msg.get_snapshot();
                 let meta = snap.get_metadata();
-                if meta.index == 0 || !crate::guard::restorable(meta.get_conf_state()) {
+                // raft-rs reads the term of an index past its log as 0, so a snapshot with term
+                // 0 "matches" any index and fast-forwards the commit past the log.
+                if meta.index == 0 || meta.term == 0 || msg.term < meta.term {
+                    return Err("snapshot with an invalid index or term");
+                }
+                if !crate::guard::restorable(meta.get_conf_state()) {
                     return Err("snapshot with an invalid configuration");
                 }
                 match state::decode_state(snap.get_data()) {

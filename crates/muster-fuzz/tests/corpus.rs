@@ -181,4 +181,3 @@ fn the_fixture_is_a_formed_site_whose_member_append_commits_and_whose_outsider_a
     assert_eq!(after, before, "an outsider's append commits nothing");
     assert!(!joined, "an outsider adds no member");
 }
-
