@@ -61,6 +61,12 @@ impl<S: RaftStore> Node<S> {
             .cloned()
             .collect();
         let cmd = match &self.cluster.plan {
+            // The control-plane hosts are the voters: wait until the leader has promoted them.
+            None if crate::state::voter_count(&self.cluster)
+                < self.cfg.control_plane_count.min(members.len()) =>
+            {
+                return;
+            }
             None => {
                 tracing::info!(
                     members = members.len(),

@@ -2,7 +2,8 @@
 //! (invariant I3). Applied by `state::apply_command`; read by `install.rs` (when may this host
 //! start its step) and by the leader (what to propose).
 //!
-//! The plan is made once, by the leader, when the site is formed: the leader is the init host
+//! The plan is made once, by the leader, when the site is formed and its voters are promoted
+//! (`control_plane_count` of them, or every member of a smaller site): the leader is the init host
 //! (so the VIP and the first API server coincide), the other voters join the control plane one
 //! at a time in join order, the learners are workers; members that join later are appended as
 //! workers. Roles are fixed when a step is created: no command changes a step's role, and

@@ -85,6 +85,12 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     node_cfg.tick_ms = cfg.tick.as_millis() as u64;
     node_cfg.election_ticks = cfg.election_ticks;
     node_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
+    if let Some(k) = &cfg.kubernetes {
+        node_cfg.plan = true;
+        node_cfg.worker_parallelism = k.worker_parallelism;
+        node_cfg.install_retry_ms = k.retry_backoff.as_millis() as u64;
+        node_cfg.max_install_attempts = k.max_attempts;
+    }
     let seed: u64 = rand::random();
     let node_id = node_cfg.id;
     let span = tracing::info_span!("agent", node = %format_id(node_id), name = %cfg.name);
@@ -105,6 +111,13 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     .await?;
     tracing::info!(socket = %cfg.socket.display(), "status RPC listening");
 
+    let (installer, install_done) = match cfg.kubernetes.clone() {
+        Some(k) => {
+            let (installer, done) = crate::installer::Installer::spawn(k.clone());
+            (Some((installer, k)), Some(done))
+        }
+        None => (None, None),
+    };
     let mut agent = Agent {
         node,
         net: net.clone(),
@@ -112,8 +125,10 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         started: Instant::now(),
         vip,
         panic_file: test_panic_file(),
+        installer,
+        ip,
     };
-    let result = agent.event_loop(events, query_rx).await;
+    let result = agent.event_loop(events, query_rx, install_done).await;
     // Whatever stopped the loop, this host must not keep the VIP after it is gone.
     agent.vip.release().await;
     let _ = stop_rpc.send(());
@@ -135,6 +150,10 @@ struct Agent {
     vip: crate::vip::Vip,
     /// See [`TEST_PANIC_FILE_ENV`]; always `None` in release builds.
     panic_file: Option<std::path::PathBuf>,
+    /// The installer actor and its `[kubernetes]` config, if the site installs Kubernetes.
+    installer: Option<(crate::installer::Installer, crate::config::Kubernetes)>,
+    /// This host's address on the LAN interface (`MUSTER_NODE_IP`).
+    ip: std::net::IpAddr,
 }
 
 impl Agent {
@@ -142,6 +161,7 @@ impl Agent {
         &mut self,
         mut events: muster_net::NetEvents,
         mut queries: mpsc::Receiver<Query>,
+        mut install_done: Option<mpsc::Receiver<crate::installer::Done>>,
     ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -161,6 +181,15 @@ impl Agent {
                     None => anyhow::bail!("network task ended unexpectedly"),
                 },
                 Some(query) = queries.recv() => self.on_query(query).await?,
+                Some(done) = async {
+                    match install_done.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let input = Input::InstallDone { attempt: done.attempt, result: done.result };
+                    self.step(input).await?;
+                }
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
             }
@@ -307,16 +336,73 @@ impl Agent {
                     .renew(self.started + Duration::from_millis(until_ms)),
                 Output::VipRelease => self.vip.release().await,
                 Output::Denied { removed } => self.refuse(&removed),
-                // Plans exist only with the core's `plan` set, which this agent does not set
-                // yet (no `[kubernetes]` section): the installer is the next step of issue 9.
-                Output::RunInstall { role, attempt } => {
-                    tracing::error!(
-                        ?role,
-                        attempt,
-                        "install step asked for, but this agent has no installer"
-                    )
-                }
+                Output::RunInstall { role, attempt } => self.start_install(role, attempt),
             }
+        }
+    }
+
+    /// Hands this host's install step to the installer actor with the contract's environment.
+    fn start_install(&mut self, role: muster_proto::Role, attempt: u32) {
+        let Some((installer, k)) = &self.installer else {
+            tracing::error!(
+                ?role,
+                attempt,
+                "install step asked for, but [kubernetes] is not configured"
+            );
+            return;
+        };
+        let ip_of = |address: &str| {
+            address
+                .parse::<SocketAddr>()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        };
+        let state = self.node.cluster_state();
+        let init_ip = state
+            .plan
+            .as_ref()
+            .and_then(|p| {
+                p.steps
+                    .iter()
+                    .find(|s| s.role == muster_proto::Role::Init as i32)
+            })
+            .and_then(|s| muster_core::state::member(state, s.node_id))
+            .map(|m| ip_of(&m.address))
+            .unwrap_or_default();
+        // The API endpoint: the VIP (without its prefix), else the init host.
+        let endpoint = self
+            .vip
+            .address
+            .split(',')
+            .next()
+            .and_then(|a| a.split('/').next())
+            .filter(|a| !a.is_empty())
+            .map_or_else(|| init_ip.clone(), str::to_owned);
+        let server_url = match role {
+            muster_proto::Role::Init => String::new(),
+            _ if endpoint.contains(':') => format!("https://[{endpoint}]:6443"),
+            _ => format!("https://{endpoint}:6443"),
+        };
+        let env = vec![
+            (
+                "MUSTER_ROLE".into(),
+                crate::installer::role_name(role).into(),
+            ),
+            ("MUSTER_DISTRIBUTION".into(), k.distribution.clone()),
+            ("MUSTER_NODE_NAME".into(), self.node.status().node_name),
+            ("MUSTER_NODE_ID".into(), format_id(self.node.id())),
+            ("MUSTER_NODE_IP".into(), self.ip.to_string()),
+            ("MUSTER_ENDPOINT".into(), endpoint),
+            ("MUSTER_SERVER_URL".into(), server_url),
+            ("MUSTER_INIT_IP".into(), init_ip),
+        ];
+        let job = crate::installer::Job { role, attempt, env };
+        if !installer.start(job) {
+            tracing::error!(
+                ?role,
+                attempt,
+                "installer queue full; the step will be retried"
+            );
         }
     }
 

@@ -57,6 +57,20 @@ struct File {
     timing: TimingSection,
     vip: Option<VipSection>,
     ddns: Option<DdnsSection>,
+    kubernetes: Option<KubernetesSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KubernetesSection {
+    distribution: String,
+    install_command: PathBuf,
+    health_command: Option<PathBuf>,
+    worker_health_command: Option<PathBuf>,
+    install_timeout: Option<String>,
+    worker_parallelism: Option<i64>,
+    retry_backoff: Option<String>,
+    max_attempts: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -120,6 +134,27 @@ struct DdnsSection {
     tsig_key_file: PathBuf,
 }
 
+/// `[kubernetes]`: what the agent runs for its step of the join plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kubernetes {
+    /// `MUSTER_DISTRIBUTION`: only `none` (the hooks do everything) in this version.
+    pub distribution: String,
+    /// The install hook (the contract in DESIGN.md).
+    pub install_command: PathBuf,
+    /// Control-plane health probe (exit 0 = healthy); without one, the hook's exit 0 is done.
+    pub health_command: Option<PathBuf>,
+    /// Worker health probe; same rule.
+    pub worker_health_command: Option<PathBuf>,
+    /// Longest a hook plus its health probe may take before the attempt fails.
+    pub install_timeout: Duration,
+    /// Workers that install at once.
+    pub worker_parallelism: u32,
+    /// Backoff before a failed step is retried (doubling per attempt).
+    pub retry_backoff: Duration,
+    /// Attempts before a step stays failed.
+    pub max_attempts: u32,
+}
+
 /// Default path of the status socket.
 pub const DEFAULT_SOCKET: &str = "/run/muster/muster.sock";
 
@@ -156,6 +191,8 @@ pub struct Config {
     pub heartbeat_ticks: usize,
     /// The floating API address, if configured.
     pub vip: Option<muster_vip::VipConfig>,
+    /// The Kubernetes install, if configured (`installer.rs`).
+    pub kubernetes: Option<Kubernetes>,
     /// Sections parsed but not acted on by this version (named in a startup warning).
     pub unimplemented: Vec<&'static str>,
 }
@@ -289,6 +326,10 @@ impl Config {
             }
             unimplemented.push("ddns");
         }
+        let kubernetes = match &file.kubernetes {
+            None => None,
+            Some(k) => Some(kubernetes(k).map_err(|(key, m)| invalid(key, m))?),
+        };
         Ok(Config {
             name,
             data_dir,
@@ -308,9 +349,86 @@ impl Config {
             election_ticks: election_ticks as usize,
             heartbeat_ticks: heartbeat_ticks as usize,
             vip,
+            kubernetes,
             unimplemented,
         })
     }
+}
+
+fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String)> {
+    match k.distribution.as_str() {
+        "none" => {}
+        "k3s" | "rke2" | "kubeadm" => {
+            return Err((
+                "kubernetes.distribution",
+                format!(
+                    "{:?} is not supported by this version yet (its config rendering is not built); use \"none\" with hooks that install it",
+                    k.distribution
+                ),
+            ))
+        }
+        other => {
+            return Err((
+                "kubernetes.distribution",
+                format!("must be \"k3s\", \"rke2\", \"kubeadm\" or \"none\", got {other:?}"),
+            ))
+        }
+    }
+    let absolute = |key: &'static str, p: &Path| {
+        if p.is_absolute() {
+            Ok(())
+        } else {
+            Err((
+                key,
+                format!("must be an absolute path, got {}", p.display()),
+            ))
+        }
+    };
+    absolute("kubernetes.install_command", &k.install_command)?;
+    if let Some(p) = &k.health_command {
+        absolute("kubernetes.health_command", p)?;
+    }
+    if let Some(p) = &k.worker_health_command {
+        absolute("kubernetes.worker_health_command", p)?;
+    }
+    let install_timeout = match &k.install_timeout {
+        Some(t) => parse_duration(t).map_err(|m| ("kubernetes.install_timeout", m))?,
+        None => Duration::from_secs(30 * 60),
+    };
+    if install_timeout < Duration::from_secs(1) {
+        return Err((
+            "kubernetes.install_timeout",
+            format!("must be at least 1s, got {install_timeout:?}"),
+        ));
+    }
+    let worker_parallelism = k.worker_parallelism.unwrap_or(3);
+    if !(1..=64).contains(&worker_parallelism) {
+        return Err((
+            "kubernetes.worker_parallelism",
+            format!("must be 1-64, got {worker_parallelism}"),
+        ));
+    }
+    let retry_backoff = match &k.retry_backoff {
+        Some(t) => parse_duration(t).map_err(|m| ("kubernetes.retry_backoff", m))?,
+        None => Duration::from_secs(5),
+    };
+    let max_attempts = k.max_attempts.unwrap_or(5);
+    if !(1..=100).contains(&max_attempts) {
+        return Err((
+            "kubernetes.max_attempts",
+            format!("must be 1-100, got {max_attempts}"),
+        ));
+    }
+    Ok(Kubernetes {
+        distribution: k.distribution.clone(),
+        install_command: k.install_command.clone(),
+        health_command: k.health_command.clone(),
+        worker_health_command: k.worker_health_command.clone(),
+        install_timeout,
+        worker_parallelism: worker_parallelism as u32,
+        retry_backoff,
+        max_attempts: max_attempts as u32,
+    })
 }
 
 fn hostname() -> String {
@@ -416,6 +534,32 @@ address = "10.0.0.100/24"
         assert!(c.unimplemented.is_empty());
         assert_eq!(c.vip.unwrap().addresses().len(), 1);
         assert_eq!(c.settle, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn kubernetes_section_parses_and_bad_values_name_their_key() {
+        let k = format!(
+            "{GOOD}[kubernetes]\ndistribution = \"none\"\ninstall_command = \"/usr/libexec/muster/hooks/etcd\"\nhealth_command = \"/usr/libexec/muster/hooks/health\"\ninstall_timeout = \"2m\"\nworker_parallelism = 2\n"
+        );
+        let c = Config::parse(Path::new("muster.toml"), &k).unwrap();
+        let kube = c.kubernetes.expect("kubernetes");
+        assert_eq!(kube.install_timeout, Duration::from_secs(120));
+        assert_eq!(kube.worker_parallelism, 2);
+        assert_eq!(kube.max_attempts, 5);
+        let e = err(&k.replace("\"none\"", "\"k3s\""));
+        assert!(
+            e.contains("kubernetes.distribution") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = err(&k.replace("\"/usr/libexec/muster/hooks/etcd\"", "\"hooks/etcd\""));
+        assert!(
+            e.contains("kubernetes.install_command") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = err(&k.replace("worker_parallelism = 2", "worker_parallelism = 0"));
+        assert!(e.contains("kubernetes.worker_parallelism"), "{e}");
+        let e = err(&k.replace("worker_parallelism = 2", "worker_paralelism = 2"));
+        assert!(e.contains("worker_paralelism"), "a typo is an error: {e}");
     }
 
     #[test]

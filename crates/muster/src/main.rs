@@ -9,6 +9,7 @@
 mod agent;
 mod config;
 mod identity;
+mod installer;
 mod remove;
 mod render;
 mod reset;

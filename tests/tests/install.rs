@@ -1,0 +1,174 @@
+//! End-to-end test of the join plan with real agents in network namespaces and real hook
+//! processes (`[kubernetes] distribution = "none"`): a hook that records when each host starts
+//! and ends its step, with the contract's environment. What an operator checks: every step
+//! succeeded in `muster status`; the init ran first and alone; control-plane joins ran one at a
+//! time; workers only after the init; the leader SIGKILLed mid-plan caused no second init.
+//!
+//! Sites are serialized within this binary and torn down however a test ends (prefix `mi-`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use muster_testbed::{overrides, scenario, Discovery, SiteOptions};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One line of the hook's record: (what, role, host, time ns, init ip, server url).
+#[derive(Debug, Clone)]
+struct Event {
+    what: String,
+    role: String,
+    host: String,
+    at_ns: u128,
+    init_ip: String,
+    server_url: String,
+}
+
+fn events(log: &std::path::Path) -> Vec<Event> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() >= 4).then(|| Event {
+                what: f[0].into(),
+                role: f[1].into(),
+                host: f[2].into(),
+                at_ns: f[3].parse().unwrap_or(0),
+                init_ip: f.get(4).unwrap_or(&"").to_string(),
+                server_url: f.get(5).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mi-a", 5, opts, |site| {
+        let log = site.dir().join("install.log");
+        let hook = site.dir().join("hook");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\n\
+                 echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N) $MUSTER_INIT_IP ${{MUSTER_SERVER_URL:--}}\" >> {log}\n\
+                 sleep 1\n\
+                 echo \"end $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N)\" >> {log}\n",
+                log = log.display()
+            ),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+        for i in site.all() {
+            site.write_config(
+                i,
+                &overrides([
+                    ("kubernetes.distribution", toml::Value::from("none")),
+                    (
+                        "kubernetes.install_command",
+                        hook.display().to_string().into(),
+                    ),
+                    ("kubernetes.retry_backoff", "500ms".into()),
+                ]),
+            )?;
+        }
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+
+        // Kill the init host (the leader when the plan was made) once a control-plane join runs.
+        site.wait_until(TIMEOUT, |_| {
+            events(&log)
+                .iter()
+                .any(|e| e.what == "start" && e.role == "control-plane")
+        })
+        .context("no control-plane join started")?;
+        let init_name = events(&log)
+            .into_iter()
+            .find(|e| e.role == "init")
+            .context("init ran")?
+            .host;
+        let init = all
+            .iter()
+            .copied()
+            .find(|&i| {
+                site.status(i)
+                    .is_ok_and(|v| v["node_name"].as_str() == Some(init_name.as_str()))
+            })
+            .context("init host")?;
+        site.kill(init)?;
+        std::thread::sleep(Duration::from_secs(1));
+        site.start(init)?;
+
+        site.wait_until(TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status(i).is_ok_and(|v| {
+                    v["plan"]["steps"].as_array().is_some_and(|steps| {
+                        steps.len() == 5 && steps.iter().all(|st| st["state"] == "succeeded")
+                    })
+                })
+            })
+        })
+        .with_context(|| format!("the plan did not complete:\n{}", site.describe()))?;
+
+        let ev = events(&log);
+        let starts: Vec<&Event> = ev.iter().filter(|e| e.what == "start").collect();
+        let inits: Vec<&&Event> = starts.iter().filter(|e| e.role == "init").collect();
+        ensure!(inits.len() == 1, "one init run: {ev:#?}");
+        let init_end = ev
+            .iter()
+            .find(|e| e.what == "end" && e.role == "init")
+            .context("init ended")?
+            .at_ns;
+        for e in &starts {
+            if e.role != "init" {
+                ensure!(
+                    e.at_ns > init_end,
+                    "{} started {} before the init ended",
+                    e.host,
+                    e.role
+                );
+                ensure!(
+                    e.server_url == format!("https://{}:6443", inits[0].init_ip),
+                    "{} points at {}",
+                    e.host,
+                    e.server_url
+                );
+            }
+        }
+        // Control-plane runs never overlapped: each started after the previous one ended.
+        let mut roles: BTreeMap<String, String> = BTreeMap::new();
+        let mut open: Option<String> = None;
+        for e in ev.iter().filter(|e| e.role == "control-plane") {
+            if let Some(r) = roles.insert(e.host.clone(), e.role.clone()) {
+                ensure!(r == e.role, "{} changed role", e.host);
+            }
+            match e.what.as_str() {
+                "start" => {
+                    ensure!(open.is_none(), "control-plane joins overlapped: {ev:#?}");
+                    open = Some(e.host.clone());
+                }
+                _ => open = None,
+            }
+        }
+        let count = |role: &str| {
+            let mut hosts: Vec<&str> = starts
+                .iter()
+                .filter(|e| e.role == role)
+                .map(|e| e.host.as_str())
+                .collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            hosts.len()
+        };
+        ensure!(
+            count("control-plane") == 2 && count("worker") == 2,
+            "the other two voters joined the control plane, the learners were workers: {ev:#?}"
+        );
+        Ok(())
+    });
+}
