@@ -169,6 +169,17 @@ fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
             count("control-plane") == 2 && count("worker") == 2,
             "the other two voters joined the control plane, the learners were workers: {ev:#?}"
         );
+
+        // What an operator reads: `muster plan` and the status line.
+        let socket = site.host(0).socket.display().to_string();
+        let table = site.muster().run(&["plan", "--socket", &socket])?;
+        ensure!(
+            table.lines().filter(|l| l.contains("succeeded")).count() == 5,
+            "muster plan:\n{table}"
+        );
+        ensure!(table.contains("init") && table.contains("control-plane"), "{table}");
+        let human = site.status_human(0)?;
+        ensure!(human.contains("plan      5 of 5 steps succeeded"), "{human}");
         Ok(())
     });
 }

@@ -67,6 +67,18 @@ pub fn new_workers(plan: &Plan, members: &[Member]) -> Vec<PlanStep> {
         .collect()
 }
 
+/// `s` as a step that has not started: what a proposal's steps become when applied.
+pub fn pending(s: &PlanStep) -> PlanStep {
+    PlanStep {
+        state: StepState::Pending as i32,
+        attempts: 0,
+        started_unix_ms: 0,
+        finished_unix_ms: 0,
+        last_error: String::new(),
+        ..s.clone()
+    }
+}
+
 /// A plan as committed: the steps must have exactly one init, distinct hosts and known roles;
 /// otherwise `None` (the command changes nothing, alike on every member).
 pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Option<Plan> {
@@ -80,17 +92,7 @@ pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Optio
     if inits != 1 || ids.len() != steps.len() || !known {
         return None;
     }
-    let steps = steps
-        .iter()
-        .map(|s| PlanStep {
-            state: StepState::Pending as i32,
-            attempts: 0,
-            started_unix_ms: 0,
-            finished_unix_ms: 0,
-            last_error: String::new(),
-            ..s.clone()
-        })
-        .collect();
+    let steps = steps.iter().map(pending).collect();
     Some(Plan {
         created_unix_ms: unix_ms,
         steps,

@@ -128,14 +128,7 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                         && member(state, s.node_id).is_some()
                         && !plan.steps.iter().any(|p| p.node_id == s.node_id)
                 })
-                .map(|s| muster_proto::PlanStep {
-                    state: muster_proto::StepState::Pending as i32,
-                    attempts: 0,
-                    started_unix_ms: 0,
-                    finished_unix_ms: 0,
-                    last_error: String::new(),
-                    ..s.clone()
-                })
+                .map(crate::plan::pending)
                 .collect();
             match state.plan.as_mut() {
                 Some(plan) if !fresh.is_empty() => {

@@ -62,6 +62,15 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Show the join plan: each host's step (role, order, state, attempts, time, last error).
+    Plan {
+        /// The agent's status socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The operator contract's `plan` object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a host from the cluster (asked of any member's agent, carried out by the leader):
     /// every member refuses its identity from then on. Waits until this host no longer lists it.
     Remove {
@@ -175,6 +184,28 @@ fn main() -> ExitCode {
             };
             let wait = std::time::Duration::from_secs(wait_secs);
             report(runtime.block_on(remove::run(&socket, &node, wait)), 1)
+        }
+        Command::Plan { socket, json } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            let status = match runtime.block_on(rpc::query(&socket)) {
+                Ok(s) => s,
+                Err(e) => return report(Err(e), 1),
+            };
+            match (&status.plan, json) {
+                (Some(plan), true) => println!("{}", render::plan_json(plan)),
+                (Some(plan), false) => print!("{}", render::plan_table(plan)),
+                (None, true) => println!("null"),
+                (None, false) => println!(
+                    "no join plan yet: it is made once the site is formed, with [kubernetes] configured"
+                ),
+            }
+            ExitCode::SUCCESS
         }
         Command::Status { socket, json } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -113,6 +113,85 @@ pub fn plan_json(plan: &muster_proto::Plan) -> Value {
     })
 }
 
+fn role_label(role: i32) -> &'static str {
+    match muster_proto::Role::try_from(role) {
+        Ok(muster_proto::Role::Init) => "init",
+        Ok(muster_proto::Role::ControlPlane) => "control-plane",
+        Ok(muster_proto::Role::Worker) => "worker",
+        _ => "unknown",
+    }
+}
+
+fn state_label(state: i32) -> &'static str {
+    match muster_proto::StepState::try_from(state) {
+        Ok(muster_proto::StepState::Pending) => "pending",
+        Ok(muster_proto::StepState::Running) => "running",
+        Ok(muster_proto::StepState::Succeeded) => "succeeded",
+        Ok(muster_proto::StepState::Failed) => "FAILED",
+        Err(_) => "unknown",
+    }
+}
+
+/// One line for `muster status`: how far the plan is, problems first.
+pub fn plan_summary(plan: &muster_proto::Plan) -> String {
+    let done = plan
+        .steps
+        .iter()
+        .filter(|s| s.state == muster_proto::StepState::Succeeded as i32)
+        .count();
+    let with = |state: muster_proto::StepState| {
+        plan.steps
+            .iter()
+            .filter(|s| s.state == state as i32)
+            .map(|s| format!("{} ({})", s.name, role_label(s.role)))
+            .collect::<Vec<_>>()
+    };
+    let mut out = format!("{done} of {} steps succeeded", plan.steps.len());
+    let failed = with(muster_proto::StepState::Failed);
+    if !failed.is_empty() {
+        out.push_str(&format!("; FAILED: {}", failed.join(", ")));
+    }
+    let running = with(muster_proto::StepState::Running);
+    if !running.is_empty() {
+        out.push_str(&format!("; running: {}", running.join(", ")));
+    }
+    out
+}
+
+/// The readable view of `muster plan`: one row per step, in plan order.
+pub fn plan_table(plan: &muster_proto::Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16}  {:<12}  {:<13}  {:>5}  {:<9}  {:>8}  {:>8}  LAST ERROR",
+        "ID", "NAME", "ROLE", "ORDER", "STATE", "ATTEMPTS", "TOOK"
+    );
+    for s in &plan.steps {
+        let took = if s.finished_unix_ms >= s.started_unix_ms && s.started_unix_ms != 0 {
+            format!(
+                "{:.1} s",
+                (s.finished_unix_ms - s.started_unix_ms) as f64 / 1000.0
+            )
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "{:<16}  {:<12}  {:<13}  {:>5}  {:<9}  {:>8}  {:>8}  {}",
+            format_id(s.node_id),
+            s.name,
+            role_label(s.role),
+            s.order,
+            state_label(s.state),
+            s.attempts,
+            took,
+            s.last_error
+        );
+    }
+    out
+}
+
 /// The readable view.
 pub fn human(s: &StatusResponse) -> String {
     use std::fmt::Write as _;
@@ -201,6 +280,9 @@ pub fn human(s: &StatusResponse) -> String {
             format_id(r.id),
             r.name
         );
+    }
+    if let Some(plan) = &s.plan {
+        let _ = writeln!(out, "plan      {}", plan_summary(plan));
     }
     let _ = writeln!(out, "members   {}", s.members.len());
     if !s.members.is_empty() {
@@ -308,6 +390,15 @@ mod tests {
                 },
             ],
         };
+        let table = plan_table(&plan);
+        assert!(
+            table.contains("control-plane") && table.contains("FAILED") && table.contains("exit 1"),
+            "{table}"
+        );
+        assert_eq!(
+            plan_summary(&plan),
+            "1 of 2 steps succeeded; FAILED: b (control-plane)"
+        );
         let v = plan_json(&plan);
         assert_eq!(v["steps"][0]["role"], "init");
         assert_eq!(v["steps"][0]["state"], "succeeded");
