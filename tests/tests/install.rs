@@ -177,9 +177,104 @@ fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
             table.lines().filter(|l| l.contains("succeeded")).count() == 5,
             "muster plan:\n{table}"
         );
-        ensure!(table.contains("init") && table.contains("control-plane"), "{table}");
+        ensure!(
+            table.contains("init") && table.contains("control-plane"),
+            "{table}"
+        );
         let human = site.status_human(0)?;
-        ensure!(human.contains("plan      5 of 5 steps succeeded"), "{human}");
+        ensure!(
+            human.contains("plan      5 of 5 steps succeeded"),
+            "{human}"
+        );
+        Ok(())
+    });
+}
+
+/// A control-plane join whose hook fails is visible in `muster plan` with its error, stays failed
+/// once its attempts are used up (the next join waits), and `muster plan retry` (asked of any
+/// member) runs it again once the cause is fixed.
+#[test]
+fn a_failed_step_is_shown_and_retried_by_the_operator() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mi-b", 3, opts, |site| {
+        let fixed = site.dir().join("fixed");
+        let hook = site.dir().join("hook");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\n\
+                 if [ \"$MUSTER_ROLE\" = control-plane ] && [ ! -e {fixed} ]; then\n\
+                 echo 'etcdctl member add: etcdserver: unhealthy cluster' >&2; exit 1\n\
+                 fi\n",
+                fixed = fixed.display()
+            ),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+        for i in site.all() {
+            site.write_config(
+                i,
+                &overrides([
+                    ("kubernetes.distribution", toml::Value::from("none")),
+                    (
+                        "kubernetes.install_command",
+                        hook.display().to_string().into(),
+                    ),
+                    ("kubernetes.retry_backoff", "200ms".into()),
+                    ("kubernetes.max_attempts", 2.into()),
+                ]),
+            )?;
+        }
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        let failed = |s: &muster_testbed::Site| {
+            s.status(0).ok().and_then(|v| {
+                v["plan"]["steps"].as_array().and_then(|steps| {
+                    steps
+                        .iter()
+                        .find(|st| st["state"] == "failed" && st["attempts"] == 2)
+                        .and_then(|st| st["name"].as_str().map(str::to_owned))
+                })
+            })
+        };
+        site.wait_until(TIMEOUT, |s| failed(s).is_some())
+            .context("a control-plane step failed for good")?;
+        let name = failed(site).context("failed step")?;
+        let socket = site.host(0).socket.display().to_string();
+        let table = site.muster().run(&["plan", "--socket", &socket])?;
+        ensure!(
+            table.contains("FAILED") && table.contains("unhealthy cluster"),
+            "muster plan shows the failure:\n{table}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(
+            failed(site).as_deref() == Some(name.as_str()),
+            "no attempt without the operator"
+        );
+
+        std::fs::write(&fixed, "")?;
+        let out = site
+            .muster()
+            .run(&["plan", "retry", &name, "--socket", &socket])?;
+        ensure!(out.contains("retrying the step of"), "{out}");
+        site.wait_until(TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status(i).is_ok_and(|v| {
+                    v["plan"]["steps"].as_array().is_some_and(|steps| {
+                        steps.len() == 3 && steps.iter().all(|st| st["state"] == "succeeded")
+                    })
+                })
+            })
+        })
+        .with_context(|| {
+            format!(
+                "the plan did not complete after the retry:\n{}",
+                site.describe()
+            )
+        })?;
         Ok(())
     });
 }

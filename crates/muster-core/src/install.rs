@@ -25,6 +25,28 @@ use crate::storage::RaftStore;
 /// or new workers this often too.
 pub const REPORT_RETRY_MS: u64 = 1_000;
 
+/// Why an operator's plan action cannot be asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanActionError {
+    /// No plan was committed yet.
+    #[error("there is no join plan yet")]
+    NoPlan,
+    /// No step has that name or id.
+    #[error("the plan has no step for {0:?}")]
+    NoStep(String),
+    /// The step is not in a state the action applies to.
+    #[error("the step of {name} is {state}: retry applies to a failed step, skip to a pending or failed one")]
+    NotApplicable {
+        /// The step's host.
+        name: String,
+        /// Its state.
+        state: String,
+    },
+    /// There is no leader to carry it out now.
+    #[error("no leader is known; try again once the cluster has one")]
+    NoLeader,
+}
+
 /// The host-side install bookkeeping (in memory: a restart re-runs a running step).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct InstallState {
@@ -132,7 +154,10 @@ impl<S: RaftStore> Node<S> {
                     return;
                 }
                 if state == StepState::Failed
-                    && !self.retry_due(step.attempts, step.finished_unix_ms)
+                    && !self.retry_due(
+                        step.attempts.saturating_sub(step.retry_from),
+                        step.finished_unix_ms,
+                    )
                 {
                     return;
                 }
@@ -211,6 +236,76 @@ impl<S: RaftStore> Node<S> {
                 progress: Some(p),
             };
             self.send(leader, Body::StepReport(report));
+        }
+    }
+
+    /// Operator entry point (`muster plan retry|skip NODE`): proposed here if this host leads,
+    /// else forwarded to the leader. Returns the step's host and the outputs to carry out.
+    pub fn request_plan_action(
+        &mut self,
+        who: &str,
+        kind: muster_proto::PlanActionKind,
+    ) -> Result<(crate::Removal, Vec<Output>), PlanActionError> {
+        let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
+        let by_id = crate::parse_id(who).and_then(|id| plan::step_of(plan, id));
+        let step = by_id
+            .or_else(|| plan.steps.iter().find(|s| s.name == who))
+            .ok_or_else(|| PlanActionError::NoStep(who.into()))?
+            .clone();
+        let action = muster_proto::PlanAction {
+            node_id: step.node_id,
+            kind: kind as i32,
+        };
+        let mut probe = plan.clone();
+        if !plan::apply_action(&mut probe, &action) {
+            let state = StepState::try_from(step.state).unwrap_or(StepState::Pending);
+            return Err(PlanActionError::NotApplicable {
+                name: step.name.clone(),
+                state: format!("{state:?}").to_lowercase(),
+            });
+        }
+        let leader = self.leader_id();
+        if self.is_leader() {
+            self.propose_command(Command {
+                kind: Some(muster_proto::command::Kind::PlanAction(action)),
+            });
+        } else if leader == 0 {
+            return Err(PlanActionError::NoLeader);
+        } else {
+            let request = muster_proto::PlanActionRequest {
+                cluster_id: self.cluster.cluster_id,
+                action: Some(action),
+            };
+            self.send(leader, Body::PlanActionRequest(request));
+        }
+        tracing::info!(step = %step.name, ?kind, "plan action asked by an operator");
+        let done = crate::Removal {
+            id: step.node_id,
+            name: step.name,
+            leader,
+        };
+        Ok((done, std::mem::take(&mut self.out)))
+    }
+
+    /// A member forwarded an operator's plan action to us (the leader).
+    pub(crate) fn on_plan_action_request(
+        &mut self,
+        from: NodeId,
+        r: muster_proto::PlanActionRequest,
+    ) {
+        let member = crate::state::member(&self.cluster, from).is_some();
+        if r.cluster_id != self.cluster.cluster_id || !member || !self.is_leader() {
+            self.drops.note(
+                "plan action not from a member, or not to the leader",
+                from,
+                self.now_ms,
+            );
+            return;
+        }
+        if let Some(action) = r.action {
+            self.propose_command(Command {
+                kind: Some(muster_proto::command::Kind::PlanAction(action)),
+            });
         }
     }
 

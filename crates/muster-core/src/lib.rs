@@ -25,6 +25,7 @@ pub mod testnet;
 pub mod wire;
 
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
+pub use install::PlanActionError;
 pub use node::{CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};
 pub use removal::{Removal, RemoveError};
 pub use replica::TransferError;

@@ -75,6 +75,8 @@ pub fn pending(s: &PlanStep) -> PlanStep {
         started_unix_ms: 0,
         finished_unix_ms: 0,
         last_error: String::new(),
+        retry_from: 0,
+        skipped: false,
         ..s.clone()
     }
 }
@@ -171,6 +173,30 @@ pub fn apply_progress(plan: &mut Plan, p: &StepProgress) -> bool {
             } else {
                 String::new()
             };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Applies an operator's action: `Retry` a failed step (its attempt limit counts again from its
+/// current attempts, with no backoff), or `Skip` a step that is not running (it counts as
+/// succeeded, marked `skipped`, so the plan goes on). Anything else changes nothing.
+pub fn apply_action(plan: &mut Plan, a: &muster_proto::PlanAction) -> bool {
+    use muster_proto::PlanActionKind;
+    let Some(step) = plan.steps.iter_mut().find(|s| s.node_id == a.node_id) else {
+        return false;
+    };
+    let now = state_of(step);
+    match PlanActionKind::try_from(a.kind) {
+        Ok(PlanActionKind::Retry) if now == StepState::Failed => {
+            step.retry_from = step.attempts;
+            step.finished_unix_ms = 0;
+            true
+        }
+        Ok(PlanActionKind::Skip) if matches!(now, StepState::Pending | StepState::Failed) => {
+            step.state = StepState::Succeeded as i32;
+            step.skipped = true;
             true
         }
         _ => false,
@@ -336,6 +362,43 @@ mod tests {
             assert!(!apply_progress(&mut plan, &p));
         }
         assert_eq!(plan, done, "a succeeded step is final");
+    }
+
+    #[test]
+    fn operators_retry_failed_steps_and_skip_stuck_ones() {
+        use muster_proto::{PlanAction, PlanActionKind};
+        let act = |id, kind: PlanActionKind| PlanAction {
+            node_id: id,
+            kind: kind as i32,
+        };
+        let mut plan = five();
+        assert!(
+            !apply_action(&mut plan, &act(2, PlanActionKind::Retry)),
+            "nothing to retry"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Running, 1)
+        ));
+        assert!(
+            !apply_action(&mut plan, &act(2, PlanActionKind::Skip)),
+            "a running step is not skipped"
+        );
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Failed, 1)
+        ));
+        assert!(apply_action(&mut plan, &act(2, PlanActionKind::Retry)));
+        let s = step_of(&plan, 2).unwrap();
+        assert_eq!((s.retry_from, s.finished_unix_ms), (1, 0));
+        assert!(apply_action(&mut plan, &act(2, PlanActionKind::Skip)));
+        assert!(step_of(&plan, 2).unwrap().skipped);
+        assert_eq!(
+            eligible(&plan),
+            vec![1, 4],
+            "the plan goes on after a skipped init"
+        );
+        assert_eq!(roles(&plan)[0], (2, Role::Init), "roles unchanged");
     }
 
     #[test]

@@ -138,6 +138,17 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 _ => Applied::Nothing,
             }
         }
+        Some(Kind::PlanAction(a)) => {
+            let changed = state
+                .plan
+                .as_mut()
+                .is_some_and(|plan| crate::plan::apply_action(plan, a));
+            if changed {
+                Applied::Plan
+            } else {
+                Applied::Nothing
+            }
+        }
         Some(Kind::StepProgress(p)) => {
             let changed = state
                 .plan

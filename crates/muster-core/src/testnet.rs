@@ -184,6 +184,23 @@ impl TestNet {
         Ok(())
     }
 
+    /// Operator `muster plan retry|skip WHO` asked of `host`: carries out its outputs at once.
+    pub fn plan_action(
+        &mut self,
+        host: NodeId,
+        who: &str,
+        kind: muster_proto::PlanActionKind,
+    ) -> Result<crate::Removal, crate::PlanActionError> {
+        let node = self
+            .hosts
+            .get_mut(&host)
+            .and_then(|h| h.node.as_mut())
+            .expect("host is up");
+        let (done, outputs) = node.request_plan_action(who, kind)?;
+        self.dispatch(host, outputs);
+        Ok(done)
+    }
+
     /// Operator `muster remove WHO` asked of `host`: carries out its outputs at once.
     pub fn remove(
         &mut self,

@@ -164,6 +164,76 @@ fn a_whole_site_power_cycle_mid_plan_resumes_running_steps() {
     assert!(runs_of_first >= 2, "the interrupted step was re-run");
 }
 
+/// A step that used up its attempts stays failed (the plan waits) until an operator retries it
+/// from any member; a step that cannot succeed can be skipped so the plan goes on.
+#[test]
+fn operators_retry_an_exhausted_step_and_skip_a_hopeless_one() {
+    use muster_proto::PlanActionKind;
+    let (mut net, ids) = TestNet::formed_site(6, 4, |c| {
+        c.vip = true;
+        c.plan = true;
+        c.install_retry_ms = 100;
+        c.max_install_attempts = 2;
+    });
+    let leader = net.node(ids[0]).leader_id();
+    let cp = *ids.iter().find(|id| **id != leader).expect("a joiner");
+    let follower = *ids
+        .iter()
+        .find(|id| **id != leader && **id != cp)
+        .expect("another");
+    net.fail_installs.insert(cp, 3);
+    let failed_for_good = |net: &TestNet| {
+        steps(net, leader)
+            .iter()
+            .any(|s| s.0 == cp && s.2 == StepState::Failed && s.3 == 2)
+    };
+    assert!(net.run_until(20_000, failed_for_good).is_some());
+    net.run_for(3_000);
+    assert!(
+        failed_for_good(&net),
+        "no third attempt without an operator"
+    );
+    let name = net.node(cp).status().node_name;
+    net.plan_action(follower, &name, PlanActionKind::Retry)
+        .expect("retry asked of a follower");
+    // Attempt 3 fails too (3 failures injected), attempt 4 succeeds.
+    run_to_done(&mut net, &ids, 30_000);
+    let step = steps(&net, leader)
+        .into_iter()
+        .find(|s| s.0 == cp)
+        .expect("step");
+    assert_eq!(step.3, 4);
+    // Asking to retry a succeeded step is a clear error.
+    let e = net
+        .plan_action(leader, &name, PlanActionKind::Retry)
+        .unwrap_err();
+    assert!(e.to_string().contains("succeeded"), "{e}");
+
+    // Skip: a worker whose hook always fails is skipped; its step counts as done.
+    let late = net.add_host("late", |c| {
+        c.expected_nodes = 4;
+        c.vip = true;
+        c.plan = true;
+        c.install_retry_ms = 100;
+        c.max_install_attempts = 2;
+    });
+    net.fail_installs.insert(late, 100);
+    net.start(late);
+    let stuck = net.run_until(20_000, |net| {
+        steps(net, leader)
+            .iter()
+            .any(|s| s.0 == late && s.2 == StepState::Failed && s.3 == 2)
+    });
+    assert!(stuck.is_some(), "the late worker failed for good");
+    net.plan_action(leader, "late", PlanActionKind::Skip)
+        .expect("skip");
+    let mut all = ids.clone();
+    all.push(late);
+    run_to_done(&mut net, &all, 10_000);
+    let status = net.node(leader).status().plan.expect("plan");
+    assert!(status.steps.iter().any(|s| s.node_id == late && s.skipped));
+}
+
 #[test]
 fn a_host_that_joins_later_is_appended_as_a_worker() {
     let (mut net, ids) = site(5, 3);

@@ -233,6 +233,21 @@ impl Agent {
                     }
                 }
             }
+            Query::PlanAct { node, kind, reply } => {
+                match self.node.request_plan_action(&node, kind) {
+                    Ok((done, outputs)) => {
+                        self.carry_out(outputs).await;
+                        let _ = reply.send(Ok(muster_proto::PlanActResponse {
+                            id: done.id,
+                            name: done.name,
+                            leader_id: done.leader,
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
             Query::Remove { node, reply } => match self.node.request_removal(&node) {
                 Ok((removal, outputs)) => {
                     self.carry_out(outputs).await;

@@ -30,6 +30,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum PlanCommand {
+    /// Try a failed step again (its attempt limit counts anew).
+    Retry {
+        /// The host: its name or id.
+        node: String,
+    },
+    /// Mark a pending or failed step done without running it (you installed that host).
+    Skip {
+        /// The host: its name or id.
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the agent in the foreground (logs to stderr; RUST_LOG sets the level).
     Agent {
@@ -62,10 +76,14 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Show the join plan: each host's step (role, order, state, attempts, time, last error).
+    /// Show the join plan: each host's step (role, order, state, attempts, time, last error);
+    /// `retry NODE` / `skip NODE` act on a step (asked of any member, done by the leader).
     Plan {
+        /// `retry NODE` or `skip NODE`; without one, show the plan.
+        #[command(subcommand)]
+        action: Option<PlanCommand>,
         /// The agent's status socket.
-        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        #[arg(long, default_value = config::DEFAULT_SOCKET, global = true)]
         socket: PathBuf,
         /// The operator contract's `plan` object instead of the table.
         #[arg(long)]
@@ -185,7 +203,11 @@ fn main() -> ExitCode {
             let wait = std::time::Duration::from_secs(wait_secs);
             report(runtime.block_on(remove::run(&socket, &node, wait)), 1)
         }
-        Command::Plan { socket, json } => {
+        Command::Plan {
+            action,
+            socket,
+            json,
+        } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -193,6 +215,28 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return report(Err(e.into()), 1),
             };
+            if let Some(action) = action {
+                let (node, kind, verb) = match action {
+                    PlanCommand::Retry { node } => {
+                        (node, muster_proto::PlanActionKind::Retry, "retrying")
+                    }
+                    PlanCommand::Skip { node } => {
+                        (node, muster_proto::PlanActionKind::Skip, "skipping")
+                    }
+                };
+                return match runtime.block_on(rpc::plan_act(&socket, &node, kind)) {
+                    Ok(r) => {
+                        println!(
+                            "{verb} the step of {} ({}) through leader {}",
+                            r.name,
+                            muster_core::format_id(r.id),
+                            muster_core::format_id(r.leader_id)
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => report(Err(e), 1),
+                };
+            }
             let status = match runtime.block_on(rpc::query(&socket)) {
                 Ok(s) => s,
                 Err(e) => return report(Err(e), 1),

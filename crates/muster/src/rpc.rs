@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use muster_proto::status_client::StatusClient;
 use muster_proto::status_server::{Status as StatusService, StatusServer};
 use muster_proto::{
-    RemoveHostRequest, RemoveHostResponse, StatusRequest, StatusResponse, TransferRequest,
-    TransferResponse,
+    PlanActRequest, PlanActResponse, RemoveHostRequest, RemoveHostResponse, StatusRequest,
+    StatusResponse, TransferRequest, TransferResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,6 +24,15 @@ pub enum Query {
         to: Option<u64>,
         /// The answer.
         reply: oneshot::Sender<Result<TransferResponse, String>>,
+    },
+    /// Retry or skip a plan step (name or id); the error is for the operator.
+    PlanAct {
+        /// Name or id as the operator typed it.
+        node: String,
+        /// Retry or skip.
+        kind: muster_proto::PlanActionKind,
+        /// The answer.
+        reply: oneshot::Sender<Result<PlanActResponse, String>>,
     },
     /// Remove a member (name or id); the error is for the operator.
     Remove {
@@ -68,6 +77,38 @@ impl StatusService for Service {
         let to = Some(request.into_inner().to).filter(|t| *t != 0);
         let (tx, rx) = oneshot::channel();
         self.ask(Query::Transfer { to, reply: tx }).await?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
+            Ok(Err(message)) => Err(tonic::Status::failed_precondition(message)),
+            Err(_) => Err(tonic::Status::unavailable("agent is shutting down")),
+        }
+    }
+
+    async fn plan_act(
+        &self,
+        request: tonic::Request<PlanActRequest>,
+    ) -> Result<tonic::Response<PlanActResponse>, tonic::Status> {
+        let r = request.into_inner();
+        if r.node.is_empty() || r.node.len() > MAX_NODE_ARG_BYTES {
+            return Err(tonic::Status::invalid_argument(
+                "node: expected a host's name or 16-hex-digit id",
+            ));
+        }
+        let kind = match muster_proto::PlanActionKind::try_from(r.kind) {
+            Ok(k) if k != muster_proto::PlanActionKind::Unspecified => k,
+            _ => {
+                return Err(tonic::Status::invalid_argument(
+                    "kind: expected retry or skip",
+                ))
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        self.ask(Query::PlanAct {
+            node: r.node,
+            kind,
+            reply: tx,
+        })
+        .await?;
         match rx.await {
             Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
             Ok(Err(message)) => Err(tonic::Status::failed_precondition(message)),
@@ -165,6 +206,22 @@ pub async fn query(socket: &Path) -> anyhow::Result<StatusResponse> {
         .await
         .with_context(|| format!("status request to {} failed", socket.display()))?;
     Ok(response.into_inner())
+}
+
+/// Asks the agent behind `socket` to retry or skip `node`'s plan step.
+pub async fn plan_act(
+    socket: &Path,
+    node: &str,
+    kind: muster_proto::PlanActionKind,
+) -> anyhow::Result<PlanActResponse> {
+    let request = PlanActRequest {
+        node: node.into(),
+        kind: kind as i32,
+    };
+    match client(socket).await?.plan_act(request).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(status) => Err(anyhow::anyhow!("{}", status.message())),
+    }
 }
 
 /// Asks the agent behind `socket` to remove `node` (name or id).

@@ -759,6 +759,12 @@ fn hash_envelope(h: &mut crate::trace::Fnv64, e: &Envelope) {
             h.u64(5);
             h.u64(x.node_id);
         }
+        Some(Body::PlanActionRequest(x)) => {
+            h.u64(7);
+            if let Some(a) = &x.action {
+                h.u64(a.node_id);
+            }
+        }
         Some(Body::StepReport(x)) => {
             h.u64(6);
             if let Some(p) = &x.progress {
