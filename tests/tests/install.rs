@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
-use muster_testbed::{overrides, scenario, Discovery, SiteOptions};
+use anyhow::{ensure, Context, Result};
+use muster_testbed::{overrides, scenario, Discovery, Site, SiteOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -43,6 +43,27 @@ fn events(log: &std::path::Path) -> Vec<Event> {
         .collect()
 }
 
+/// Writes the hook script `body` into the site's directory and configures every host to run it
+/// (`distribution = "none"`), with `extra` `[kubernetes]` keys.
+fn install_hook(site: &mut Site, body: &str, extra: &[(&str, toml::Value)]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = site.dir().join("hook");
+    std::fs::write(&hook, format!("#!/bin/sh\n{body}\n"))?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    let mut keys = overrides([
+        ("kubernetes.distribution", toml::Value::from("none")),
+        (
+            "kubernetes.install_command",
+            hook.display().to_string().into(),
+        ),
+    ]);
+    keys.extend(overrides(extra.iter().cloned()));
+    for i in site.all() {
+        site.write_config(i, &keys)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
     let opts = SiteOptions::default()
@@ -50,32 +71,17 @@ fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
         .control_plane_count(3);
     scenario("mi-a", 5, opts, |site| {
         let log = site.dir().join("install.log");
-        let hook = site.dir().join("hook");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\n\
-                 echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N) $MUSTER_INIT_IP ${{MUSTER_SERVER_URL:--}}\" >> {log}\n\
-                 sleep 1\n\
-                 echo \"end $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N)\" >> {log}\n",
-                log = log.display()
-            ),
+        let script = format!(
+            "echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N) $MUSTER_INIT_IP ${{MUSTER_SERVER_URL:--}}\" >> {log}\n\
+             sleep 1\n\
+             echo \"end $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N)\" >> {log}",
+            log = log.display()
+        );
+        install_hook(
+            site,
+            &script,
+            &[("kubernetes.retry_backoff", "500ms".into())],
         )?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
-        for i in site.all() {
-            site.write_config(
-                i,
-                &overrides([
-                    ("kubernetes.distribution", toml::Value::from("none")),
-                    (
-                        "kubernetes.install_command",
-                        hook.display().to_string().into(),
-                    ),
-                    ("kubernetes.retry_backoff", "500ms".into()),
-                ]),
-            )?;
-        }
         let all = site.all();
         site.start_all()?;
         site.wait_formed(TIMEOUT, &all)?;
@@ -200,33 +206,20 @@ fn a_failed_step_is_shown_and_retried_by_the_operator() {
         .control_plane_count(3);
     scenario("mi-b", 3, opts, |site| {
         let fixed = site.dir().join("fixed");
-        let hook = site.dir().join("hook");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\n\
-                 if [ \"$MUSTER_ROLE\" = control-plane ] && [ ! -e {fixed} ]; then\n\
-                 echo 'etcdctl member add: etcdserver: unhealthy cluster' >&2; exit 1\n\
-                 fi\n",
-                fixed = fixed.display()
-            ),
+        let script = format!(
+            "if [ \"$MUSTER_ROLE\" = control-plane ] && [ ! -e {fixed} ]; then\n\
+             echo 'etcdctl member add: etcdserver: unhealthy cluster' >&2; exit 1\n\
+             fi",
+            fixed = fixed.display()
+        );
+        install_hook(
+            site,
+            &script,
+            &[
+                ("kubernetes.retry_backoff", "200ms".into()),
+                ("kubernetes.max_attempts", 2.into()),
+            ],
         )?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
-        for i in site.all() {
-            site.write_config(
-                i,
-                &overrides([
-                    ("kubernetes.distribution", toml::Value::from("none")),
-                    (
-                        "kubernetes.install_command",
-                        hook.display().to_string().into(),
-                    ),
-                    ("kubernetes.retry_backoff", "200ms".into()),
-                    ("kubernetes.max_attempts", 2.into()),
-                ]),
-            )?;
-        }
         let all = site.all();
         site.start_all()?;
         site.wait_formed(TIMEOUT, &all)?;

@@ -245,7 +245,7 @@ impl<S: RaftStore> Node<S> {
         &mut self,
         who: &str,
         kind: muster_proto::PlanActionKind,
-    ) -> Result<(crate::Removal, Vec<Output>), PlanActionError> {
+    ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
         let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
         let by_id = crate::parse_id(who).and_then(|id| plan::step_of(plan, id));
         let step = by_id
@@ -279,7 +279,7 @@ impl<S: RaftStore> Node<S> {
             self.send(leader, Body::PlanActionRequest(request));
         }
         tracing::info!(step = %step.name, ?kind, "plan action asked by an operator");
-        let done = crate::Removal {
+        let done = crate::ActionTarget {
             id: step.node_id,
             name: step.name,
             leader,

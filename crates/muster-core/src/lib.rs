@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
 pub use install::PlanActionError;
-pub use node::{CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};
-pub use removal::{Removal, RemoveError};
+pub use node::{ActionTarget, CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};
+pub use removal::RemoveError;
 pub use replica::TransferError;
 pub use storage::{LogCache, MemStore, RaftStore, SharedStore, StoreError};

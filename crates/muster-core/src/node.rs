@@ -100,6 +100,17 @@ pub enum Output {
     },
 }
 
+/// What an operator's action (`muster remove`, `muster plan retry|skip`) resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionTarget {
+    /// The host the action is about.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The leader that proposes it (this host, or the one the request was forwarded to).
+    pub leader: NodeId,
+}
+
 /// Why the node cannot go on. Each is fatal to the agent: it must not acknowledge what it did not
 /// persist, nor run on a state it cannot apply.
 #[derive(Debug, thiserror::Error)]

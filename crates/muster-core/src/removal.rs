@@ -58,21 +58,13 @@ pub enum RemoveError {
     NoLeader,
 }
 
-/// What a removal request resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Removal {
-    /// The member being removed.
-    pub id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// The leader that proposes it (this host, or the one the request was forwarded to).
-    pub leader: NodeId,
-}
-
 impl<S: RaftStore> Node<S> {
     /// Operator entry point: remove the member `who` (name or 16-hex-digit id). Proposed here if
     /// this host leads, else forwarded to the leader. Returns the outputs to carry out.
-    pub fn request_removal(&mut self, who: &str) -> Result<(Removal, Vec<Output>), RemoveError> {
+    pub fn request_removal(
+        &mut self,
+        who: &str,
+    ) -> Result<(crate::ActionTarget, Vec<Output>), RemoveError> {
         let ours = self.cluster.cluster_id;
         if ours == 0 || self.phase == Phase::Removed {
             return Err(RemoveError::NotInCluster);
@@ -93,7 +85,10 @@ impl<S: RaftStore> Node<S> {
             );
         }
         tracing::info!(member = %format_id(id), %name, leader = %format_id(leader), "removal asked by an operator");
-        Ok((Removal { id, name, leader }, std::mem::take(&mut self.out)))
+        Ok((
+            crate::ActionTarget { id, name, leader },
+            std::mem::take(&mut self.out),
+        ))
     }
 
     fn resolve_member(&self, who: &str) -> Result<(NodeId, String), RemoveError> {

@@ -190,7 +190,7 @@ impl TestNet {
         host: NodeId,
         who: &str,
         kind: muster_proto::PlanActionKind,
-    ) -> Result<crate::Removal, crate::PlanActionError> {
+    ) -> Result<crate::ActionTarget, crate::PlanActionError> {
         let node = self
             .hosts
             .get_mut(&host)
@@ -206,7 +206,7 @@ impl TestNet {
         &mut self,
         host: NodeId,
         who: &str,
-    ) -> Result<crate::Removal, crate::RemoveError> {
+    ) -> Result<crate::ActionTarget, crate::RemoveError> {
         let node = self
             .hosts
             .get_mut(&host)

@@ -16,7 +16,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::frames::{ones_complement_sum, Mac, ETH_P_ARP, ETH_P_IPV6};
+use crate::frames::{
+    ones_complement_sum, Mac, ETH_P_ARP, ETH_P_IPV6, ICMPV6_NEIGHBOR_ADVERTISEMENT, IPPROTO_ICMPV6,
+    ND_HOP_LIMIT, ND_OPT_TARGET_LL_ADDR,
+};
 
 /// "This MAC answers for this address", as read from one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,9 +35,6 @@ const ARP_LEN: usize = 28;
 const IPV6_HEADER_LEN: usize = 40;
 /// Neighbor Advertisement without options: type, code, checksum, flags + reserved, target.
 const NA_LEN: usize = 24;
-const IPPROTO_ICMPV6: u8 = 58;
-const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
-const ND_OPT_TARGET_LL_ADDR: u8 = 2;
 
 /// The claim in `frame` (a whole Ethernet frame, destination MAC first), if it makes one.
 pub fn parse(frame: &[u8]) -> Option<Claim> {
@@ -71,7 +71,7 @@ fn parse_arp(arp: &[u8]) -> Option<Claim> {
 /// An IPv6 packet (after the Ethernet header) that must be a valid Neighbor Advertisement.
 fn parse_na(ip6: &[u8], source: Mac) -> Option<Claim> {
     let header = ip6.get(..IPV6_HEADER_LEN)?;
-    if header[0] >> 4 != 6 || header[6] != IPPROTO_ICMPV6 || header[7] != 255 {
+    if header[0] >> 4 != 6 || header[6] != IPPROTO_ICMPV6 || header[7] != ND_HOP_LIMIT {
         return None;
     }
     let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));

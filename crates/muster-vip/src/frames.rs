@@ -39,12 +39,12 @@ pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 const ARP_OP_REQUEST: u16 = 1;
 const ARP_OP_REPLY: u16 = 2;
-const IPPROTO_ICMPV6: u8 = 58;
-const ND_HOP_LIMIT: u8 = 255;
-const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
+pub(crate) const IPPROTO_ICMPV6: u8 = 58;
+pub(crate) const ND_HOP_LIMIT: u8 = 255;
+pub(crate) const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
 /// R = 0x80, S = 0x40, O = 0x20 in the first byte after the checksum.
 const NA_FLAG_OVERRIDE: u8 = 0x20;
-const ND_OPT_TARGET_LL_ADDR: u8 = 2;
+pub(crate) const ND_OPT_TARGET_LL_ADDR: u8 = 2;
 /// ICMPv6 part of the NA: 24 bytes of message + 8 bytes of option.
 const NA_ICMP_LEN: usize = 32;
 

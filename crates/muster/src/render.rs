@@ -75,24 +75,12 @@ pub fn json(s: &StatusResponse) -> Value {
 /// The `plan` object of the operator contract: `steps` [{`node_id`, `name`, `role`, `order`,
 /// `state`, `attempts`, `started_unix_ms`, `finished_unix_ms`, `last_error`}].
 pub fn plan_json(plan: &muster_proto::Plan) -> Value {
-    use muster_proto::{Role, StepState};
     let steps: Vec<Value> = plan
         .steps
         .iter()
         .map(|s| {
-            let role = match Role::try_from(s.role) {
-                Ok(Role::Init) => "init",
-                Ok(Role::ControlPlane) => "control-plane",
-                Ok(Role::Worker) => "worker",
-                _ => "unknown",
-            };
-            let state = match StepState::try_from(s.state) {
-                Ok(StepState::Pending) => "pending",
-                Ok(StepState::Running) => "running",
-                Ok(StepState::Succeeded) => "succeeded",
-                Ok(StepState::Failed) => "failed",
-                Err(_) => "unknown",
-            };
+            let role = role_label(s.role);
+            let state = state_label(s.state);
             json!({
                 "node_id": format_id(s.node_id),
                 "name": s.name,
@@ -113,21 +101,18 @@ pub fn plan_json(plan: &muster_proto::Plan) -> Value {
     })
 }
 
+/// A role as `MUSTER_ROLE` and the operator contract name it.
 fn role_label(role: i32) -> &'static str {
-    match muster_proto::Role::try_from(role) {
-        Ok(muster_proto::Role::Init) => "init",
-        Ok(muster_proto::Role::ControlPlane) => "control-plane",
-        Ok(muster_proto::Role::Worker) => "worker",
-        _ => "unknown",
-    }
+    crate::installer::role_name(muster_proto::Role::try_from(role).unwrap_or_default())
 }
 
+/// A step state as the operator contract names it.
 fn state_label(state: i32) -> &'static str {
     match muster_proto::StepState::try_from(state) {
         Ok(muster_proto::StepState::Pending) => "pending",
         Ok(muster_proto::StepState::Running) => "running",
         Ok(muster_proto::StepState::Succeeded) => "succeeded",
-        Ok(muster_proto::StepState::Failed) => "FAILED",
+        Ok(muster_proto::StepState::Failed) => "failed",
         Err(_) => "unknown",
     }
 }
@@ -183,7 +168,11 @@ pub fn plan_table(plan: &muster_proto::Plan) -> String {
             s.name,
             role_label(s.role),
             s.order,
-            state_label(s.state),
+            // Failures stand out in the table.
+            match state_label(s.state) {
+                "failed" => "FAILED",
+                other => other,
+            },
             s.attempts,
             took,
             s.last_error
