@@ -71,11 +71,20 @@ fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
         .control_plane_count(3);
     scenario("mi-a", 5, opts, |site| {
         let log = site.dir().join("install.log");
+        let seen = site.dir().join("secrets.log");
+        // Besides the order, each hook records the secrets it was given (a test-only record),
+        // and the init hook shares a CA hash through MUSTER_SECRETS_OUT.
         let script = format!(
             "echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N) $MUSTER_INIT_IP ${{MUSTER_SERVER_URL:--}}\" >> {log}\n\
+             token=$(sed -n 's/^TOKEN=//p' \"$MUSTER_SECRETS\")\n\
+             hash=$(sed -n 's/^CA_CERT_HASH=//p' \"$MUSTER_SECRETS\")\n\
+             echo \"$MUSTER_NODE_NAME $MUSTER_ROLE $token ${{hash:--}}\" >> {seen}\n\
+             echo \"joining with token $token\"\n\
+             if [ \"$MUSTER_ROLE\" = init ]; then echo CA_CERT_HASH={CA_HASH} >> \"$MUSTER_SECRETS_OUT\"; fi\n\
              sleep 1\n\
              echo \"end $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N)\" >> {log}",
-            log = log.display()
+            log = log.display(),
+            seen = seen.display(),
         );
         install_hook(
             site,
@@ -192,8 +201,73 @@ fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
             human.contains("plan      5 of 5 steps succeeded"),
             "{human}"
         );
-        Ok(())
+        check_secrets(site, &seen)
     });
+}
+
+/// What the init hook shares through MUSTER_SECRETS_OUT in the five-host test.
+const CA_HASH: &str = "sha256:5e1f0c7d4b2a99887766554433221100ffeeddccbbaa00998877665544332211";
+
+/// Every hook got the one token made at plan time; hosts after the init got the CA hash the
+/// init shared; neither appears in any host's data directory, agent log, status or plan answer.
+fn check_secrets(site: &Site, seen: &std::path::Path) -> Result<()> {
+    let records = std::fs::read_to_string(seen)?;
+    let rows: Vec<Vec<&str>> = records.lines().map(|l| l.split(' ').collect()).collect();
+    ensure!(
+        rows.len() >= 5,
+        "every host recorded its secrets:\n{records}"
+    );
+    let token = rows[0][2].to_owned();
+    ensure!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "a 32-byte hex token: {records}"
+    );
+    for r in &rows {
+        ensure!(r[2] == token, "one token for the site:\n{records}");
+        if r[1] != "init" {
+            ensure!(
+                r[3] == CA_HASH,
+                "{} did not get the init's CA hash:\n{records}",
+                r[0]
+            );
+        }
+    }
+    let socket = site.host(0).socket.display().to_string();
+    let mut shown = site
+        .muster()
+        .run(&["plan", "--json", "--socket", &socket])?;
+    for i in site.all() {
+        shown.push_str(&site.status(i)?.to_string());
+        shown.push_str(&site.status_human(i)?);
+        shown.push_str(&site.log(i));
+        for file in files_under(&site.host(i).data_dir) {
+            shown.push_str(&String::from_utf8_lossy(&std::fs::read(&file)?));
+        }
+    }
+    ensure!(shown.len() > 10_000, "logs, status and stores were read");
+    for secret in [token.as_str(), &CA_HASH[7..]] {
+        ensure!(
+            !shown.contains(secret),
+            "a secret shows in a data directory, log, status or plan answer"
+        );
+    }
+    Ok(())
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// A control-plane join whose hook fails is visible in `muster plan` with its error, stays failed

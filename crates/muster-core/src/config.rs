@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub install_retry_ms: u64,
     /// Attempts of a step before it stays failed until an operator retries it.
     pub max_install_attempts: u32,
+    /// The key that seals the join secrets and the entropy for new ones (`secrets.rs`). Without
+    /// it plans carry no secrets (the simulator); the agent always sets it.
+    pub secrets: Option<crate::secrets::SiteSecrets>,
 }
 
 impl NodeConfig {
@@ -101,6 +104,7 @@ impl NodeConfig {
             worker_parallelism: crate::plan::DEFAULT_WORKER_PARALLELISM,
             install_retry_ms: 5_000,
             max_install_attempts: 5,
+            secrets: None,
         }
     }
 

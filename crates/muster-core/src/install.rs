@@ -19,6 +19,7 @@ use muster_proto::{AddWorkers, Command, CreatePlan, Role, StepProgress, StepRepo
 use crate::config::{format_id, NodeId};
 use crate::node::{Node, Output};
 use crate::plan;
+use crate::secrets::SecretValues;
 use crate::storage::RaftStore;
 
 /// A host's report not yet applied is sent again this often; the leader re-proposes the plan
@@ -94,10 +95,16 @@ impl<S: RaftStore> Node<S> {
                     members = members.len(),
                     "site formed: committing the join plan with this host as init"
                 );
+                let cluster_id = self.cluster.cluster_id;
+                let secrets = self.sealer.as_mut().map(|s| {
+                    let values = s.plan_time_secrets();
+                    s.seal(cluster_id, &values)
+                });
                 muster_proto::command::Kind::CreatePlan(CreatePlan {
                     steps: plan::make_steps(&members, self.cfg.id),
                     worker_parallelism: self.cfg.worker_parallelism,
                     unix_ms: self.unix_ms,
+                    secrets,
                 })
             }
             Some(p) => {
@@ -125,11 +132,7 @@ impl<S: RaftStore> Node<S> {
         let now = self.now_ms;
         if self.cfg.install_ignores_plan_for_tests && self.install.launched.is_none() {
             let role = Role::try_from(step.role).unwrap_or(Role::Unspecified);
-            self.install.launched = Some(step.attempts + 1);
-            self.out.push(Output::RunInstall {
-                role,
-                attempt: step.attempts + 1,
-            });
+            self.launch(role, step.attempts + 1);
             return;
         }
         // A result reported and applied (or overtaken by a newer attempt) is done with.
@@ -141,12 +144,8 @@ impl<S: RaftStore> Node<S> {
         match state {
             StepState::Running if self.install.launched != Some(step.attempts) => {
                 let role = Role::try_from(step.role).unwrap_or(Role::Unspecified);
-                self.install.launched = Some(step.attempts);
                 tracing::info!(role = ?role, attempt = step.attempts, "install step started: running the hook");
-                self.out.push(Output::RunInstall {
-                    role,
-                    attempt: step.attempts,
-                });
+                self.launch(role, step.attempts);
             }
             StepState::Running => self.resend_result(),
             StepState::Pending | StepState::Failed => {
@@ -175,6 +174,38 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
+    /// Has the shell run attempt `attempt` with the plan's secrets; if they cannot be opened the
+    /// attempt fails at once, saying why.
+    fn launch(&mut self, role: Role, attempt: u32) {
+        self.install.launched = Some(attempt);
+        match self.plan_secrets() {
+            Ok(secrets) => self.out.push(Output::RunInstall {
+                role,
+                attempt,
+                secrets,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the plan's join secrets");
+                let error = format!("cannot open the plan's join secrets: {e}");
+                self.on_install_done(attempt, Err(error), SecretValues::default());
+            }
+        }
+    }
+
+    /// The plan's secrets: those made at plan time, with what the init hook shared over them.
+    /// Empty without a sealer (the simulator) or a plan without secrets.
+    pub(crate) fn plan_secrets(&self) -> Result<SecretValues, crate::SecretsError> {
+        let (Some(plan), Some(sealer)) = (self.cluster.plan.as_ref(), self.sealer.as_ref()) else {
+            return Ok(SecretValues::default());
+        };
+        let id = self.cluster.cluster_id;
+        let mut values = SecretValues::default();
+        for sealed in [&plan.secrets, &plan.init_secrets].into_iter().flatten() {
+            values.overlay(&sealer.open(id, sealed)?);
+        }
+        Ok(values)
+    }
+
     /// Whether a failed step may be tried again: below the attempt limit and after a backoff of
     /// `install_retry_ms` doubling per attempt (measured on the wall clock of the report).
     fn retry_due(&self, attempts: u32, failed_unix_ms: u64) -> bool {
@@ -195,17 +226,42 @@ impl<S: RaftStore> Node<S> {
             attempt,
             unix_ms: self.unix_ms,
             error,
+            secrets: None,
         }
     }
 
     /// The shell finished attempt `attempt` of this host's step.
-    pub(crate) fn on_install_done(&mut self, attempt: u32, result: Result<(), String>) {
+    pub(crate) fn on_install_done(
+        &mut self,
+        attempt: u32,
+        result: Result<(), String>,
+        secrets_out: SecretValues,
+    ) {
         let (state, error) = match result {
             Ok(()) => (StepState::Succeeded, String::new()),
             Err(e) => (StepState::Failed, e),
         };
         tracing::info!(attempt, state = ?state, "install step finished");
-        let p = self.progress(state, attempt, error);
+        let mut p = self.progress(state, attempt, error);
+        if !secrets_out.is_empty() {
+            let init = self
+                .cluster
+                .plan
+                .as_ref()
+                .and_then(|plan| plan::step_of(plan, self.cfg.id))
+                .is_some_and(|s| s.role == Role::Init as i32);
+            let cluster_id = self.cluster.cluster_id;
+            match self.sealer.as_mut() {
+                Some(sealer) if init && state == StepState::Succeeded => {
+                    tracing::info!(keys = ?secrets_out, "sharing the init hook's secrets with the site");
+                    p.secrets = Some(sealer.seal(cluster_id, &secrets_out));
+                }
+                _ => tracing::warn!(
+                    keys = ?secrets_out,
+                    "MUSTER_SECRETS_OUT is shared only from a successful init step; ignored"
+                ),
+            }
+        }
         self.install.result = Some((p, None));
         self.resend_result();
     }

@@ -49,6 +49,9 @@ pub enum Input {
         attempt: u32,
         /// Ok, or why the attempt failed.
         result: Result<(), String>,
+        /// What the hook wrote to `MUSTER_SECRETS_OUT`: shared with later hosts if this was the
+        /// init step and it succeeded.
+        secrets_out: crate::secrets::SecretValues,
     },
 }
 
@@ -91,6 +94,8 @@ pub enum Output {
         role: muster_proto::Role,
         /// The attempt number.
         attempt: u32,
+        /// The plan's join secrets for `MUSTER_SECRETS` (opened; `Debug` shows keys only).
+        secrets: crate::secrets::SecretValues,
     },
     /// The deny list changed (and once at start): the transport must refuse these identities at
     /// the connection, before anything they send reaches the core (`removal.rs`).
@@ -229,6 +234,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) denied_dirty: bool,
     /// This host's install step and the leader's plan proposals (`install.rs`).
     pub(crate) install: crate::install::InstallState,
+    /// Seals and opens the join secrets (`secrets.rs`); none without `NodeConfig::secrets`.
+    pub(crate) sealer: Option<crate::secrets::Sealer>,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -246,6 +253,7 @@ impl<S: RaftStore> Node<S> {
     pub fn new(cfg: NodeConfig, store: S, seed: u64) -> Result<Self, CoreError> {
         cfg.validate().map_err(CoreError::Config)?;
         let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
+        let sealer = cfg.secrets.as_ref().map(crate::secrets::Sealer::new);
         let mut node = Node {
             cfg,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
@@ -286,6 +294,7 @@ impl<S: RaftStore> Node<S> {
             self_removal_transfer_ms: None,
             denied_dirty: false,
             install: Default::default(),
+            sealer,
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -396,7 +405,11 @@ impl<S: RaftStore> Node<S> {
             Input::PeerConnected { id } => self.on_connected(id),
             Input::PeerDisconnected { id } => self.on_disconnected(id),
             Input::Message { from, envelope } => self.on_message(from, envelope)?,
-            Input::InstallDone { attempt, result } => self.on_install_done(attempt, result),
+            Input::InstallDone {
+                attempt,
+                result,
+                secrets_out,
+            } => self.on_install_done(attempt, result, secrets_out),
         }
         self.drive_raft()?;
         self.check_removed_self();
@@ -782,7 +795,12 @@ impl<S: RaftStore> Node<S> {
                     removed_unix_ms: r.unix_ms,
                 })
                 .collect(),
-            plan: self.cluster.plan.clone(),
+            // Status answers never carry secrets, not even sealed ones.
+            plan: self.cluster.plan.clone().map(|p| muster_proto::Plan {
+                secrets: None,
+                init_secrets: None,
+                ..p
+            }),
         }
     }
 

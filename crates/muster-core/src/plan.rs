@@ -99,6 +99,7 @@ pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Optio
         created_unix_ms: unix_ms,
         steps,
         worker_parallelism: parallelism.max(1),
+        ..Default::default()
     })
 }
 
@@ -231,6 +232,7 @@ mod tests {
             attempt,
             unix_ms: 10,
             error: "boom".into(),
+            secrets: None,
         }
     }
 

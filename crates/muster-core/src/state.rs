@@ -108,8 +108,13 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
         Some(Kind::CreatePlan(c)) if state.plan.is_none() && formed(state) => {
             // Every step must name a member; the plan must be well formed (`plan.rs`).
             let members_only = c.steps.iter().all(|s| member(state, s.node_id).is_some());
+            let secrets_ok = c
+                .secrets
+                .as_ref()
+                .is_none_or(crate::secrets::sealed_shape_ok);
             match crate::plan::checked_plan(&c.steps, c.worker_parallelism, c.unix_ms) {
-                Some(plan) if members_only => {
+                Some(mut plan) if members_only && secrets_ok => {
+                    plan.secrets = c.secrets.clone();
                     state.plan = Some(plan);
                     Applied::Plan
                 }
@@ -150,10 +155,19 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
             }
         }
         Some(Kind::StepProgress(p)) => {
-            let changed = state
-                .plan
-                .as_mut()
-                .is_some_and(|plan| crate::plan::apply_progress(plan, p));
+            let Some(plan) = state.plan.as_mut() else {
+                return Applied::Nothing;
+            };
+            let changed = crate::plan::apply_progress(plan, p);
+            // The init hook's MUSTER_SECRETS_OUT comes with the init step's success only.
+            let init_success = p.state == muster_proto::StepState::Succeeded as i32
+                && crate::plan::step_of(plan, p.node_id)
+                    .is_some_and(|s| s.role == muster_proto::Role::Init as i32);
+            if let Some(sealed) = p.secrets.as_ref().filter(|_| changed && init_success) {
+                if crate::secrets::sealed_shape_ok(sealed) {
+                    plan.init_secrets = Some(sealed.clone());
+                }
+            }
             if changed {
                 Applied::Plan
             } else {
@@ -281,6 +295,65 @@ mod tests {
             Applied::Nothing
         );
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn sealed_secrets_enter_with_the_plan_and_the_init_success_only() {
+        use muster_proto::{CreatePlan, Role, Sealed, StepProgress, StepState};
+        let mut s = ClusterState::default();
+        for id in [1, 2] {
+            apply_conf_change(&mut s, &cc(id, ConfChangeType::AddNode, 1), 2).unwrap();
+        }
+        apply_command(&mut s, &lock(), 3);
+        apply_command(&mut s, &formed_cmd(vec![1, 2]), 4);
+        let sealed = |n: usize, tag: u8| Sealed {
+            nonce: vec![tag; n],
+            ciphertext: vec![tag; 40],
+        };
+        let steps = crate::plan::make_steps(&s.members, 1);
+        let plan = |secrets| Command {
+            kind: Some(Kind::CreatePlan(CreatePlan {
+                steps: steps.clone(),
+                worker_parallelism: 3,
+                unix_ms: 5,
+                secrets,
+            })),
+        };
+        // A malformed blob refuses the plan (the leader proposes it again, freshly sealed).
+        assert_eq!(
+            apply_command(&mut s, &plan(Some(sealed(3, 1))), 5),
+            Applied::Nothing
+        );
+        assert_eq!(
+            apply_command(&mut s, &plan(Some(sealed(24, 1))), 6),
+            Applied::Plan
+        );
+        assert_eq!(s.plan.as_ref().unwrap().secrets, Some(sealed(24, 1)));
+        let progress = |node_id, state: StepState, attempt, tag| Command {
+            kind: Some(Kind::StepProgress(StepProgress {
+                node_id,
+                state: state as i32,
+                attempt,
+                unix_ms: 7,
+                error: String::new(),
+                secrets: Some(sealed(24, tag)),
+            })),
+        };
+        let init = steps
+            .iter()
+            .find(|st| st.role == Role::Init as i32)
+            .unwrap()
+            .node_id;
+        // Not with a start, only with the init's success.
+        apply_command(&mut s, &progress(init, StepState::Running, 1, 2), 7);
+        assert_eq!(s.plan.as_ref().unwrap().init_secrets, None);
+        apply_command(&mut s, &progress(init, StepState::Succeeded, 1, 3), 8);
+        assert_eq!(s.plan.as_ref().unwrap().init_secrets, Some(sealed(24, 3)));
+        // Another host's success never replaces them.
+        let other = 3 - init;
+        apply_command(&mut s, &progress(other, StepState::Running, 1, 4), 9);
+        apply_command(&mut s, &progress(other, StepState::Succeeded, 1, 4), 10);
+        assert_eq!(s.plan.as_ref().unwrap().init_secrets, Some(sealed(24, 3)));
     }
 
     #[test]

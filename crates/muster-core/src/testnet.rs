@@ -82,7 +82,12 @@ pub struct TestNet {
     pub install_runs: Vec<(u64, NodeId, muster_proto::Role, u32)>,
     /// Every install result handed back: (virtual time, host, attempt, succeeded).
     pub install_results: Vec<(u64, NodeId, u32, bool)>,
-    pending_installs: Vec<(u64, NodeId, u32, bool)>,
+    /// The secrets each host's last install run was handed (`MUSTER_SECRETS`).
+    pub install_secrets: BTreeMap<NodeId, crate::SecretValues>,
+    /// What a successful init run writes to `MUSTER_SECRETS_OUT`.
+    pub init_secrets_out: crate::SecretValues,
+    /// (due, host, attempt, succeeds, role)
+    pending_installs: Vec<(u64, NodeId, u32, bool, muster_proto::Role)>,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -117,6 +122,8 @@ impl TestNet {
             fail_installs: BTreeMap::new(),
             install_runs: Vec::new(),
             install_results: Vec::new(),
+            install_secrets: BTreeMap::new(),
+            init_secrets_out: Default::default(),
             pending_installs: Vec::new(),
         }
     }
@@ -255,6 +262,12 @@ impl TestNet {
         let mut pk = [0u8; 32];
         self.rng.fill(&mut pk[..]);
         let mut cfg = NodeConfig::new(name, format!("{name}:7946"), pk.to_vec());
+        let mut entropy = [0u8; 32];
+        self.rng.fill(&mut entropy[..]);
+        cfg.secrets = Some(crate::SiteSecrets::from_site_key(
+            b"testnet site key",
+            entropy,
+        ));
         tune(&mut cfg);
         let id = cfg.id;
         self.hosts.insert(
@@ -292,7 +305,7 @@ impl TestNet {
         // A dead host holds nothing (the agent releases a stale VIP when it starts again), and
         // its running hook dies with it.
         self.vip_holders.remove(&id);
-        self.pending_installs.retain(|(_, h, _, _)| *h != id);
+        self.pending_installs.retain(|(_, h, ..)| *h != id);
         let gone: Vec<_> = self
             .connected
             .iter()
@@ -350,6 +363,19 @@ impl TestNet {
     /// The running node.
     pub fn node(&self, id: NodeId) -> &Node<MemStore> {
         self.hosts[&id].node.as_ref().expect("host is up")
+    }
+
+    /// Every byte a running host's store holds: log entries, the applied state (snapshot) and
+    /// the hard state — what a copy of its data directory would reveal.
+    pub fn stored_bytes(&self, id: NodeId) -> Vec<u8> {
+        let store = self.node(id).store.lock();
+        let cache = store.cache();
+        let mut out = cache.applied.get_data().to_vec();
+        for e in &cache.entries {
+            out.extend_from_slice(e.get_data());
+            out.extend_from_slice(e.get_context());
+        }
+        out
     }
 
     fn disconnect(&mut self, a: NodeId, b: NodeId) {
@@ -419,8 +445,13 @@ impl TestNet {
                     self.vip_holders.remove(&id);
                     self.vip_releases.push((self.now_ms, id));
                 }
-                Output::RunInstall { role, attempt } => {
+                Output::RunInstall {
+                    role,
+                    attempt,
+                    secrets,
+                } => {
                     self.install_runs.push((self.now_ms, id, role, attempt));
+                    self.install_secrets.insert(id, secrets);
                     let fail = match self.fail_installs.get_mut(&id) {
                         Some(n) if *n > 0 => {
                             *n -= 1;
@@ -428,8 +459,13 @@ impl TestNet {
                         }
                         _ => false,
                     };
-                    self.pending_installs
-                        .push((self.now_ms + self.install_ms, id, attempt, !fail));
+                    self.pending_installs.push((
+                        self.now_ms + self.install_ms,
+                        id,
+                        attempt,
+                        !fail,
+                        role,
+                    ));
                 }
                 // The transport refuses removed identities at the connection.
                 Output::Denied { removed } => {
@@ -513,14 +549,25 @@ impl TestNet {
             .into_iter()
             .partition(|(at, ..)| *at <= now);
         self.pending_installs = later;
-        for (_, host, attempt, ok) in due {
+        for (_, host, attempt, ok, role) in due {
             self.install_results.push((now, host, attempt, ok));
             let result = if ok {
                 Ok(())
             } else {
                 Err("hook exited with status 1".to_string())
             };
-            self.input(host, Input::InstallDone { attempt, result });
+            let secrets_out = match role {
+                muster_proto::Role::Init if ok => self.init_secrets_out.clone(),
+                _ => Default::default(),
+            };
+            self.input(
+                host,
+                Input::InstallDone {
+                    attempt,
+                    result,
+                    secrets_out,
+                },
+            );
         }
     }
 

@@ -85,6 +85,12 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     node_cfg.tick_ms = cfg.tick.as_millis() as u64;
     node_cfg.election_ticks = cfg.election_ticks;
     node_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
+    // The join secrets are sealed under a key derived from the site key; new ones (and nonces)
+    // come from OS randomness, never from the logged seed.
+    node_cfg.secrets = Some(muster_core::SiteSecrets::from_site_key(
+        &site_key,
+        rand::random(),
+    ));
     if let Some(k) = &cfg.kubernetes {
         node_cfg.plan = true;
         node_cfg.worker_parallelism = k.worker_parallelism;
@@ -113,7 +119,8 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
 
     let (installer, install_done) = match cfg.kubernetes.clone() {
         Some(k) => {
-            let (installer, done) = crate::installer::Installer::spawn(k.clone());
+            let dir = cfg.data_dir.join(crate::identity::INSTALL_DIR);
+            let (installer, done) = crate::installer::Installer::spawn(k.clone(), dir);
             (Some((installer, k)), Some(done))
         }
         None => (None, None),
@@ -187,7 +194,11 @@ impl Agent {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let input = Input::InstallDone { attempt: done.attempt, result: done.result };
+                    let input = Input::InstallDone {
+                        attempt: done.attempt,
+                        result: done.result,
+                        secrets_out: done.secrets_out,
+                    };
                     self.step(input).await?;
                 }
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
@@ -351,13 +362,22 @@ impl Agent {
                     .renew(self.started + Duration::from_millis(until_ms)),
                 Output::VipRelease => self.vip.release().await,
                 Output::Denied { removed } => self.refuse(&removed),
-                Output::RunInstall { role, attempt } => self.start_install(role, attempt),
+                Output::RunInstall {
+                    role,
+                    attempt,
+                    secrets,
+                } => self.start_install(role, attempt, secrets),
             }
         }
     }
 
     /// Hands this host's install step to the installer actor with the contract's environment.
-    fn start_install(&mut self, role: muster_proto::Role, attempt: u32) {
+    fn start_install(
+        &mut self,
+        role: muster_proto::Role,
+        attempt: u32,
+        secrets: muster_core::SecretValues,
+    ) {
         let Some((installer, k)) = &self.installer else {
             tracing::error!(
                 ?role,
@@ -411,7 +431,12 @@ impl Agent {
             ("MUSTER_SERVER_URL".into(), server_url),
             ("MUSTER_INIT_IP".into(), init_ip),
         ];
-        let job = crate::installer::Job { role, attempt, env };
+        let job = crate::installer::Job {
+            role,
+            attempt,
+            env,
+            secrets,
+        };
         if !installer.start(job) {
             tracing::error!(
                 ?role,

@@ -26,6 +26,8 @@ use muster_proto::ClusterState;
 pub const IDENTITY_FILE: &str = "identity.key";
 /// Directory of the raft store inside `data_dir`.
 pub const STORE_DIR: &str = "raft";
+/// Subdirectory of `data_dir` holding an install hook's secrets files while it runs.
+pub const INSTALL_DIR: &str = "install";
 
 /// The agent refuses to start: the raft store in `data_dir` belongs to a cluster, and
 /// `identity.key` is missing or not a member of it. Names both files and `muster reset`.

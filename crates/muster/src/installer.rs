@@ -5,17 +5,22 @@
 //!
 //! The hook gets the install-hook contract's environment (`shared/DESIGN.md`, "Operator
 //! contract"): `MUSTER_ROLE`, `MUSTER_DISTRIBUTION`, `MUSTER_NODE_NAME`, `MUSTER_NODE_ID`,
-//! `MUSTER_NODE_IP`, `MUSTER_ENDPOINT`, `MUSTER_SERVER_URL` (empty for init), `MUSTER_INIT_IP`.
-//! Not yet: `MUSTER_CONFIG` (rendering), `MUSTER_SECRETS` / `MUSTER_SECRETS_OUT` (secrets).
+//! `MUSTER_NODE_IP`, `MUSTER_ENDPOINT`, `MUSTER_SERVER_URL` (empty for init), `MUSTER_INIT_IP`,
+//! and the secrets files: `MUSTER_SECRETS` (the plan's `KEY=VALUE` secrets, mode 0600) and
+//! `MUSTER_SECRETS_OUT` (an empty 0600 file the init hook may write `KEY=VALUE` lines to; they
+//! are handed back with the result and shared, sealed, with later hosts). Both live in
+//! `[node] data_dir`/`install` (mode 0700) only while the hook runs. Not yet: `MUSTER_CONFIG`.
 //! An attempt fails if the hook cannot start, exits non-zero (the error carries the tail of its
-//! output), or the hook and the health probe together take longer than `install_timeout`. The
+//! output, every secret value scrubbed first), writes a malformed `MUSTER_SECRETS_OUT`, or the
+//! hook and the health probe together take longer than `install_timeout`. The
 //! health probe (`health_command`, or `worker_health_command` on workers) is run every
 //! [`HEALTH_PROBE_INTERVAL`] until it exits 0; without one, the hook's exit 0 is success. A new
 //! attempt (a resume after a crash, or a retry) replaces a running one: its child is killed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use muster_core::SecretValues;
 use muster_proto::Role;
 use tokio::sync::mpsc;
 
@@ -37,8 +42,10 @@ pub struct Job {
     pub role: Role,
     /// The attempt number, echoed in the result.
     pub attempt: u32,
-    /// The contract's environment.
+    /// The contract's environment (without the secrets files, which the actor adds).
     pub env: Vec<(String, String)>,
+    /// The plan's secrets, written to `MUSTER_SECRETS`.
+    pub secrets: SecretValues,
 }
 
 /// The result of an attempt.
@@ -46,8 +53,67 @@ pub struct Job {
 pub struct Done {
     /// The job's attempt.
     pub attempt: u32,
-    /// Ok, or why not (for `muster status` and the logs).
+    /// Ok, or why not (for `muster status` and the logs; secrets scrubbed).
     pub result: Result<(), String>,
+    /// What the hook wrote to `MUSTER_SECRETS_OUT`.
+    pub secrets_out: SecretValues,
+}
+
+/// The secrets files of a running hook, in a 0700 directory; removed when dropped.
+struct SecretsFiles {
+    secrets: PathBuf,
+    out: PathBuf,
+}
+
+impl SecretsFiles {
+    fn create(dir: &Path, secrets: &SecretValues) -> Result<SecretsFiles, String> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("cannot create", e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail("cannot restrict", e))?;
+        let files = SecretsFiles {
+            secrets: dir.join("secrets.env"),
+            out: dir.join("secrets-out.env"),
+        };
+        write_private(&files.secrets, secrets.to_env_file().as_bytes())
+            .map_err(|e| fail("cannot write the secrets file in", e))?;
+        write_private(&files.out, b"")
+            .map_err(|e| fail("cannot create the secrets-out file in", e))?;
+        Ok(files)
+    }
+
+    /// Parses what the hook wrote to `MUSTER_SECRETS_OUT`.
+    fn read_out(&self) -> Result<SecretValues, String> {
+        let text = std::fs::read_to_string(&self.out)
+            .map_err(|e| format!("cannot read MUSTER_SECRETS_OUT: {e}"))?;
+        SecretValues::parse_env_file(&text).map_err(|e| format!("MUSTER_SECRETS_OUT {e}"))
+    }
+}
+
+impl Drop for SecretsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.secrets);
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+/// Writes `bytes` to a new file only its owner can read (replacing any old one).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// The handle the event loop holds.
@@ -57,7 +123,8 @@ pub struct Installer {
 
 impl Installer {
     /// Starts the actor; results arrive on the returned receiver.
-    pub fn spawn(cfg: Kubernetes) -> (Installer, mpsc::Receiver<Done>) {
+    /// `dir` holds the secrets files while a hook runs (`[node] data_dir`/`install`).
+    pub fn spawn(cfg: Kubernetes, dir: PathBuf) -> (Installer, mpsc::Receiver<Done>) {
         let (jobs, mut rx) = mpsc::channel::<Job>(JOB_QUEUE);
         let (done_tx, done_rx) = mpsc::channel(JOB_QUEUE);
         tokio::spawn(async move {
@@ -68,11 +135,21 @@ impl Installer {
                     old.abort();
                 }
                 let cfg = cfg.clone();
+                let dir = dir.clone();
                 let done_tx = done_tx.clone();
                 running = Some(tokio::spawn(async move {
                     let attempt = job.attempt;
-                    let result = run(&cfg, &job).await;
-                    let _ = done_tx.send(Done { attempt, result }).await;
+                    let (result, secrets_out) = match run(&cfg, &dir, &job).await {
+                        Ok(out) => (Ok(()), out),
+                        Err(e) => (Err(e), SecretValues::default()),
+                    };
+                    let _ = done_tx
+                        .send(Done {
+                            attempt,
+                            result,
+                            secrets_out,
+                        })
+                        .await;
                 }));
             }
         });
@@ -95,12 +172,17 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-async fn run(cfg: &Kubernetes, job: &Job) -> Result<(), String> {
+/// Runs one attempt: the hook, then the health probe. Ok carries what the hook wrote to
+/// `MUSTER_SECRETS_OUT`.
+async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, String> {
     let started = Instant::now();
     let deadline = started + cfg.install_timeout;
     tracing::info!(role = role_name(job.role), attempt = job.attempt, hook = %cfg.install_command.display(), "running the install hook");
+    let files = SecretsFiles::create(dir, &job.secrets)?;
     let child = tokio::process::Command::new(&cfg.install_command)
         .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .env("MUSTER_SECRETS", &files.secrets)
+        .env("MUSTER_SECRETS_OUT", &files.out)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -114,8 +196,17 @@ async fn run(cfg: &Kubernetes, job: &Job) -> Result<(), String> {
     if !output.status.success() {
         let mut text = output.stdout;
         text.extend_from_slice(&output.stderr);
-        return Err(format!("hook {}: {}", output.status, tail(&text)));
+        // Scrub what the hook was given and what it wrote before cutting the tail, so no part
+        // of a secret survives at the cut.
+        let mut known = job.secrets.clone();
+        if let Ok(out) = files.read_out() {
+            known.overlay(&out);
+        }
+        let text = known.scrub(&String::from_utf8_lossy(&text));
+        return Err(format!("hook {}: {}", output.status, tail(text.as_bytes())));
     }
+    let secrets_out = files.read_out()?;
+    drop(files);
     let probe = match job.role {
         Role::Worker => cfg.worker_health_command.as_ref(),
         _ => cfg.health_command.as_ref(),
@@ -129,7 +220,7 @@ async fn run(cfg: &Kubernetes, job: &Job) -> Result<(), String> {
         took_ms = started.elapsed().as_millis() as u64,
         "install step healthy"
     );
-    Ok(())
+    Ok(secrets_out)
 }
 
 async fn wait_healthy(probe: &PathBuf, deadline: Instant, budget: Duration) -> Result<(), String> {
@@ -193,7 +284,69 @@ mod tests {
             role,
             attempt: 1,
             env: vec![("MUSTER_ROLE".into(), role_name(role).into())],
+            secrets: SecretValues::default(),
         }
+    }
+
+    async fn run(cfg: &Kubernetes, job: &Job) -> Result<SecretValues, String> {
+        let dir = tempfile::tempdir().unwrap();
+        super::run(cfg, &dir.path().join("install"), job).await
+    }
+
+    #[tokio::test]
+    async fn hooks_get_their_secrets_in_a_private_file_and_can_share_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let install = dir.path().join("install");
+        let seen = dir.path().join("seen");
+        let hook = script(
+            dir.path(),
+            "hook",
+            &format!(
+                "stat -c %a \"$MUSTER_SECRETS\" \"$MUSTER_SECRETS_OUT\" > {seen}\n\
+                 cat \"$MUSTER_SECRETS\" >> {seen}\n\
+                 echo CA_CERT_HASH=sha256:feedbeef >> \"$MUSTER_SECRETS_OUT\"",
+                seen = seen.display()
+            ),
+        );
+        let mut j = job(Role::Init);
+        j.secrets.insert("TOKEN", "0123456789abcdef").unwrap();
+        let out = super::run(&cfg(&hook, None), &install, &j).await.unwrap();
+        assert_eq!(out.get("CA_CERT_HASH"), Some("sha256:feedbeef"));
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        assert_eq!(seen, "600\n600\nTOKEN=0123456789abcdef\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&install).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(
+            std::fs::read_dir(&install).unwrap().count(),
+            0,
+            "the secrets files are gone once the hook ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_never_reach_the_output_tail_and_bad_output_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = script(
+            dir.path(),
+            "hook",
+            "echo \"token is $(cut -d= -f2 \"$MUSTER_SECRETS\")\"; echo KEY=shared-secret-value >> \"$MUSTER_SECRETS_OUT\"; echo shared-secret-value; exit 1",
+        );
+        let mut j = job(Role::Init);
+        j.secrets.insert("TOKEN", "0123456789abcdef").unwrap();
+        let e = run(&cfg(&hook, None), &j).await.unwrap_err();
+        assert!(
+            e.contains("token is [redacted]") && !e.contains("0123456789abcdef"),
+            "{e}"
+        );
+        assert!(!e.contains("shared-secret-value"), "{e}");
+        let bad = script(
+            dir.path(),
+            "bad",
+            "echo 'no equals sign' > \"$MUSTER_SECRETS_OUT\"",
+        );
+        let e = run(&cfg(&bad, None), &j).await.unwrap_err();
+        assert_eq!(e, "MUSTER_SECRETS_OUT line 1: expected KEY=VALUE");
     }
 
     #[tokio::test]
@@ -208,7 +361,7 @@ mod tests {
         let probe = script(dir.path(), "probe", &format!("test -e {}", mark.display()));
         assert_eq!(
             run(&cfg(&hook, Some(&probe)), &job(Role::Init)).await,
-            Ok(())
+            Ok(SecretValues::default())
         );
     }
 

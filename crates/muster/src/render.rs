@@ -378,6 +378,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         };
         let table = plan_table(&plan);
         assert!(

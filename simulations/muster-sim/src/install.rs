@@ -104,7 +104,14 @@ impl Sim {
         } else {
             Err("simulated hook failure".into())
         };
-        self.input(i, muster_core::Input::InstallDone { attempt, result });
+        self.input(
+            i,
+            muster_core::Input::InstallDone {
+                attempt,
+                result,
+                secrets_out: Default::default(),
+            },
+        );
     }
 
     /// A host crashed: its hook died with it.

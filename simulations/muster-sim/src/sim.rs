@@ -649,7 +649,7 @@ impl Sim {
                     let fence = self.fence_at(i, until_ms);
                     self.checker.on_vip(self.now_ms, i, false, Some(fence));
                 }
-                Output::RunInstall { role, attempt } => self.on_run_install(i, role, attempt),
+                Output::RunInstall { role, attempt, .. } => self.on_run_install(i, role, attempt),
                 Output::Denied { removed } => {
                     // The transport refuses removed identities: drop the connections.
                     for r in removed {
