@@ -21,6 +21,8 @@ need_tools() {
     command -v keepalived >/dev/null 2>&1 || [[ -x /usr/sbin/keepalived ]] || pkgs+=(keepalived)
     # The VIP conflict test: a stranger announces the VIP with iputils' arping (its -U syntax).
     arping -V 2>&1 | grep -q iputils || pkgs+=(iputils-arping)
+    # The kubeadm install hook's test computes a CA public key hash with a real openssl.
+    command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update
