@@ -345,3 +345,77 @@ fn a_failed_step_is_shown_and_retried_by_the_operator() {
         Ok(())
     });
 }
+
+/// `distribution = "k3s"`: each hook is handed the config.yaml muster rendered for its role
+/// (`MUSTER_CONFIG`): the init host creates the cluster, the others join through the VIP with
+/// the plan's token, and every host's node-ip is its own address, never the VIP.
+#[test]
+fn k3s_hooks_get_the_config_rendered_for_their_role() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3)
+        .vip(false);
+    scenario("mi-c", 3, opts, |site| {
+        let dir = site.dir().to_path_buf();
+        // A test-only record: each hook keeps a copy of what it was handed.
+        let script = format!(
+            "cp \"$MUSTER_CONFIG\" {dir}/config-$MUSTER_NODE_NAME.yaml\n\
+             sed -n 's/^TOKEN=//p' \"$MUSTER_SECRETS\" > {dir}/token-$MUSTER_NODE_NAME\n\
+             echo \"$MUSTER_ROLE $MUSTER_SERVER_URL\" > {dir}/role-$MUSTER_NODE_NAME",
+            dir = dir.display()
+        );
+        // Later keys win: the distribution replaces install_hook's "none".
+        install_hook(
+            site,
+            &script,
+            &[
+                ("kubernetes.distribution", "k3s".into()),
+                ("kubernetes.version", "v1.30.2+k3s1".into()),
+            ],
+        )?;
+        let all = site.all();
+        site.start_all()?;
+        site.wait_until(TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status(i).is_ok_and(|v| {
+                    v["plan"]["steps"].as_array().is_some_and(|steps| {
+                        steps.len() == 3 && steps.iter().all(|st| st["state"] == "succeeded")
+                    })
+                })
+            })
+        })
+        .with_context(|| format!("the plan did not complete:\n{}", site.describe()))?;
+        let vip = muster_testbed::names::VIP_V4
+            .split('/')
+            .next()
+            .context("vip")?;
+        for i in all {
+            let name = site.agent_config(i).name;
+            let config = std::fs::read_to_string(dir.join(format!("config-{name}.yaml")))?;
+            let token = std::fs::read_to_string(dir.join(format!("token-{name}")))?;
+            let role = std::fs::read_to_string(dir.join(format!("role-{name}")))?;
+            let ip = site.ip(i).to_string();
+            ensure!(
+                config.contains(&format!("\"node-ip\": \"{ip}\""))
+                    && config.contains(&format!("\"node-name\": \"{name}\""))
+                    && config.contains(&format!("\"token\": \"{}\"", token.trim()))
+                    && config.contains(&format!("  - \"{vip}\"")),
+                "{name}'s config:\n{config}"
+            );
+            if role.starts_with("init") {
+                ensure!(
+                    config.contains("\"cluster-init\": true") && !config.contains("\"server\""),
+                    "the init host creates the cluster:\n{config}"
+                );
+            } else {
+                let url = format!("https://{vip}:6443");
+                ensure!(
+                    config.contains(&format!("\"server\": \"{url}\""))
+                        && role.trim().ends_with(&url),
+                    "{name} joins through the VIP ({role}):\n{config}"
+                );
+            }
+        }
+        Ok(())
+    });
+}

@@ -23,8 +23,6 @@ use crate::{
     SECRET_CA_CERT_HASH, SECRET_CERTIFICATE_KEY,
 };
 
-/// The oldest Kubernetes minor version muster renders kubeadm configuration for.
-pub const KUBEADM_MIN_MINOR: u32 = 24;
 /// The first minor version whose kubeadm takes `v1beta4`.
 pub const V1BETA4_FROM_MINOR: u32 = 31;
 /// The API server's port (kubeadm's default `bindPort`).
@@ -76,25 +74,19 @@ const ADDITIVE: &[&str] = &[
     "JoinConfiguration.nodeRegistration.kubeletExtraArgs",
 ];
 
-/// The `apiVersion` of kubeadm's own documents for `version`, refusing versions before 1.24.
-pub fn api_version(input: &RenderInput, version: KubeVersion) -> Result<&'static str, RenderError> {
-    if !version.at_least(1, KUBEADM_MIN_MINOR) {
-        return Err(RenderError::VersionTooOld {
-            version: input.version.to_owned(),
-            minimum: "1.24",
-            distribution: input.distribution,
-        });
-    }
-    Ok(if version.at_least(1, V1BETA4_FROM_MINOR) {
+/// The `apiVersion` of kubeadm's own documents for `version` (1.24 or later: `KubeVersion`
+/// refuses older ones).
+pub fn api_version(version: KubeVersion) -> &'static str {
+    if version.at_least(1, V1BETA4_FROM_MINOR) {
         "kubeadm.k8s.io/v1beta4"
     } else {
         "kubeadm.k8s.io/v1beta3"
-    })
+    }
 }
 
 /// Renders the documents for `input`.
 pub fn render(input: &RenderInput, version: KubeVersion) -> Result<String, RenderError> {
-    let api = api_version(input, version)?;
+    let api = api_version(version);
     let v1beta4 = version.at_least(1, V1BETA4_FROM_MINOR);
     let token = bootstrap_token(input)?;
     let endpoint = format!("{}:{API_PORT}", host_for_url(input.endpoint));

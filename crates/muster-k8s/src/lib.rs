@@ -46,6 +46,7 @@ mod extra;
 mod kubeadm;
 mod net;
 mod rancher;
+pub mod settings;
 mod version;
 pub mod yaml;
 
@@ -57,6 +58,7 @@ use std::str::FromStr;
 
 pub use error::RenderError;
 pub use net::{no_proxy, server_url};
+pub use settings::{Distro, ProxySection, Section, Step};
 pub use version::KubeVersion;
 
 /// k3s's default pod network (`--cluster-cidr`).

@@ -7,6 +7,9 @@
 
 use crate::{Distribution, RenderError};
 
+/// The oldest Kubernetes minor version muster renders for, for every distribution (1.24).
+pub const MIN_MINOR: u32 = 24;
+
 /// A parsed version: what rendering needs from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KubeVersion {
@@ -50,6 +53,13 @@ impl KubeVersion {
         }
         if let Some(build) = build {
             check_suffix(version, build, distribution)?;
+        }
+        if minor < MIN_MINOR {
+            return Err(RenderError::VersionTooOld {
+                version: version.to_owned(),
+                minimum: "1.24",
+                distribution,
+            });
         }
         Ok(KubeVersion { major, minor })
     }

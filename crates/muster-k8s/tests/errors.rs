@@ -139,6 +139,11 @@ fn bad_and_old_versions_are_named() {
         error(&Fixture::new(Distribution::Rke2, Role::Init).version("v1.27.4+k3s1")).to_string(),
         "kubernetes version \"v1.27.4+k3s1\" is a k3s release, not a rke2 one"
     );
+    // The seed's distributions are supported from 1.24 on, k3s and RKE2 included.
+    assert_eq!(
+        error(&Fixture::new(Distribution::K3s, Role::Worker).version("v1.23.6+k3s1")).to_string(),
+        "kubernetes version \"v1.23.6+k3s1\" is older than 1.24, the oldest k3s version muster renders for"
+    );
     assert_no_secret(&format!("{:?}", error(&f.version("v1.2"))));
 }
 

@@ -415,27 +415,49 @@ impl Agent {
             .map_or_else(|| init_ip.clone(), str::to_owned);
         let server_url = match role {
             muster_proto::Role::Init => String::new(),
-            _ if endpoint.contains(':') => format!("https://[{endpoint}]:6443"),
-            _ => format!("https://{endpoint}:6443"),
+            _ => k.distro.server_url(&endpoint),
         };
-        let env = vec![
+        let node_name = self.node.status().node_name;
+        let rendered = k.distro.render(&muster_k8s::Step {
+            role: crate::installer::k8s_role(role),
+            node_name: &node_name,
+            node_ip: self.ip,
+            endpoint: &endpoint,
+            init_ip: init_ip.parse().ok(),
+            secrets: secrets.as_map(),
+        });
+        let mut env = vec![
             (
                 "MUSTER_ROLE".into(),
                 crate::installer::role_name(role).into(),
             ),
-            ("MUSTER_DISTRIBUTION".into(), k.distribution.clone()),
-            ("MUSTER_NODE_NAME".into(), self.node.status().node_name),
+            (
+                "MUSTER_DISTRIBUTION".into(),
+                k.distro.distribution.name().into(),
+            ),
+            ("MUSTER_NODE_NAME".into(), node_name),
             ("MUSTER_NODE_ID".into(), format_id(self.node.id())),
             ("MUSTER_NODE_IP".into(), self.ip.to_string()),
             ("MUSTER_ENDPOINT".into(), endpoint),
             ("MUSTER_SERVER_URL".into(), server_url),
             ("MUSTER_INIT_IP".into(), init_ip),
         ];
+        // A config that cannot be rendered is not the hook's fault and not transient: the
+        // installer fails the attempt saying why.
+        let config = rendered
+            .map(|r| {
+                r.map(|r| {
+                    env.extend(r.env);
+                    (r.file_name, r.contents)
+                })
+            })
+            .map_err(|e| format!("cannot render the {} config: {e}", k.distro.distribution));
         let job = crate::installer::Job {
             role,
             attempt,
             env,
             secrets,
+            config,
         };
         if !installer.start(job) {
             tracing::error!(

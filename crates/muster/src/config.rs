@@ -64,6 +64,13 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct KubernetesSection {
     distribution: String,
+    version: Option<String>,
+    cluster_cidr: Option<String>,
+    service_cidr: Option<String>,
+    proxy: Option<muster_k8s::ProxySection>,
+    #[serde(default)]
+    ca_files: Vec<PathBuf>,
+    config: Option<toml::Table>,
     install_command: PathBuf,
     health_command: Option<PathBuf>,
     worker_health_command: Option<PathBuf>,
@@ -137,8 +144,8 @@ struct DdnsSection {
 /// `[kubernetes]`: what the agent runs for its step of the join plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kubernetes {
-    /// `MUSTER_DISTRIBUTION`: only `none` (the hooks do everything) in this version.
-    pub distribution: String,
+    /// The distribution, its version and what its config is rendered from (`kubeconf.rs`).
+    pub distro: muster_k8s::Distro,
     /// The install hook (the contract in DESIGN.md).
     pub install_command: PathBuf,
     /// Control-plane health probe (exit 0 = healthy); without one, the hook's exit 0 is done.
@@ -356,24 +363,15 @@ impl Config {
 }
 
 fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String)> {
-    match k.distribution.as_str() {
-        "none" => {}
-        "k3s" | "rke2" | "kubeadm" => {
-            return Err((
-                "kubernetes.distribution",
-                format!(
-                    "{:?} is not supported by this version yet (its config rendering is not built); use \"none\" with hooks that install it",
-                    k.distribution
-                ),
-            ))
-        }
-        other => {
-            return Err((
-                "kubernetes.distribution",
-                format!("must be \"k3s\", \"rke2\", \"kubeadm\" or \"none\", got {other:?}"),
-            ))
-        }
-    }
+    let distro = muster_k8s::Distro::from_section(&muster_k8s::Section {
+        distribution: &k.distribution,
+        version: k.version.as_deref(),
+        cluster_cidr: k.cluster_cidr.as_deref(),
+        service_cidr: k.service_cidr.as_deref(),
+        proxy: k.proxy.as_ref(),
+        ca_files: &k.ca_files,
+        config: k.config.as_ref(),
+    })?;
     let absolute = |key: &'static str, p: &Path| {
         if p.is_absolute() {
             Ok(())
@@ -420,7 +418,7 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         ));
     }
     Ok(Kubernetes {
-        distribution: k.distribution.clone(),
+        distro,
         install_command: k.install_command.clone(),
         health_command: k.health_command.clone(),
         worker_health_command: k.worker_health_command.clone(),
@@ -546,11 +544,29 @@ address = "10.0.0.100/24"
         assert_eq!(kube.install_timeout, Duration::from_secs(120));
         assert_eq!(kube.worker_parallelism, 2);
         assert_eq!(kube.max_attempts, 5);
-        let e = err(&k.replace("\"none\"", "\"k3s\""));
+        let e = err(&k.replace("\"none\"", "\"k8s\""));
         assert!(
-            e.contains("kubernetes.distribution") && e.contains("not supported"),
+            e.contains("kubernetes.distribution") && e.contains("got \"k8s\""),
             "{e}"
         );
+        let e = err(&k.replace("\"none\"", "\"k3s\""));
+        assert!(
+            e.contains("kubernetes.version") && e.contains("required"),
+            "{e}"
+        );
+        let k3s = k.replace("\"none\"", "\"k3s\"\nversion = \"v1.30.2+k3s1\"");
+        let c = Config::parse(Path::new("muster.toml"), &k3s).unwrap();
+        let d = c.kubernetes.expect("kubernetes").distro;
+        assert_eq!(d.distribution, muster_k8s::Distribution::K3s);
+        assert_eq!(d.cluster_cidr, muster_k8s::K3S_CLUSTER_CIDR);
+        let e = err(&k3s.replace("v1.30.2+k3s1", "v1.22.0+k3s1"));
+        assert!(e.contains("kubernetes") && e.contains("1.22"), "{e}");
+        let e = err(&format!("{k3s}[kubernetes.config]\ntoken = \"mine\"\n"));
+        assert!(e.contains("token"), "a reserved key is refused: {e}");
+        let e = err(&format!(
+            "{k3s}[kubernetes.proxy]\nhttp_proxy = \"http://p:3128\"\nno_proxi = []\n"
+        ));
+        assert!(e.contains("no_proxi"), "{e}");
         let e = err(&k.replace("\"/usr/libexec/muster/hooks/etcd\"", "\"hooks/etcd\""));
         assert!(
             e.contains("kubernetes.install_command") && e.contains("absolute"),

@@ -9,7 +9,9 @@
 //! and the secrets files: `MUSTER_SECRETS` (the plan's `KEY=VALUE` secrets, mode 0600) and
 //! `MUSTER_SECRETS_OUT` (an empty 0600 file the init hook may write `KEY=VALUE` lines to; they
 //! are handed back with the result and shared, sealed, with later hosts). Both live in
-//! `[node] data_dir`/`install` (mode 0700) only while the hook runs. Not yet: `MUSTER_CONFIG`.
+//! `[node] data_dir`/`install` (mode 0700) only while the hook runs, beside `MUSTER_CONFIG`, the
+//! distribution config the agent rendered (`kubeconf.rs`; 0600: it holds the token; unset for
+//! `none`).
 //! An attempt fails if the hook cannot start, exits non-zero (the error carries the tail of its
 //! output, every secret value scrubbed first), writes a malformed `MUSTER_SECRETS_OUT`, or the
 //! hook and the health probe together take longer than `install_timeout`. The
@@ -46,6 +48,9 @@ pub struct Job {
     pub env: Vec<(String, String)>,
     /// The plan's secrets, written to `MUSTER_SECRETS`.
     pub secrets: SecretValues,
+    /// The rendered distribution config (file name, contents) for `MUSTER_CONFIG`; none for
+    /// `none`; an error fails the attempt without running the hook.
+    pub config: Result<Option<(&'static str, String)>, String>,
 }
 
 /// The result of an attempt.
@@ -59,14 +64,20 @@ pub struct Done {
     pub secrets_out: SecretValues,
 }
 
-/// The secrets files of a running hook, in a 0700 directory; removed when dropped.
+/// The secrets files of a running hook (and its rendered config, which holds the token), in a
+/// 0700 directory; removed when dropped.
 struct SecretsFiles {
     secrets: PathBuf,
     out: PathBuf,
+    config: Option<PathBuf>,
 }
 
 impl SecretsFiles {
-    fn create(dir: &Path, secrets: &SecretValues) -> Result<SecretsFiles, String> {
+    fn create(
+        dir: &Path,
+        secrets: &SecretValues,
+        config: Option<&(&'static str, String)>,
+    ) -> Result<SecretsFiles, String> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
         std::fs::DirBuilder::new()
@@ -79,7 +90,12 @@ impl SecretsFiles {
         let files = SecretsFiles {
             secrets: dir.join("secrets.env"),
             out: dir.join("secrets-out.env"),
+            config: config.map(|(name, _)| dir.join(name)),
         };
+        if let (Some(path), Some((_, contents))) = (&files.config, config) {
+            write_private(path, contents.as_bytes())
+                .map_err(|e| fail("cannot write the rendered config in", e))?;
+        }
         write_private(&files.secrets, secrets.to_env_file().as_bytes())
             .map_err(|e| fail("cannot write the secrets file in", e))?;
         write_private(&files.out, b"")
@@ -99,6 +115,9 @@ impl Drop for SecretsFiles {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.secrets);
         let _ = std::fs::remove_file(&self.out);
+        if let Some(c) = &self.config {
+            let _ = std::fs::remove_file(c);
+        }
     }
 }
 
@@ -172,14 +191,28 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The plan's role as the renderer names it (a plan never holds an unspecified role).
+pub fn k8s_role(role: Role) -> muster_k8s::Role {
+    match role {
+        Role::Init => muster_k8s::Role::Init,
+        Role::ControlPlane => muster_k8s::Role::ControlPlane,
+        _ => muster_k8s::Role::Worker,
+    }
+}
+
 /// Runs one attempt: the hook, then the health probe. Ok carries what the hook wrote to
 /// `MUSTER_SECRETS_OUT`.
 async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, String> {
     let started = Instant::now();
     let deadline = started + cfg.install_timeout;
     tracing::info!(role = role_name(job.role), attempt = job.attempt, hook = %cfg.install_command.display(), "running the install hook");
-    let files = SecretsFiles::create(dir, &job.secrets)?;
-    let child = tokio::process::Command::new(&cfg.install_command)
+    let config = job.config.as_ref().map_err(Clone::clone)?;
+    let files = SecretsFiles::create(dir, &job.secrets, config.as_ref())?;
+    let mut command = tokio::process::Command::new(&cfg.install_command);
+    if let Some(c) = &files.config {
+        command.env("MUSTER_CONFIG", c);
+    }
+    let child = command
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .env("MUSTER_SECRETS", &files.secrets)
         .env("MUSTER_SECRETS_OUT", &files.out)
@@ -260,7 +293,16 @@ mod tests {
 
     fn cfg(hook: &str, health: Option<&str>) -> Kubernetes {
         Kubernetes {
-            distribution: "none".into(),
+            distro: muster_k8s::Distro::from_section(&muster_k8s::Section {
+                distribution: "none",
+                version: None,
+                cluster_cidr: None,
+                service_cidr: None,
+                proxy: None,
+                ca_files: &[],
+                config: None,
+            })
+            .unwrap(),
             install_command: hook.into(),
             health_command: health.map(Into::into),
             worker_health_command: None,
@@ -285,6 +327,7 @@ mod tests {
             attempt: 1,
             env: vec![("MUSTER_ROLE".into(), role_name(role).into())],
             secrets: SecretValues::default(),
+            config: Ok(None),
         }
     }
 
@@ -322,6 +365,40 @@ mod tests {
             0,
             "the secrets files are gone once the hook ends"
         );
+    }
+
+    #[tokio::test]
+    async fn the_rendered_config_is_a_private_file_while_the_hook_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let install = dir.path().join("install");
+        let seen = dir.path().join("seen");
+        let hook = script(
+            dir.path(),
+            "hook",
+            &format!(
+                "stat -c %a \"$MUSTER_CONFIG\" > {seen}; cat \"$MUSTER_CONFIG\" >> {seen}",
+                seen = seen.display()
+            ),
+        );
+        let mut j = job(Role::Init);
+        j.config = Ok(Some(("config.yaml", "cluster-init: true\n".into())));
+        super::run(&cfg(&hook, None), &install, &j).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&seen).unwrap(),
+            "600\ncluster-init: true\n"
+        );
+        assert!(
+            !install.join("config.yaml").exists(),
+            "removed after the hook"
+        );
+        // A config that cannot be rendered fails the attempt; the hook never runs.
+        j.config = Err("cannot render the k3s config: secret TOKEN missing".into());
+        std::fs::remove_file(&seen).unwrap();
+        let e = super::run(&cfg(&hook, None), &install, &j)
+            .await
+            .unwrap_err();
+        assert_eq!(e, "cannot render the k3s config: secret TOKEN missing");
+        assert!(!seen.exists());
     }
 
     #[tokio::test]
