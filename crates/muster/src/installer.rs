@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use muster_proto::Role;
 use tokio::sync::mpsc;
 
-use crate::config::Kubernetes;
+use crate::config::{HealthCheck, Kubernetes};
 
 /// How often the health probe runs while a step waits to be healthy.
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -116,12 +116,14 @@ async fn run(cfg: &Kubernetes, job: &Job) -> Result<(), String> {
         text.extend_from_slice(&output.stderr);
         return Err(format!("hook {}: {}", output.status, tail(&text)));
     }
-    let probe = match job.role {
-        Role::Worker => cfg.worker_health_command.as_ref(),
-        _ => cfg.health_command.as_ref(),
+    let check = match job.role {
+        Role::Worker => &cfg.worker_health,
+        _ => &cfg.health,
     };
-    if let Some(probe) = probe {
-        wait_healthy(probe, deadline, cfg.install_timeout).await?;
+    match check {
+        HealthCheck::Hook => {}
+        HealthCheck::Command(probe) => wait_healthy(probe, deadline, cfg.install_timeout).await?,
+        HealthCheck::Url(u) => return Err(format!("health URL {}: not probed yet", u.url)),
     }
     tracing::info!(
         role = role_name(job.role),
@@ -171,8 +173,8 @@ mod tests {
         Kubernetes {
             distribution: "none".into(),
             install_command: hook.into(),
-            health_command: health.map(Into::into),
-            worker_health_command: None,
+            health: health.map_or(HealthCheck::Hook, |c| HealthCheck::Command(c.into())),
+            worker_health: HealthCheck::Hook,
             install_timeout: Duration::from_secs(3),
             worker_parallelism: 3,
             retry_backoff: Duration::from_secs(1),
