@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 #[path = "config_health.rs"]
 pub mod health;
-pub use health::{default_health, HealthCheck};
+pub use health::{default_health, HealthCheck, HealthUrl};
 
 /// Why the configuration cannot be used. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
