@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+#[path = "config_health.rs"]
+pub mod health;
+pub use health::{default_health, HealthCheck, HealthUrl};
+
 /// Why the configuration cannot be used. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,6 +78,12 @@ struct KubernetesSection {
     install_command: PathBuf,
     health_command: Option<PathBuf>,
     worker_health_command: Option<PathBuf>,
+    health_url: Option<String>,
+    worker_health_url: Option<String>,
+    health_ca_file: Option<PathBuf>,
+    health_client_cert: Option<PathBuf>,
+    health_client_key: Option<PathBuf>,
+    health_server_name: Option<String>,
     install_timeout: Option<String>,
     worker_parallelism: Option<i64>,
     retry_backoff: Option<String>,
@@ -148,10 +158,10 @@ pub struct Kubernetes {
     pub distro: muster_k8s::Distro,
     /// The install hook (the contract in DESIGN.md).
     pub install_command: PathBuf,
-    /// Control-plane health probe (exit 0 = healthy); without one, the hook's exit 0 is done.
-    pub health_command: Option<PathBuf>,
-    /// Worker health probe; same rule.
-    pub worker_health_command: Option<PathBuf>,
+    /// The control-plane (and init) step's health gate: `health_url` or `health_command`.
+    pub health: HealthCheck,
+    /// The worker step's health gate: `worker_health_url` or `worker_health_command`.
+    pub worker_health: HealthCheck,
     /// Longest a hook plus its health probe may take before the attempt fails.
     pub install_timeout: Duration,
     /// Workers that install at once.
@@ -383,12 +393,17 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         }
     };
     absolute("kubernetes.install_command", &k.install_command)?;
-    if let Some(p) = &k.health_command {
-        absolute("kubernetes.health_command", p)?;
-    }
-    if let Some(p) = &k.worker_health_command {
-        absolute("kubernetes.worker_health_command", p)?;
-    }
+    let keys = health::HealthKeys {
+        url: k.health_url.as_deref(),
+        worker_url: k.worker_health_url.as_deref(),
+        command: k.health_command.as_deref(),
+        worker_command: k.worker_health_command.as_deref(),
+        ca_file: k.health_ca_file.as_deref(),
+        client_cert: k.health_client_cert.as_deref(),
+        client_key: k.health_client_key.as_deref(),
+        server_name: k.health_server_name.as_deref(),
+    };
+    let (health, worker_health) = health::resolve(&keys, &default_health(&k.distribution))?;
     let install_timeout = match &k.install_timeout {
         Some(t) => parse_duration(t).map_err(|m| ("kubernetes.install_timeout", m))?,
         None => Duration::from_secs(30 * 60),
@@ -420,8 +435,8 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
     Ok(Kubernetes {
         distro,
         install_command: k.install_command.clone(),
-        health_command: k.health_command.clone(),
-        worker_health_command: k.worker_health_command.clone(),
+        health,
+        worker_health,
         install_timeout,
         worker_parallelism: worker_parallelism as u32,
         retry_backoff,
@@ -576,6 +591,51 @@ address = "10.0.0.100/24"
         assert!(e.contains("kubernetes.worker_parallelism"), "{e}");
         let e = err(&k.replace("worker_parallelism = 2", "worker_paralelism = 2"));
         assert!(e.contains("worker_paralelism"), "a typo is an error: {e}");
+    }
+
+    #[test]
+    fn health_gate_keys_parse_and_conflicts_name_their_key() {
+        let base = format!(
+            "{GOOD}[kubernetes]\ndistribution = \"none\"\ninstall_command = \"/usr/libexec/muster/hooks/install\"\n"
+        );
+        let kube = |extra: &str| {
+            Config::parse(Path::new("muster.toml"), &format!("{base}{extra}"))
+                .map(|c| c.kubernetes.expect("kubernetes"))
+        };
+        let k = kube("").unwrap();
+        assert_eq!(
+            (k.health, k.worker_health),
+            (HealthCheck::Hook, HealthCheck::Hook),
+            "distribution none: no probe unless configured"
+        );
+        let k = kube(
+            "health_url = \"https://127.0.0.1:6443/readyz\"\nhealth_ca_file = \"/etc/kubernetes/pki/ca.crt\"\nhealth_server_name = \"kubernetes\"\nhealth_client_cert = \"/etc/muster/c.crt\"\nhealth_client_key = \"/etc/muster/c.key\"\nworker_health_url = \"http://127.0.0.1:10248/healthz\"\n",
+        )
+        .unwrap();
+        let HealthCheck::Url(cp) = k.health else {
+            panic!("a URL gate: {:?}", k.health)
+        };
+        assert_eq!(cp.server_name.as_deref(), Some("kubernetes"));
+        assert_eq!(
+            cp.client.map(|c| c.key),
+            Some(PathBuf::from("/etc/muster/c.key"))
+        );
+        assert!(matches!(k.worker_health, HealthCheck::Url(u) if u.url.ends_with("10248/healthz")));
+        let e = kube("health_url = \"http://127.0.0.1/ok\"\nhealth_command = \"/bin/true\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kubernetes.health_command") && e.contains("not both"),
+            "{e}"
+        );
+        let e = kube("worker_health_url = \"tcp://127.0.0.1:10248\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kubernetes.worker_health_url"), "{e}");
+        let e = kube("health_url = \"http://127.0.0.1/ok\"\nhealth_urll = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("health_urll"), "a typo is an error: {e}");
     }
 
     #[test]

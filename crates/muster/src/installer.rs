@@ -10,14 +10,16 @@
 //! `MUSTER_SECRETS_OUT` (an empty 0600 file the init hook may write `KEY=VALUE` lines to; they
 //! are handed back with the result and shared, sealed, with later hosts). Both live in
 //! `[node] data_dir`/`install` (mode 0700) only while the hook runs, beside `MUSTER_CONFIG`, the
-//! distribution config the agent rendered (`kubeconf.rs`; 0600: it holds the token; unset for
+//! distribution config the agent rendered (`muster_k8s::Distro`; 0600: it holds the token; unset for
 //! `none`).
 //! An attempt fails if the hook cannot start, exits non-zero (the error carries the tail of its
 //! output, every secret value scrubbed first), writes a malformed `MUSTER_SECRETS_OUT`, or the
-//! hook and the health probe together take longer than `install_timeout`. The
-//! health probe (`health_command`, or `worker_health_command` on workers) is run every
-//! [`HEALTH_PROBE_INTERVAL`] until it exits 0; without one, the hook's exit 0 is success. A new
-//! attempt (a resume after a crash, or a retry) replaces a running one: its child is killed.
+//! hook and the health gate together take longer than `install_timeout`. The health gate
+//! (`health_url` or `health_command`; on workers `worker_health_url` or
+//! `worker_health_command`: `probe.rs`) is probed every [`HEALTH_PROBE_INTERVAL`] until it
+//! passes, and a step that times out says why the last probe failed; without a gate, the hook's
+//! exit 0 is success. A new attempt (a resume after a crash, or a retry) replaces a running one:
+//! its child is killed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,11 +29,11 @@ use muster_proto::Role;
 use tokio::sync::mpsc;
 
 use crate::config::Kubernetes;
+use crate::probe::HealthGate;
 
-/// How often the health probe runs while a step waits to be healthy.
+/// How often the health probe runs while a step waits to be healthy (from one probe's start to
+/// the next's; a probe that takes longer is followed at once).
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_millis(250);
-/// Longest one health probe run may take.
-const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of hook output kept in an error (the tail).
 pub const OUTPUT_TAIL_BYTES: usize = 2048;
 /// Jobs waiting for the actor (one step per host: more is a bug).
@@ -240,12 +242,12 @@ async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, St
     }
     let secrets_out = files.read_out()?;
     drop(files);
-    let probe = match job.role {
-        Role::Worker => cfg.worker_health_command.as_ref(),
-        _ => cfg.health_command.as_ref(),
+    let check = match job.role {
+        Role::Worker => &cfg.worker_health,
+        _ => &cfg.health,
     };
-    if let Some(probe) = probe {
-        wait_healthy(probe, deadline, cfg.install_timeout).await?;
+    if let Some(gate) = HealthGate::new(check) {
+        wait_healthy(gate, deadline, cfg.install_timeout).await?;
     }
     tracing::info!(
         role = role_name(job.role),
@@ -256,26 +258,27 @@ async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, St
     Ok(secrets_out)
 }
 
-async fn wait_healthy(probe: &PathBuf, deadline: Instant, budget: Duration) -> Result<(), String> {
+async fn wait_healthy(
+    mut gate: HealthGate,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<(), String> {
+    let mut last = String::from("no probe finished");
     loop {
-        let run = tokio::process::Command::new(probe)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status();
-        if let Ok(Ok(status)) = tokio::time::timeout(HEALTH_PROBE_TIMEOUT, run).await {
-            if status.success() {
-                return Ok(());
-            }
+        let started = Instant::now();
+        match tokio::time::timeout_at(deadline.into(), gate.probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(reason)) => last = reason,
+            Err(_) => {}
         }
-        if Instant::now() + HEALTH_PROBE_INTERVAL > deadline {
+        let next = started + HEALTH_PROBE_INTERVAL;
+        if next > deadline {
             return Err(format!(
-                "health probe {} did not pass within {budget:?}",
-                probe.display()
+                "health probe {} did not pass within {budget:?}; last: {last}",
+                gate.name()
             ));
         }
-        tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 
@@ -290,6 +293,7 @@ fn tail(text: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{HealthCheck, HealthUrl};
 
     fn cfg(hook: &str, health: Option<&str>) -> Kubernetes {
         Kubernetes {
@@ -304,8 +308,8 @@ mod tests {
             })
             .unwrap(),
             install_command: hook.into(),
-            health_command: health.map(Into::into),
-            worker_health_command: None,
+            health: health.map_or(HealthCheck::Hook, |c| HealthCheck::Command(c.into())),
+            worker_health: HealthCheck::Hook,
             install_timeout: Duration::from_secs(3),
             worker_parallelism: 3,
             retry_backoff: Duration::from_secs(1),
@@ -440,6 +444,44 @@ mod tests {
             run(&cfg(&hook, Some(&probe)), &job(Role::Init)).await,
             Ok(SecretValues::default())
         );
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_succeeds_and_a_health_url_that_passes_later() {
+        // 503 for the first three probes, then 200: the gate keeps probing every 250 ms.
+        let server = crate::probe::tests::Server::plain(|n| if n < 3 { 503 } else { 200 }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let hook = script(dir.path(), "hook", "true");
+        let mut k = cfg(&hook, None);
+        k.worker_health = HealthCheck::Url(HealthUrl {
+            url: format!("http://{}/healthz", server.addr),
+            ca_file: None,
+            client: None,
+            server_name: None,
+        });
+        let started = Instant::now();
+        assert_eq!(
+            run(&k, &job(Role::Worker)).await,
+            Ok(SecretValues::default())
+        );
+        assert_eq!(server.requests(), 4);
+        assert!(started.elapsed() >= 3 * HEALTH_PROBE_INTERVAL);
+        // Never healthy: the step fails within install_timeout and says why the last probe failed.
+        let sick = crate::probe::tests::Server::plain(|_| 503).await;
+        k.worker_health = HealthCheck::Url(HealthUrl {
+            url: format!("http://{}/healthz", sick.addr),
+            ca_file: None,
+            client: None,
+            server_name: None,
+        });
+        k.install_timeout = Duration::from_secs(1);
+        let e = run(&k, &job(Role::Worker)).await.unwrap_err();
+        assert!(
+            e.contains("did not pass within 1s") && e.contains("HTTP 503 Service Unavailable"),
+            "{e}"
+        );
+        let probes = sick.requests();
+        assert!((3..=5).contains(&probes), "every 250 ms for 1s: {probes}");
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ mod agent;
 mod config;
 mod identity;
 mod installer;
+mod probe;
 mod remove;
 mod render;
 mod reset;
