@@ -136,6 +136,9 @@ fn bench(args: Args) -> Result<bool> {
     Ok(failed == 0)
 }
 
+/// One figure of a run, for a row of the summary.
+type Column = fn(&Run) -> Duration;
+
 fn report(runs: &[Run], failed: usize) {
     let col = |f: &dyn Fn(&Run) -> Duration| -> (Option<Duration>, Option<Duration>) {
         let v: Vec<Duration> = runs.iter().map(f).collect();
@@ -143,31 +146,16 @@ fn report(runs: &[Run], failed: usize) {
     };
     println!("\n{} runs, {failed} failed\n", runs.len() + failed);
     println!("{:<38} {:>9} {:>9}", "", "median", "worst");
-    let rows: Vec<(&str, Box<dyn Fn(&Run) -> Duration>)> = vec![
-        (
-            "total (start → every step healthy)",
-            Box::new(|r: &Run| r.total),
-        ),
-        (
-            "  formation (start → plan committed)",
-            Box::new(|r| r.formation),
-        ),
-        (
-            "  plan committed → init hook started",
-            Box::new(|r| r.first_hook),
-        ),
-        (
-            "  work: hooks + probes, critical path",
-            Box::new(|r| r.work),
-        ),
-        (
-            "    of which etcd refusing member add",
-            Box::new(|r| r.etcd_wait),
-        ),
-        ("  muster (total − work)", Box::new(|r| r.muster)),
+    let rows: [(&str, Column); 6] = [
+        ("total (start → every step healthy)", |r| r.total),
+        ("  formation (start → plan committed)", |r| r.formation),
+        ("  plan committed → init hook started", |r| r.first_hook),
+        ("  work: hooks + probes, critical path", |r| r.work),
+        ("    of which etcd refusing member add", |r| r.etcd_wait),
+        ("  muster (total − work)", |r| r.muster),
     ];
     for (name, f) in &rows {
-        let (m, w) = col(f.as_ref());
+        let (m, w) = col(f);
         println!("{name:<38} {:>9} {:>9}", secs(m), secs(w));
     }
     println!(
