@@ -21,7 +21,10 @@ need_tools() {
     command -v keepalived >/dev/null 2>&1 || [[ -x /usr/sbin/keepalived ]] || pkgs+=(keepalived)
     # The VIP conflict test: a stranger announces the VIP with iputils' arping (its -U syntax).
     arping -V 2>&1 | grep -q iputils || pkgs+=(iputils-arping)
-    # The kubeadm install hook's test computes a CA public key hash with a real openssl.
+    # The real-etcd testbed (tests/tests/etcd.rs, muster-install-bench): etcd 3.4, etcdctl, and
+    # openssl for its test CA (also the kubeadm hook test's CA public key hash).
+    command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || pkgs+=(etcd-client)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2

@@ -16,6 +16,7 @@
 //! [`holders`] (the two-holder checker), [`prober`] (the client's 5 ms ICMP prober),
 //! [`partition`] (nftables bridge rules), [`keepalived`] (the comparison peer for the benchmark),
 //! [`bench`] (statistics, RNG and CPU burners of `muster-vip-bench`).
+//! Install: [`etcd`] (hooks that form a real etcd cluster in the join order, and etcdctl checks).
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -23,6 +24,7 @@ pub mod addrs;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod etcd;
 pub mod formed;
 pub mod holders;
 pub mod host;

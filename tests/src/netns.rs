@@ -175,18 +175,25 @@ pub fn set_port(bridge_ns: &str, port: &str, up: bool) -> Result<()> {
     Ok(())
 }
 
-/// SIGKILLs every process inside `ns` and waits (bounded) until none is left.
-pub fn kill_namespace_processes(ns: &str) -> Result<()> {
+/// SIGKILLs every process inside `ns` and waits (bounded) until none is left. Returns what it
+/// killed (`pid command` for each), so a caller can say which processes a test left behind.
+pub fn kill_namespace_processes(ns: &str) -> Result<Vec<String>> {
     let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
+    let mut killed = Vec::new();
     loop {
         let pids = namespace_pids(ns)?;
         if pids.is_empty() {
-            return Ok(());
+            return Ok(killed);
         }
         if Instant::now() > deadline {
             bail!("processes {pids:?} in namespace {ns} survived SIGKILL for {KILL_WAIT_MS} ms");
         }
         for pid in pids {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let entry = format!("{pid} {}", comm.trim());
+            if !killed.contains(&entry) {
+                killed.push(entry);
+            }
             // The process may already be gone (ESRCH): that is the goal anyway.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }

@@ -270,6 +270,13 @@ impl Site {
         &self.bridge_ns
     }
 
+    /// The site's IPv4 VIP without its prefix length (what hooks get as `MUSTER_ENDPOINT`);
+    /// `None` without `[vip]`.
+    pub fn vip_address(&self) -> Option<String> {
+        let vip = self.vip.as_ref()?;
+        vip.address.split('/').next().map(str::to_owned)
+    }
+
     /// Host `i`'s IPv4 address.
     pub fn ip(&self, i: usize) -> Ipv4Addr {
         names::host_ip(i)
@@ -528,8 +535,9 @@ impl Site {
 
     // ----- teardown --------------------------------------------------------------------------
 
-    /// SIGKILLs every agent and deletes every namespace the site made. Idempotent; tries every
-    /// step and reports the first failure.
+    /// SIGKILLs every agent, then every process left in the site's namespaces, and deletes
+    /// every namespace the site made. Idempotent; tries every step and reports the first
+    /// failure.
     pub fn teardown(&mut self) -> Result<()> {
         if self.torn_down {
             return Ok(());
@@ -539,6 +547,19 @@ impl Site {
         for h in &self.hosts {
             if let Err(e) = h.kill() {
                 first_err.get_or_insert(e);
+            }
+        }
+        // Whatever else runs in the site's namespaces (a daemon a hook started in its own
+        // session, such as etcd, or a helper a test spawned) dies with the site too.
+        for ns in &self.namespaces {
+            match netns::kill_namespace_processes(ns) {
+                Ok(killed) if !killed.is_empty() => {
+                    eprintln!("muster-testbed: killed what was left in {ns}: {killed:?}");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         // Hosts first, then the bridge.
