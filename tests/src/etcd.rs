@@ -118,7 +118,9 @@ pub struct EtcdBed {
 impl EtcdBed {
     /// Sets up `<site>/etcd` (CA, per-host certs, hook, wrappers) and writes every host's
     /// config with the hook and `extra` overrides (e.g. `kubernetes.max_attempts`). The site
-    /// needs a VIP (the API endpoint the hooks join through).
+    /// needs a VIP (the API endpoint the hooks join through). With `kubernetes.health_url` in
+    /// `extra` (e.g. etcd's own `https://127.0.0.1:2379/health` with [`EtcdBed::ca`] as
+    /// `health_ca_file`), the control-plane gate is that URL instead of the `health` wrapper.
     pub fn install(site: &mut Site, extra: &[Override]) -> Result<EtcdBed> {
         let vip = site
             .vip_address()
@@ -142,11 +144,15 @@ impl EtcdBed {
                 &[&site.ip(i).to_string(), &bed.vip],
             )?;
             let mut keys = Vec::new();
+            let url_gate = extra.iter().any(|(k, _)| k == "kubernetes.health_url");
             for (mode, key) in [
                 ("install", "install_command"),
                 ("health", "health_command"),
                 ("worker-health", "worker_health_command"),
             ] {
+                if url_gate && mode == "health" {
+                    continue;
+                }
                 let wrapper = host_dir.join(mode);
                 let body = format!(
                     "#!/bin/sh\nETCD_TB_DIR='{}' ETCD_TB_NAME='{name}' ETCD_TB_VIP='{}' \

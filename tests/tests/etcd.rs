@@ -396,3 +396,81 @@ fn a_failed_join_is_shown_stays_failed_and_is_repaired_by_a_retry() {
         Ok(())
     });
 }
+
+/// (b2): the leader's agent SIGKILLed during the *first* control-plane join, the control-plane
+/// gate being etcd's own HTTPS `/health` (`health_url` with the test CA). A voter with no etcd
+/// yet may win the election and take the VIP — then its own join through the endpoint cannot
+/// succeed — so the endpoint must go back to a host whose API server is healthy: an unhealthy
+/// leader hands leadership over (`muster-core` `health.rs`). The plan completes with three
+/// healthy members, one init, and the VIP ends on a host `muster status` shows healthy.
+#[test]
+fn the_leader_killed_during_the_first_join_hands_the_endpoint_back_to_a_healthy_host() {
+    scenario("me-e", 5, opts(), |site| {
+        let ca = site.dir().join("etcd").join("ca.pem");
+        let bed = EtcdBed::install(
+            site,
+            &overrides([
+                ("kubernetes.retry_backoff", toml::Value::from("1s")),
+                (
+                    "kubernetes.health_url",
+                    "https://127.0.0.1:2379/health".into(),
+                ),
+                ("kubernetes.health_ca_file", ca.display().to_string().into()),
+            ]),
+        )?;
+        ensure!(bed.ca() == ca, "the CA is where the config says");
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        site.wait_until(TIMEOUT, |_| {
+            bed.records().iter().any(|r| r.is_start("control-plane"))
+        })
+        .context("no control-plane join started")?;
+        let init_name = bed
+            .records()
+            .into_iter()
+            .find(|r| r.is_start("init"))
+            .context("init ran")?
+            .host;
+        let init = index_of(site, &init_name)?;
+        site.kill(init)?;
+        // Down long enough for another voter to win an election and take the VIP.
+        let others: Vec<usize> = all.iter().copied().filter(|&i| i != init).collect();
+        site.wait_until(TIMEOUT, |s| {
+            others.iter().any(|&i| {
+                s.status_view(i).is_ok_and(|v| {
+                    v.leader_id.is_some() && v.leader_id.as_deref() != s.node_id(init).as_deref()
+                })
+            })
+        })
+        .context("no new leader after the kill")?;
+        std::thread::sleep(Duration::from_secs(1));
+        site.start(init)?;
+
+        wait_plan_done(site, &all, 5)?;
+        let members = voters(&roles(site, others[0])?);
+        bed.wait_cluster(site, others[0], &members, ETCD_TIMEOUT)?;
+        let rec = bed.records();
+        ensure!(
+            rec.iter().filter(|r| r.is_start("init")).count() == 1,
+            "no second init: {rec:#?}"
+        );
+        // Where the endpoint ends: the leader, whose API server every view calls healthy.
+        site.wait_until(TIMEOUT, |s| {
+            s.status(others[0]).is_ok_and(|v| {
+                let leader = v["leader_id"].as_str().unwrap_or_default().to_owned();
+                v["members"].as_array().is_some_and(|ms| {
+                    ms.iter()
+                        .any(|m| m["id"] == leader.as_str() && m["api"] == "healthy")
+                })
+            })
+        })
+        .with_context(|| {
+            format!(
+                "the endpoint is not on a healthy host:\n{}",
+                site.describe()
+            )
+        })?;
+        Ok(())
+    });
+}

@@ -293,13 +293,13 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
-    /// Emits `VipAcquire` / `VipRelease` when holding should change. The shell's gate
-    /// (`vip_allowed`, e.g. local API-server health once Kubernetes runs) can only withhold.
+    /// Emits `VipAcquire` / `VipRelease` when holding should change. API-server health never
+    /// gates holding: an unhealthy leader hands leadership over instead (`health.rs`).
     pub(crate) fn update_vip(&mut self) {
         if !self.cfg.vip {
             return;
         }
-        let should = self.lease_valid() && self.vip_allowed && self.site_rule.ok;
+        let should = self.lease_valid() && self.site_rule.ok;
         let until_ms = self.lease.until_ms.unwrap_or(0);
         if should && !self.lease.holding {
             self.lease.holding = true;

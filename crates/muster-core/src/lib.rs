@@ -10,6 +10,7 @@
 pub mod config;
 mod formation;
 pub mod guard;
+pub mod health;
 mod install;
 mod lease;
 mod log;

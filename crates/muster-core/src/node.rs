@@ -53,6 +53,12 @@ pub enum Input {
         /// init step and it succeeded.
         secrets_out: crate::secrets::SecretValues,
     },
+    /// The agent probed this host's API server (its health gate): the leader hands over when
+    /// its own stays unhealthy and another control-plane host's is healthy (`health.rs`).
+    LocalHealth {
+        /// Whether the probe passed.
+        healthy: bool,
+    },
 }
 
 /// Something the node wants done.
@@ -202,8 +208,6 @@ pub struct Node<S: RaftStore> {
     pub(crate) out: Vec<Output>,
     pub(crate) members_dirty: bool,
     pub(crate) lease: crate::lease::Lease,
-    /// The shell's gate on holding the VIP (local API-server health, later); default true.
-    pub(crate) vip_allowed: bool,
     /// Every host of the site this node has heard of: hello senders, the members their hellos
     /// list, our own members, ourselves (see `lease.rs`, the site rule).
     pub(crate) known_hosts: std::collections::BTreeSet<NodeId>,
@@ -236,6 +240,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) install: crate::install::InstallState,
     /// Seals and opens the join secrets (`secrets.rs`); none without `NodeConfig::secrets`.
     pub(crate) sealer: Option<crate::secrets::Sealer>,
+    /// The local API server's health as the agent reports it (`health.rs`).
+    pub(crate) health: crate::health::HealthState,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -279,7 +285,6 @@ impl<S: RaftStore> Node<S> {
             out: Vec::new(),
             members_dirty: false,
             lease: Default::default(),
-            vip_allowed: true,
             known_hosts: std::collections::BTreeSet::new(),
             quiet_until_ms: None,
             known_hosts_changed_ms: 0,
@@ -295,6 +300,7 @@ impl<S: RaftStore> Node<S> {
             denied_dirty: false,
             install: Default::default(),
             sealer,
+            health: Default::default(),
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -410,6 +416,7 @@ impl<S: RaftStore> Node<S> {
                 result,
                 secrets_out,
             } => self.on_install_done(attempt, result, secrets_out),
+            Input::LocalHealth { healthy } => self.on_local_health(healthy),
         }
         self.drive_raft()?;
         self.check_removed_self();
@@ -469,6 +476,7 @@ impl<S: RaftStore> Node<S> {
             Phase::Member => {
                 self.leader_duties()?;
                 self.plan_duties();
+                self.health_duties();
                 self.install_tick();
                 self.merge_check()?;
                 self.merge_probe_tick();
@@ -685,6 +693,7 @@ impl<S: RaftStore> Node<S> {
             locked: self.locked(),
             vip_held: self.lease.holding,
             formed: self.site_formed(),
+            api_health: self.health.local as i32,
         }
     }
 
@@ -745,6 +754,7 @@ impl<S: RaftStore> Node<S> {
                 voter: m.voter,
                 reachable: self.reachable(m.id),
                 joined_unix_ms: m.joined_unix_ms,
+                api_health: self.member_api_health(m.id) as i32,
             })
             .collect();
         let phase = match (&self.phase, self.cluster.cluster_id) {
@@ -831,12 +841,6 @@ impl<S: RaftStore> Node<S> {
         } else {
             0
         }
-    }
-
-    /// Gates holding the VIP (e.g. on local API-server health once Kubernetes runs). `false`
-    /// makes a holder release it at the next input; it never makes a non-leader acquire.
-    pub fn set_vip_allowed(&mut self, allowed: bool) {
-        self.vip_allowed = allowed;
     }
 
     /// Whether a peer counts as reachable: connected and heard from within `peer_timeout_ms`

@@ -407,6 +407,11 @@ impl TestNet {
         Ok(target)
     }
 
+    /// What a host's agent would report of its API server (`Input::LocalHealth`).
+    pub fn set_api_health(&mut self, id: NodeId, healthy: bool) {
+        self.input(id, Input::LocalHealth { healthy });
+    }
+
     fn input(&mut self, id: NodeId, input: Input) {
         let Some(node) = self.hosts.get_mut(&id).and_then(|h| h.node.as_mut()) else {
             return;

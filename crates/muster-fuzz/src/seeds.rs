@@ -89,6 +89,7 @@ fn envelopes(site: &Site) -> Vec<(String, Vec<u8>)> {
             locked: true,
             vip_held: true,
             formed: true,
+            api_health: muster_proto::ApiHealth::Healthy as i32,
         })),
     }
     .encode_to_vec();

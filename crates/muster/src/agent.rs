@@ -134,7 +134,9 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         panic_file: test_panic_file(),
         installer,
         ip,
+        api_watch: None,
     };
+    agent.watch_api_if_control_plane();
     let result = agent.event_loop(events, query_rx, install_done).await;
     // Whatever stopped the loop, this host must not keep the VIP after it is gone.
     agent.vip.release().await;
@@ -159,6 +161,8 @@ struct Agent {
     panic_file: Option<std::path::PathBuf>,
     /// The installer actor and its `[kubernetes]` config, if the site installs Kubernetes.
     installer: Option<(crate::installer::Installer, crate::config::Kubernetes)>,
+    /// The watch of this host's API server, once it runs a control plane (`watch.rs`).
+    api_watch: Option<mpsc::Receiver<bool>>,
     /// This host's address on the LAN interface (`MUSTER_NODE_IP`).
     ip: std::net::IpAddr,
 }
@@ -201,6 +205,12 @@ impl Agent {
                     };
                     self.step(input).await?;
                 }
+                Some(healthy) = async {
+                    match self.api_watch.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.step(Input::LocalHealth { healthy }).await?,
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()); }
             }
@@ -366,8 +376,33 @@ impl Agent {
                     role,
                     attempt,
                     secrets,
-                } => self.start_install(role, attempt, secrets),
+                } => {
+                    self.start_install(role, attempt, secrets);
+                    self.watch_api_if_control_plane();
+                }
             }
+        }
+    }
+
+    /// Starts the watch of the local API server if this host's step in the plan is a
+    /// control-plane one (at start, and when a step starts) and a health gate is configured.
+    fn watch_api_if_control_plane(&mut self) {
+        let Some((_, k)) = &self.installer else {
+            return;
+        };
+        if self.api_watch.is_some() {
+            return;
+        }
+        let id = self.node.id();
+        let control_plane = self
+            .node
+            .cluster_state()
+            .plan
+            .as_ref()
+            .and_then(|p| muster_core::plan::step_of(p, id))
+            .is_some_and(|s| s.role != muster_proto::Role::Worker as i32);
+        if control_plane {
+            self.api_watch = crate::watch::spawn(&k.health);
         }
     }
 

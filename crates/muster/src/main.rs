@@ -16,6 +16,7 @@ mod render;
 mod reset;
 mod rpc;
 mod vip;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -26,6 +26,7 @@ pub fn json(s: &StatusResponse) -> Value {
                 "voter": m.voter,
                 "reachable": m.reachable,
                 "joined_unix_ms": m.joined_unix_ms,
+                "api": api_label(m.api_health),
             })
         })
         .collect();
@@ -277,8 +278,8 @@ pub fn human(s: &StatusResponse) -> String {
     if !s.members.is_empty() {
         let _ = writeln!(
             out,
-            "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}",
-            "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE"
+            "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}  {:<9}",
+            "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE", "API"
         );
         for m in &s.members {
             let role = if m.id == s.leader_id {
@@ -290,16 +291,29 @@ pub fn human(s: &StatusResponse) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}",
+                "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}  {:<9}",
                 format_id(m.id),
                 m.name,
                 m.address,
                 role,
-                if m.reachable { "yes" } else { "NO" }
+                if m.reachable { "yes" } else { "NO" },
+                match api_label(m.api_health) {
+                    "unhealthy" => "UNHEALTHY",
+                    other => other,
+                }
             );
         }
     }
     out
+}
+
+/// A member's API-server health as operators read it (`-` where no gate is probed).
+fn api_label(h: i32) -> &'static str {
+    match muster_proto::ApiHealth::try_from(h) {
+        Ok(muster_proto::ApiHealth::Healthy) => "healthy",
+        Ok(muster_proto::ApiHealth::Unhealthy) => "unhealthy",
+        _ => "-",
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +355,7 @@ mod tests {
                     name: "b".into(),
                     voter: false,
                     reachable: false,
+                    api_health: muster_proto::ApiHealth::Unhealthy as i32,
                     ..Default::default()
                 },
             ],
@@ -351,6 +366,9 @@ mod tests {
             h.contains("leader") && h.contains("learner") && h.contains("NO"),
             "{h}"
         );
+        assert!(h.contains("UNHEALTHY"), "{h}");
+        assert_eq!(json(&s)["members"][1]["api"], "unhealthy");
+        assert_eq!(json(&s)["members"][0]["api"], "-");
         assert!(h.contains("site not yet formed"), "{h}");
     }
 

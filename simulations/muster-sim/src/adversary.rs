@@ -244,6 +244,7 @@ impl Sim {
             locked: true,
             vip_held: self.rng.random_bool(0.5),
             formed: cluster != 0,
+            api_health: self.rng.random_range(0..3),
         }
     }
 

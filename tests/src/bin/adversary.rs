@@ -207,6 +207,7 @@ impl Adversary {
                     locked: true,
                     vip_held: true,
                     formed: true,
+                    api_health: muster_proto::ApiHealth::Healthy as i32,
                 }),
             ),
             12 => (
