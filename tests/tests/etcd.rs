@@ -226,11 +226,7 @@ fn five_hosts_form_a_real_etcd_cluster_and_a_late_host_joins_as_a_worker() {
 /// control-plane join runs (its member started, its hook not yet done — a slow install): no
 /// second init, the same etcd cluster, no role change, the plan completes with three healthy
 /// members. etcd on the killed host keeps running, as k3s would under systemd.
-///
-/// Why the last join: the VIP follows the Raft leader whether or not its host runs etcd, so a
-/// kill while a voter without etcd remains can move the endpoint to a host with no API server;
-/// that host's own join through the endpoint then never succeeds (an agent gap, see README,
-/// "The real-etcd testbed").
+/// (b2 below kills it during the first join.)
 #[test]
 fn the_leader_killed_mid_plan_runs_no_second_init_and_keeps_the_etcd_cluster() {
     scenario("me-b", 5, opts(), |site| {
