@@ -422,3 +422,51 @@ fn k3s_hooks_get_the_config_rendered_for_their_role() {
         Ok(())
     });
 }
+
+/// `muster plan start`: a site configured for 3 hosts that has only 2 forms a cluster but
+/// installs nothing; an operator on either host goes ahead, and both hosts install.
+#[test]
+fn an_operator_starts_the_plan_with_fewer_hosts_than_expected() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .expected_nodes(3)
+        .control_plane_count(1);
+    scenario("mi-d", 2, opts, |site| {
+        let log = site.dir().join("install.log");
+        let script = format!(
+            "echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N)\" >> {}",
+            log.display()
+        );
+        install_hook(site, &script, &[])?;
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        std::thread::sleep(Duration::from_secs(3));
+        ensure!(
+            site.status(0)?["plan"].is_null() && !log.exists(),
+            "nothing installs with 2 of 3 hosts:\n{}",
+            site.describe()
+        );
+        let socket = site.host(1).socket.display().to_string();
+        let out = site.muster().run(&["plan", "start", "--socket", &socket])?;
+        ensure!(out.contains("go ahead with the members there are"), "{out}");
+        site.wait_until(TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status(i).is_ok_and(|v| {
+                    v["plan"]["steps"].as_array().is_some_and(|steps| {
+                        steps.len() == 2 && steps.iter().all(|st| st["state"] == "succeeded")
+                    })
+                })
+            })
+        })
+        .with_context(|| format!("the plan did not complete:\n{}", site.describe()))?;
+        let again = site.muster().run(&["plan", "start", "--socket", &socket]);
+        ensure!(
+            again
+                .as_ref()
+                .is_err_and(|e| format!("{e:#}").contains("already formed")),
+            "a second start is refused: {again:?}"
+        );
+        Ok(())
+    });
+}

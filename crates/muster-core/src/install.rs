@@ -46,6 +46,14 @@ pub enum PlanActionError {
     /// There is no leader to carry it out now.
     #[error("no leader is known; try again once the cluster has one")]
     NoLeader,
+    /// `muster plan start` once the site is formed (the plan follows by itself) or planned.
+    #[error(
+        "the site is already formed: the plan is committed as soon as its voters are promoted"
+    )]
+    AlreadyFormed,
+    /// `muster plan start` on a host in no cluster.
+    #[error("this host is in no cluster yet; ask a member")]
+    NotMember,
 }
 
 /// The host-side install bookkeeping (in memory: a restart re-runs a running step).
@@ -302,6 +310,9 @@ impl<S: RaftStore> Node<S> {
         who: &str,
         kind: muster_proto::PlanActionKind,
     ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
+        if kind == muster_proto::PlanActionKind::Start {
+            return self.request_plan_start();
+        }
         let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
         let by_id = crate::parse_id(who).and_then(|id| plan::step_of(plan, id));
         let step = by_id
@@ -320,6 +331,49 @@ impl<S: RaftStore> Node<S> {
                 state: format!("{state:?}").to_lowercase(),
             });
         }
+        let leader = self.propose_plan_action(action)?;
+        tracing::info!(step = %step.name, ?kind, "plan action asked by an operator");
+        let done = crate::ActionTarget {
+            id: step.node_id,
+            name: step.name,
+            leader,
+        };
+        Ok((done, std::mem::take(&mut self.out)))
+    }
+
+    /// `muster plan start`: go ahead with the members there are (the target names this host).
+    fn request_plan_start(
+        &mut self,
+    ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
+        if self.cluster.cluster_id == 0 {
+            return Err(PlanActionError::NotMember);
+        }
+        if self.site_formed() || self.cluster.plan.is_some() {
+            return Err(PlanActionError::AlreadyFormed);
+        }
+        let action = muster_proto::PlanAction {
+            node_id: 0,
+            kind: muster_proto::PlanActionKind::Start as i32,
+        };
+        let leader = self.propose_plan_action(action)?;
+        tracing::warn!(
+            members = self.cluster.members.len(),
+            expected = self.cfg.expected_nodes,
+            "an operator asked to go ahead with fewer hosts than expected"
+        );
+        let done = crate::ActionTarget {
+            id: self.cfg.id,
+            name: self.cfg.name.clone(),
+            leader,
+        };
+        Ok((done, std::mem::take(&mut self.out)))
+    }
+
+    /// Proposes `action` if this host leads, else forwards it to the leader; returns the leader.
+    fn propose_plan_action(
+        &mut self,
+        action: muster_proto::PlanAction,
+    ) -> Result<NodeId, PlanActionError> {
         let leader = self.leader_id();
         if self.is_leader() {
             self.propose_command(Command {
@@ -334,13 +388,7 @@ impl<S: RaftStore> Node<S> {
             };
             self.send(leader, Body::PlanActionRequest(request));
         }
-        tracing::info!(step = %step.name, ?kind, "plan action asked by an operator");
-        let done = crate::ActionTarget {
-            id: step.node_id,
-            name: step.name,
-            leader,
-        };
-        Ok((done, std::mem::take(&mut self.out)))
+        Ok(leader)
     }
 
     /// A member forwarded an operator's plan action to us (the leader).

@@ -114,7 +114,7 @@ impl<S: RaftStore> Node<S> {
             return;
         }
         let holders = self.lock_holders();
-        if holders.len() >= self.cfg.expected_nodes && retry_due(self.site.formed_proposed_ms) {
+        if holders.len() >= self.site_quorum() && retry_due(self.site.formed_proposed_ms) {
             self.site.formed_proposed_ms = Some(now);
             tracing::info!(
                 holders = holders.len(),
@@ -132,9 +132,13 @@ impl<S: RaftStore> Node<S> {
     /// Whether the leader may lock now (module docs).
     fn lock_ready(&mut self) -> bool {
         let members = self.cluster.members.len();
-        if members < self.cfg.expected_nodes {
+        if members < self.site_quorum() {
             self.site.lock_ready_since_ms = None;
             return false;
+        }
+        if self.cluster.start_requested {
+            // The operator's call (`muster plan start`): go ahead with the members there are.
+            return true;
         }
         let since = *self.site.lock_ready_since_ms.get_or_insert(self.now_ms);
         if self.now_ms >= since + LOCK_DEFER_MAX_MS {
@@ -154,6 +158,16 @@ impl<S: RaftStore> Node<S> {
         });
         let complete = members >= self.known_hosts.len();
         !better_visible && (complete || self.knowledge_settled())
+    }
+
+    /// Members the site needs to lock and form: `expected_nodes`, or any after an operator's
+    /// `muster plan start` (the operator vouches that no other cluster forms on this site).
+    fn site_quorum(&self) -> usize {
+        if self.cluster.start_requested {
+            1
+        } else {
+            self.cfg.expected_nodes
+        }
     }
 
     /// Members whose logs hold the lock entry, as the leader's progress tracker says.

@@ -143,6 +143,13 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 _ => Applied::Nothing,
             }
         }
+        Some(Kind::PlanAction(a)) if a.kind == muster_proto::PlanActionKind::Start as i32 => {
+            if state.plan.is_some() || formed(state) || state.start_requested {
+                return Applied::Nothing;
+            }
+            state.start_requested = true;
+            Applied::Plan
+        }
         Some(Kind::PlanAction(a)) => {
             let changed = state
                 .plan

@@ -250,3 +250,45 @@ fn a_host_that_joins_later_is_appended_as_a_worker() {
     let s = steps(&net, ids[0]);
     assert!(s.iter().any(|x| x.0 == late && x.1 == Role::Worker));
 }
+
+/// `muster plan start`: a site configured for 3 hosts that only ever gets 2 forms a cluster but
+/// never locks, forms or plans — until an operator, asking any member, goes ahead with the
+/// members there are; then the plan covers both and completes. Asking again is refused.
+#[test]
+fn an_operator_goes_ahead_with_fewer_hosts_than_expected() {
+    let mut net = TestNet::new(31);
+    let ids: Vec<NodeId> = (0..2)
+        .map(|i| {
+            net.add_host(&format!("h{i}"), |c| {
+                c.expected_nodes = 3;
+                c.settle_ms = 1_000;
+                c.vip = true;
+                c.plan = true;
+            })
+        })
+        .collect();
+    for id in &ids {
+        net.start(*id);
+    }
+    let want: BTreeSet<NodeId> = ids.iter().copied().collect();
+    assert!(net.run_until(20_000, |net| net.formed(&want, 2)).is_some());
+    net.run_for(10_000);
+    assert!(!net.node(ids[0]).site_formed(), "not formed with 2 of 3");
+    assert!(
+        net.node(ids[0]).cluster_state().plan.is_none(),
+        "no plan with 2 of 3"
+    );
+
+    let leader = net.node(ids[0]).leader_id();
+    let follower = *ids.iter().find(|id| **id != leader).expect("a follower");
+    let asked = net
+        .plan_action(follower, "", muster_proto::PlanActionKind::Start)
+        .expect("start is forwarded to the leader");
+    assert_eq!(asked.leader, leader);
+    run_to_done(&mut net, &ids, 30_000);
+    assert!(net.node(ids[1]).site_formed());
+    let e = net
+        .plan_action(follower, "", muster_proto::PlanActionKind::Start)
+        .unwrap_err();
+    assert_eq!(e, muster_core::PlanActionError::AlreadyFormed);
+}

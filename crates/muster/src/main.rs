@@ -43,6 +43,9 @@ enum PlanCommand {
         /// The host: its name or id.
         node: String,
     },
+    /// Go ahead with the members there are, fewer than `expected_nodes`: the site is formed
+    /// with them and the plan follows. You vouch that no other cluster forms on this site.
+    Start,
 }
 
 #[derive(Subcommand)]
@@ -225,8 +228,17 @@ fn main() -> ExitCode {
                     PlanCommand::Skip { node } => {
                         (node, muster_proto::PlanActionKind::Skip, "skipping")
                     }
+                    PlanCommand::Start => (String::new(), muster_proto::PlanActionKind::Start, ""),
                 };
                 return match runtime.block_on(rpc::plan_act(&socket, &node, kind)) {
+                    Ok(r) if kind == muster_proto::PlanActionKind::Start => {
+                        println!(
+                            "asked leader {} to go ahead with the members there are: the site \
+                             forms with them and the plan follows",
+                            muster_core::format_id(r.leader_id)
+                        );
+                        ExitCode::SUCCESS
+                    }
                     Ok(r) => {
                         println!(
                             "{verb} the step of {} ({}) through leader {}",

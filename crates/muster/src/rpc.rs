@@ -89,19 +89,20 @@ impl StatusService for Service {
         request: tonic::Request<PlanActRequest>,
     ) -> Result<tonic::Response<PlanActResponse>, tonic::Status> {
         let r = request.into_inner();
-        if r.node.is_empty() || r.node.len() > MAX_NODE_ARG_BYTES {
-            return Err(tonic::Status::invalid_argument(
-                "node: expected a host's name or 16-hex-digit id",
-            ));
-        }
         let kind = match muster_proto::PlanActionKind::try_from(r.kind) {
             Ok(k) if k != muster_proto::PlanActionKind::Unspecified => k,
             _ => {
                 return Err(tonic::Status::invalid_argument(
-                    "kind: expected retry or skip",
+                    "kind: expected retry, skip or start",
                 ))
             }
         };
+        let start = kind == muster_proto::PlanActionKind::Start;
+        if (r.node.is_empty() && !start) || r.node.len() > MAX_NODE_ARG_BYTES {
+            return Err(tonic::Status::invalid_argument(
+                "node: expected a host's name or 16-hex-digit id",
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         self.ask(Query::PlanAct {
             node: r.node,
