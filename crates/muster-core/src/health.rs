@@ -5,7 +5,9 @@
 //! The agent probes its host's health gate (`health_url` / `health_command`) and reports each
 //! change as [`Input::LocalHealth`](crate::Input::LocalHealth); every host tells its peers its
 //! last result in its hellos (`Hello.api_health`). The leader hands over when:
-//! - its own API server has been unhealthy for [`HANDOVER_AFTER_MS`] without a break;
+//! - its own API server has been unhealthy for [`HANDOVER_AFTER_MS`] without a break, or it runs
+//!   no control plane at all (its step is a worker's, or it has none: a learner promoted to
+//!   voter after a control-plane host was removed) for as long;
 //! - a voter whose step in the plan is a control-plane one (init or control-plane) and has
 //!   succeeded is reachable and its last hello said healthy (the most caught-up such voter is
 //!   chosen);
@@ -35,6 +37,8 @@ pub(crate) struct HealthState {
     pub local: ApiHealth,
     /// Since when the reports have said unhealthy without a break.
     pub unhealthy_since_ms: Option<u64>,
+    /// Leader: since when it has led without a control-plane step of its own.
+    pub no_control_plane_since_ms: Option<u64>,
     /// When the leader last tried to hand over.
     pub handover_ms: Option<u64>,
 }
@@ -59,10 +63,24 @@ impl<S: RaftStore> Node<S> {
     /// Leader only: hands leadership to a healthy control-plane host when ours stays unhealthy.
     pub(crate) fn health_duties(&mut self) {
         let now = self.now_ms;
-        let Some(since) = self.health.unhealthy_since_ms else {
+        if !self.is_leader() {
+            self.health.no_control_plane_since_ms = None;
+            return;
+        }
+        let runs_control_plane = self.cluster.plan.as_ref().is_none_or(|p| {
+            crate::plan::step_of(p, self.cfg.id)
+                .is_some_and(|s| s.role == Role::Init as i32 || s.role == Role::ControlPlane as i32)
+        });
+        let unfit_since = if runs_control_plane {
+            self.health.no_control_plane_since_ms = None;
+            self.health.unhealthy_since_ms
+        } else {
+            Some(*self.health.no_control_plane_since_ms.get_or_insert(now))
+        };
+        let Some(since) = unfit_since else {
             return;
         };
-        if !self.is_leader() || now < since + HANDOVER_AFTER_MS {
+        if now < since + HANDOVER_AFTER_MS {
             return;
         }
         if self
@@ -80,8 +98,9 @@ impl<S: RaftStore> Node<S> {
             Ok((to, outputs)) => {
                 tracing::warn!(
                     to = %format_id(to),
-                    unhealthy_ms = now - since,
-                    "the local API server is unhealthy and another control-plane host's is healthy: handing leadership (and the endpoint) over"
+                    for_ms = now - since,
+                    runs_control_plane,
+                    "the local API server is unhealthy or absent and another control-plane host's is healthy: handing leadership (and the endpoint) over"
                 );
                 self.out.extend(outputs);
             }

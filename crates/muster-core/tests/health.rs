@@ -75,3 +75,84 @@ fn with_no_healthy_host_to_go_to_or_a_healthy_leader_nothing_moves() {
     net.run_for(10_000);
     assert_eq!(leader(&net, &ids), old);
 }
+
+/// A control-plane host removed: raft promotes a learner — a worker — to voter, and it may come
+/// to lead. A leader that runs no control plane hands the endpoint to a healthy control-plane
+/// host, so the VIP never stays on a worker while a real API server is available.
+#[test]
+fn a_worker_that_comes_to_lead_hands_the_endpoint_to_a_control_plane_host() {
+    let (mut net, ids) = TestNet::formed_site(23, 5, |c| {
+        c.vip = true;
+        c.plan = true;
+    });
+    let done = net.run_until(30_000, |net| {
+        net.node(ids[0])
+            .cluster_state()
+            .plan
+            .as_ref()
+            .is_some_and(|p| {
+                p.steps
+                    .iter()
+                    .all(|s| s.state == StepState::Succeeded as i32)
+                    && p.steps.len() == 5
+            })
+    });
+    assert!(done.is_some(), "plan completed:\n{}", net.describe());
+    let plan = net.node(ids[0]).cluster_state().plan.clone().expect("plan");
+    let role_of = |id: NodeId| plan.steps.iter().find(|s| s.node_id == id).map(|s| s.role);
+    let control_plane: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| role_of(*id) != Some(muster_proto::Role::Worker as i32))
+        .collect();
+    for &id in &control_plane {
+        net.set_api_health(id, true);
+    }
+    // Remove a control-plane host that does not lead: a worker is promoted to voter.
+    let leader = leader(&net, &ids);
+    let gone = *control_plane
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    net.remove(leader, &muster_core::format_id(gone))
+        .expect("removal");
+    let promoted = net.run_until(10_000, |net| {
+        net.node(leader)
+            .cluster_state()
+            .members
+            .iter()
+            .any(|m| m.voter && role_of(m.id) == Some(muster_proto::Role::Worker as i32))
+    });
+    assert!(
+        promoted.is_some(),
+        "a worker became a voter:\n{}",
+        net.describe()
+    );
+    let worker = net
+        .node(leader)
+        .cluster_state()
+        .members
+        .iter()
+        .find(|m| m.voter && role_of(m.id) == Some(muster_proto::Role::Worker as i32))
+        .map(|m| m.id)
+        .expect("promoted worker");
+    net.run_for(2_000);
+    net.transfer(leader, Some(worker))
+        .expect("transfer to the worker");
+    assert!(
+        net.run_until(5_000, |net| net.node(ids[1]).leader_id() == worker)
+            .is_some(),
+        "the worker leads:\n{}",
+        net.describe()
+    );
+    let back = net.run_until(10_000, |net| {
+        let l = net.node(worker).leader_id();
+        l != worker && control_plane.contains(&l) && net.vip_holders.contains(&l)
+    });
+    assert!(
+        back.is_some(),
+        "the endpoint stayed on a worker:\n{}",
+        net.describe()
+    );
+    assert!(net.max_vip_holders <= 1, "I2");
+}
