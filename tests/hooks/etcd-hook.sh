@@ -213,6 +213,18 @@ install)
         ;;
     esac
     ;;
+remove)
+    # The remove command (run by the leader for a host `muster remove` took out): removes the
+    # removed host's etcd member, found by name; already gone is done (idempotent).
+    gone=${MUSTER_REMOVED_NAME:?MUSTER_REMOVED_NAME is not set}
+    role=remove
+    list=$(ctl --endpoints https://127.0.0.1:2379 member list) || exit 1
+    id=$(printf '%s\n' "$list" | awk -F', ' -v n="$gone" '$3 == n { print $1 }')
+    if [ -n "$id" ]; then
+        ctl --endpoints https://127.0.0.1:2379 member remove "$id" || exit 1
+    fi
+    record removed "$gone"
+    ;;
 health)
     ctl --endpoints https://127.0.0.1:2379 endpoint health >/dev/null 2>&1 || exit 1
     record healthy
@@ -222,7 +234,7 @@ worker-health)
     record healthy
     ;;
 *)
-    echo "usage: $0 install|health|worker-health" >&2
+    echo "usage: $0 install|health|worker-health|remove" >&2
     exit 2
     ;;
 esac

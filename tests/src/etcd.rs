@@ -149,6 +149,7 @@ impl EtcdBed {
                 ("install", "install_command"),
                 ("health", "health_command"),
                 ("worker-health", "worker_health_command"),
+                ("remove", "remove_command"),
             ] {
                 if url_gate && mode == "health" {
                     continue;

@@ -470,3 +470,88 @@ fn the_leader_killed_during_the_first_join_hands_the_endpoint_back_to_a_healthy_
         Ok(())
     });
 }
+
+/// (f): a control-plane host lost for good (its agent and its etcd SIGKILLed) is replaced end to
+/// end: `muster remove` makes the leader run `remove_command` (the hook's `remove` mode:
+/// `etcdctl member remove` of the lost member), the plan shows the host removed, and the next
+/// host that joins takes the control-plane role: etcd is back to 3 healthy members.
+#[test]
+fn a_lost_control_plane_host_is_replaced_and_etcd_is_back_to_three_members() {
+    scenario("me-f", 6, opts().expected_nodes(5), |site| {
+        let bed = EtcdBed::install(site, &overrides([("kubernetes.retry_backoff", "1s")]))?;
+        let first: Vec<usize> = (0..5).collect();
+        for &i in &first {
+            site.start(i)?;
+        }
+        site.wait_formed(TIMEOUT, &first)?;
+        wait_plan_done(site, &first, 5)?;
+        let plan = roles(site, 0)?;
+        bed.wait_cluster(site, 0, &voters(&plan), ETCD_TIMEOUT)?;
+        let leader_id = site.status_view(0)?.leader_id.context("a leader")?;
+        let lost_name = plan
+            .iter()
+            .find(|(name, role)| {
+                role.as_str() == "control-plane"
+                    && index_of(site, name)
+                        .ok()
+                        .and_then(|i| site.node_id(i))
+                        .is_some_and(|id| id != leader_id)
+            })
+            .map(|(name, _)| name.clone())
+            .context("a control-plane host that does not lead")?;
+        let lost = index_of(site, &lost_name)?;
+        site.kill(lost)?;
+        muster_testbed::netns::kill_namespace_processes(site.namespace(lost))?;
+        let survivor = *first.iter().find(|&&i| i != lost).context("a survivor")?;
+        let socket = site.host(survivor).socket.display().to_string();
+        site.muster()
+            .run(&["remove", &lost_name, "--socket", &socket])?;
+        site.wait_until(TIMEOUT, |s| {
+            s.status(survivor).is_ok_and(|v| {
+                v["plan"]["removals"].as_array().is_some_and(|r| {
+                    r.len() == 1
+                        && r[0]["name"] == lost_name.as_str()
+                        && r[0]["state"] == "succeeded"
+                })
+            })
+        })
+        .with_context(|| format!("the remove command did not succeed:\n{}", site.describe()))?;
+        let (_, members) = bed.members(site, survivor)?;
+        ensure!(
+            members.len() == 2 && !members.iter().any(|m| m.name == lost_name),
+            "the lost member is gone from etcd: {members:?}"
+        );
+
+        let fresh = 5;
+        let fresh_name = muster_testbed::names::node_name(fresh);
+        site.start(fresh)?;
+        site.wait_until(TIMEOUT, |s| {
+            steps(s, survivor).is_some_and(|st| {
+                st.iter().any(|x| {
+                    x["name"] == fresh_name.as_str()
+                        && x["role"] == "control-plane"
+                        && x["state"] == "succeeded"
+                })
+            })
+        })
+        .with_context(|| {
+            format!(
+                "the new host did not join the control plane:\n{}",
+                site.describe()
+            )
+        })?;
+        let mut expected: Vec<String> = voters(&plan)
+            .into_iter()
+            .filter(|n| *n != lost_name)
+            .collect();
+        expected.push(fresh_name.clone());
+        expected.sort();
+        bed.wait_cluster(site, survivor, &expected, ETCD_TIMEOUT)?;
+        let table = site.muster().run(&["plan", "--socket", &socket])?;
+        ensure!(
+            table.contains("removed") && table.contains(&fresh_name),
+            "muster plan shows the removal and the replacement:\n{table}"
+        );
+        Ok(())
+    });
+}

@@ -8,6 +8,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 pub mod config;
+mod duty;
 mod formation;
 pub mod guard;
 pub mod health;

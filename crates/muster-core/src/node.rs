@@ -59,6 +59,15 @@ pub enum Input {
         /// Whether the probe passed.
         healthy: bool,
     },
+    /// The shell finished an attempt of a removal duty (`Output::RunRemoval`).
+    RemovalDone {
+        /// The removed host.
+        node_id: NodeId,
+        /// The attempt `RunRemoval` named.
+        attempt: u32,
+        /// Ok, or why the command failed.
+        result: Result<(), String>,
+    },
 }
 
 /// Something the node wants done.
@@ -102,6 +111,14 @@ pub enum Output {
         attempt: u32,
         /// The plan's join secrets for `MUSTER_SECRETS` (opened; `Debug` shows keys only).
         secrets: crate::secrets::SecretValues,
+    },
+    /// Leader: run `[kubernetes] remove_command` for a removed host that had a step (`duty.rs`);
+    /// answer with `Input::RemovalDone` for `attempt`.
+    RunRemoval {
+        /// The removed host: name, address, role.
+        duty: muster_proto::RemovalDuty,
+        /// The attempt number.
+        attempt: u32,
     },
     /// The deny list changed (and once at start): the transport must refuse these identities at
     /// the connection, before anything they send reaches the core (`removal.rs`).
@@ -242,6 +259,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) sealer: Option<crate::secrets::Sealer>,
     /// The local API server's health as the agent reports it (`health.rs`).
     pub(crate) health: crate::health::HealthState,
+    /// The removal duty this leader runs (`duty.rs`).
+    pub(crate) duty: crate::duty::DutyState,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -301,6 +320,7 @@ impl<S: RaftStore> Node<S> {
             install: Default::default(),
             sealer,
             health: Default::default(),
+            duty: Default::default(),
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -417,6 +437,11 @@ impl<S: RaftStore> Node<S> {
                 secrets_out,
             } => self.on_install_done(attempt, result, secrets_out),
             Input::LocalHealth { healthy } => self.on_local_health(healthy),
+            Input::RemovalDone {
+                node_id,
+                attempt,
+                result,
+            } => self.on_removal_done(node_id, attempt, result),
         }
         self.drive_raft()?;
         self.check_removed_self();
@@ -477,6 +502,7 @@ impl<S: RaftStore> Node<S> {
                 self.leader_duties()?;
                 self.plan_duties();
                 self.health_duties();
+                self.remove_command_duties();
                 self.install_tick();
                 self.merge_check()?;
                 self.merge_probe_tick();

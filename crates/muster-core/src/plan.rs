@@ -50,21 +50,99 @@ fn step(m: &Member, role: Role, order: u32) -> PlanStep {
     }
 }
 
-/// Worker steps for members the plan does not have yet, ordered after the existing workers.
+/// Steps for members the plan does not have yet: control-plane steps while removed control-plane
+/// hosts left slots ([`open_control_plane_slots`]), then workers, each ordered after the
+/// existing steps of its role.
 pub fn new_workers(plan: &Plan, members: &[Member]) -> Vec<PlanStep> {
-    let next = plan
-        .steps
-        .iter()
-        .filter(|s| s.role == Role::Worker as i32)
-        .map(|s| s.order + 1)
-        .max()
-        .unwrap_or(0);
+    let next = |role: Role| {
+        plan.steps
+            .iter()
+            .filter(|s| s.role == role as i32)
+            .map(|s| s.order + 1)
+            .max()
+            .unwrap_or(0)
+    };
+    let (mut cp_next, mut worker_next) = (next(Role::ControlPlane), next(Role::Worker));
+    let mut slots = open_control_plane_slots(plan);
     members
         .iter()
         .filter(|m| !plan.steps.iter().any(|s| s.node_id == m.id))
-        .enumerate()
-        .map(|(k, m)| step(m, Role::Worker, next + k as u32))
+        .map(|m| {
+            if slots > 0 {
+                slots -= 1;
+                cp_next += 1;
+                step(m, Role::ControlPlane, cp_next - 1)
+            } else {
+                worker_next += 1;
+                step(m, Role::Worker, worker_next - 1)
+            }
+        })
         .collect()
+}
+
+/// Control-plane hosts the plan is short of: removed init / control-plane hosts not replaced.
+pub fn open_control_plane_slots(plan: &Plan) -> usize {
+    let live = plan
+        .steps
+        .iter()
+        .filter(|s| role_of(s) != Role::Worker && !s.removed)
+        .count();
+    (plan.control_plane_target as usize).saturating_sub(live)
+}
+
+/// Whether every removal duty of a removed control-plane host is done: a replacement joins the
+/// control plane only after (its etcd member removed, say).
+fn control_plane_removals_done(plan: &Plan) -> bool {
+    plan.removals
+        .iter()
+        .all(|r| r.role == Role::Worker as i32 || r.state == StepState::Succeeded as i32)
+}
+
+/// A removed host's step no longer counts, and its host gets a duty (`remove_command`).
+/// Returns whether the plan changed.
+pub fn apply_removed(plan: &mut Plan, m: &Member) -> bool {
+    let Some(step) = plan.steps.iter_mut().find(|s| s.node_id == m.id) else {
+        return false;
+    };
+    if step.removed {
+        return false;
+    }
+    step.removed = true;
+    let role = step.role;
+    plan.removals.push(muster_proto::RemovalDuty {
+        node_id: m.id,
+        name: m.name.clone(),
+        address: m.address.clone(),
+        role,
+        ..Default::default()
+    });
+    true
+}
+
+/// Applies the progress of a removal duty, by the same rules as a step's (a start names the
+/// next attempt; a result the running one). Returns whether the plan changed.
+pub fn apply_removal_progress(plan: &mut Plan, p: &muster_proto::RemovalProgress) -> bool {
+    let Some(duty) = plan.removals.iter_mut().find(|r| r.node_id == p.node_id) else {
+        return false;
+    };
+    let now = StepState::try_from(duty.state).unwrap_or(StepState::Pending);
+    match StepState::try_from(p.state) {
+        Ok(StepState::Running) if now != StepState::Succeeded && p.attempt == duty.attempts + 1 => {
+            duty.state = StepState::Running as i32;
+            duty.attempts = p.attempt;
+            duty.runner_id = p.runner_id;
+            true
+        }
+        Ok(s @ (StepState::Succeeded | StepState::Failed))
+            if now == StepState::Running && p.attempt == duty.attempts =>
+        {
+            duty.state = s as i32;
+            duty.finished_unix_ms = p.unix_ms;
+            duty.last_error = p.error.chars().take(MAX_ERROR_CHARS).collect();
+            true
+        }
+        _ => false,
+    }
 }
 
 /// `s` as a step that has not started: what a proposal's steps become when applied.
@@ -94,11 +172,16 @@ pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Optio
     if inits != 1 || ids.len() != steps.len() || !known {
         return None;
     }
-    let steps = steps.iter().map(pending).collect();
+    let steps: Vec<PlanStep> = steps.iter().map(pending).collect();
+    let control_plane_target = steps
+        .iter()
+        .filter(|s: &&PlanStep| s.role != Role::Worker as i32)
+        .count() as u32;
     Some(Plan {
         created_unix_ms: unix_ms,
         steps,
         worker_parallelism: parallelism.max(1),
+        control_plane_target,
         ..Default::default()
     })
 }
@@ -124,16 +207,18 @@ pub fn eligible(plan: &Plan) -> Vec<NodeId> {
     let mut cps: Vec<&PlanStep> = plan
         .steps
         .iter()
-        .filter(|s| role_of(s) == Role::ControlPlane)
+        .filter(|s| role_of(s) == Role::ControlPlane && !s.removed)
         .collect();
     cps.sort_by_key(|s| s.order);
     if let Some(next) = cps.into_iter().find(|s| !done(s)) {
-        out.push(next.node_id);
+        if state_of(next) == StepState::Running || control_plane_removals_done(plan) {
+            out.push(next.node_id);
+        }
     }
     let mut workers: Vec<&PlanStep> = plan
         .steps
         .iter()
-        .filter(|s| role_of(s) == Role::Worker && !done(s))
+        .filter(|s| role_of(s) == Role::Worker && !done(s) && !s.removed)
         .collect();
     workers.sort_by_key(|s| (state_of(s) != StepState::Running, s.order));
     out.extend(

@@ -92,7 +92,7 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
         }
         Some(Kind::RemoveMember(r)) if !state.removed.iter().any(|x| x.id == r.id) => {
             // Only a member can be removed (its key is what the transport refuses).
-            let Some(m) = member(state, r.id) else {
+            let Some(m) = member(state, r.id).cloned() else {
                 return Applied::Nothing;
             };
             let removed = muster_proto::Removed {
@@ -103,6 +103,9 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 unix_ms: r.unix_ms,
             };
             state.removed.push(removed);
+            if let Some(plan) = state.plan.as_mut() {
+                crate::plan::apply_removed(plan, &m);
+            }
             Applied::Removed(r.id)
         }
         Some(Kind::CreatePlan(c)) if state.plan.is_none() && formed(state) => {
@@ -125,13 +128,22 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
             let Some(plan) = state.plan.as_ref() else {
                 return Applied::Nothing;
             };
+            // Workers, and control-plane steps up to the slots removed hosts left.
+            let mut slots = crate::plan::open_control_plane_slots(plan);
             let fresh: Vec<muster_proto::PlanStep> = a
                 .steps
                 .iter()
                 .filter(|s| {
-                    s.role == muster_proto::Role::Worker as i32
-                        && member(state, s.node_id).is_some()
+                    member(state, s.node_id).is_some()
                         && !plan.steps.iter().any(|p| p.node_id == s.node_id)
+                })
+                .filter(|s| match muster_proto::Role::try_from(s.role) {
+                    Ok(muster_proto::Role::Worker) => true,
+                    Ok(muster_proto::Role::ControlPlane) if slots > 0 => {
+                        slots -= 1;
+                        true
+                    }
+                    _ => false,
                 })
                 .map(crate::plan::pending)
                 .collect();
@@ -155,6 +167,17 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 .plan
                 .as_mut()
                 .is_some_and(|plan| crate::plan::apply_action(plan, a));
+            if changed {
+                Applied::Plan
+            } else {
+                Applied::Nothing
+            }
+        }
+        Some(Kind::RemovalProgress(p)) => {
+            let changed = state
+                .plan
+                .as_mut()
+                .is_some_and(|plan| crate::plan::apply_removal_progress(plan, p));
             if changed {
                 Applied::Plan
             } else {

@@ -84,6 +84,8 @@ pub struct TestNet {
     pub install_results: Vec<(u64, NodeId, u32, bool)>,
     /// The secrets each host's last install run was handed (`MUSTER_SECRETS`).
     pub install_secrets: BTreeMap<NodeId, crate::SecretValues>,
+    /// Every remove command run: (virtual time, runner, removed host, attempt).
+    pub removal_runs: Vec<(u64, NodeId, NodeId, u32)>,
     /// What a successful init run writes to `MUSTER_SECRETS_OUT`.
     pub init_secrets_out: crate::SecretValues,
     /// (due, host, attempt, succeeds, role)
@@ -123,6 +125,7 @@ impl TestNet {
             install_runs: Vec::new(),
             install_results: Vec::new(),
             install_secrets: BTreeMap::new(),
+            removal_runs: Vec::new(),
             init_secrets_out: Default::default(),
             pending_installs: Vec::new(),
         }
@@ -471,6 +474,19 @@ impl TestNet {
                         !fail,
                         role,
                     ));
+                }
+                // The remove command succeeds at once.
+                Output::RunRemoval { duty, attempt } => {
+                    self.removal_runs
+                        .push((self.now_ms, id, duty.node_id, attempt));
+                    self.input(
+                        id,
+                        Input::RemovalDone {
+                            node_id: duty.node_id,
+                            attempt,
+                            result: Ok(()),
+                        },
+                    );
                 }
                 // The transport refuses removed identities at the connection.
                 Output::Denied { removed } => {

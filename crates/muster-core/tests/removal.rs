@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use muster_core::testnet::TestNet;
 use muster_core::{NodeId, RemoveError};
+use muster_proto::{Role, StepState};
 
 fn site(seed: u64, n: usize) -> (TestNet, Vec<NodeId>) {
     TestNet::formed_site(seed, n, |c| c.vip = true)
@@ -186,4 +187,112 @@ fn bad_removals_are_clear_errors() {
         net.remove(l, &format!("{gone:016x}")),
         Err(RemoveError::AlreadyRemoved(_) | RemoveError::NotAMember(_))
     ));
+}
+
+/// A control-plane host lost for good is replaced end to end: `muster remove` gives the leader
+/// a removal duty (the site's `remove_command`, run once, e.g. `etcdctl member remove`), its
+/// step no longer counts, and the next host that joins takes the control-plane role, starting
+/// only after the duty succeeded; the host after it is a worker again. I3 holds throughout.
+#[test]
+fn a_lost_control_plane_host_is_replaced_by_the_next_host_that_joins() {
+    let (mut net, ids) = TestNet::formed_site(41, 5, |c| {
+        c.vip = true;
+        c.plan = true;
+    });
+    let all_done = |net: &TestNet, at: NodeId| {
+        net.node(at).cluster_state().plan.as_ref().is_some_and(|p| {
+            p.steps
+                .iter()
+                .filter(|s| !s.removed)
+                .all(|s| s.state == StepState::Succeeded as i32)
+        })
+    };
+    assert!(net.run_until(30_000, |net| all_done(net, ids[0])).is_some());
+    let plan = net.node(ids[0]).cluster_state().plan.clone().expect("plan");
+    let leader = net.node(ids[0]).leader_id();
+    let lost = plan
+        .steps
+        .iter()
+        .find(|s| s.role == Role::ControlPlane as i32 && s.node_id != leader)
+        .expect("a control-plane follower")
+        .node_id;
+    net.crash(lost);
+    net.remove(leader, &muster_core::format_id(lost))
+        .expect("removal");
+    let duty_done = net.run_until(10_000, |net| {
+        net.node(leader)
+            .cluster_state()
+            .plan
+            .as_ref()
+            .is_some_and(|p| {
+                p.removals.len() == 1
+                    && p.removals[0].node_id == lost
+                    && p.removals[0].state == StepState::Succeeded as i32
+            })
+    });
+    assert!(
+        duty_done.is_some(),
+        "the remove command ran:\n{}",
+        net.describe()
+    );
+    assert_eq!(
+        net.removal_runs.len(),
+        1,
+        "run once: {:?}",
+        net.removal_runs
+    );
+    assert_eq!(net.removal_runs[0].1, leader, "by the leader");
+
+    let fresh = net.add_host("h5", |c| {
+        c.vip = true;
+        c.plan = true;
+        c.expected_nodes = 5;
+    });
+    net.start(fresh);
+    let replaced = net.run_until(30_000, |net| {
+        let l = net.node(ids[0]).leader_id();
+        l != 0
+            && net.node(l).cluster_state().plan.as_ref().is_some_and(|p| {
+                p.steps.iter().any(|s| {
+                    s.node_id == fresh
+                        && s.role == Role::ControlPlane as i32
+                        && s.state == StepState::Succeeded as i32
+                })
+            })
+    });
+    assert!(
+        replaced.is_some(),
+        "the new host joined the control plane:\n{}",
+        net.describe()
+    );
+    let duty_at = net.removal_runs[0].0;
+    let start = net
+        .install_runs
+        .iter()
+        .find(|r| r.1 == fresh)
+        .expect("the new host ran its step");
+    assert!(start.0 > duty_at, "the replacement started after the duty");
+    let later = net.add_host("h6", |c| {
+        c.vip = true;
+        c.plan = true;
+        c.expected_nodes = 5;
+    });
+    net.start(later);
+    let worker = net.run_until(30_000, |net| {
+        net.node(ids[0])
+            .cluster_state()
+            .plan
+            .as_ref()
+            .is_some_and(|p| {
+                p.steps
+                    .iter()
+                    .any(|s| s.node_id == later && s.role == Role::Worker as i32)
+            })
+    });
+    assert!(
+        worker.is_some(),
+        "the next host is a worker:\n{}",
+        net.describe()
+    );
+    net.check_i3().expect("I3");
 }

@@ -135,6 +135,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         installer,
         ip,
         api_watch: None,
+        removals: mpsc::channel(4),
     };
     agent.watch_api_if_control_plane();
     let result = agent.event_loop(events, query_rx, install_done).await;
@@ -163,6 +164,11 @@ struct Agent {
     installer: Option<(crate::installer::Installer, crate::config::Kubernetes)>,
     /// The watch of this host's API server, once it runs a control plane (`watch.rs`).
     api_watch: Option<mpsc::Receiver<bool>>,
+    /// Results of remove commands this host runs as leader (`installer::spawn_removal`).
+    removals: (
+        mpsc::Sender<crate::installer::RemovalDone>,
+        mpsc::Receiver<crate::installer::RemovalDone>,
+    ),
     /// This host's address on the LAN interface (`MUSTER_NODE_IP`).
     ip: std::net::IpAddr,
 }
@@ -202,6 +208,14 @@ impl Agent {
                         attempt: done.attempt,
                         result: done.result,
                         secrets_out: done.secrets_out,
+                    };
+                    self.step(input).await?;
+                }
+                Some(done) = self.removals.1.recv() => {
+                    let input = Input::RemovalDone {
+                        node_id: done.node_id,
+                        attempt: done.attempt,
+                        result: done.result,
                     };
                     self.step(input).await?;
                 }
@@ -380,8 +394,39 @@ impl Agent {
                     self.start_install(role, attempt, secrets);
                     self.watch_api_if_control_plane();
                 }
+                Output::RunRemoval { duty, attempt } => self.start_removal(duty, attempt),
             }
         }
+    }
+
+    /// Runs the remove command for a removed host (this host leads and runs a control plane).
+    fn start_removal(&mut self, duty: muster_proto::RemovalDuty, attempt: u32) {
+        let Some((_, k)) = &self.installer else {
+            tracing::error!("a remove command asked for, but [kubernetes] is not configured");
+            return;
+        };
+        let ip = duty
+            .address
+            .parse::<SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let role = muster_proto::Role::try_from(duty.role).unwrap_or(muster_proto::Role::Worker);
+        let env = vec![
+            ("MUSTER_REMOVED_NAME".into(), duty.name.clone()),
+            ("MUSTER_REMOVED_ID".into(), format_id(duty.node_id)),
+            ("MUSTER_REMOVED_IP".into(), ip),
+            (
+                "MUSTER_REMOVED_ROLE".into(),
+                crate::installer::role_name(role).into(),
+            ),
+            (
+                "MUSTER_DISTRIBUTION".into(),
+                k.distro.distribution.name().into(),
+            ),
+            ("MUSTER_NODE_NAME".into(), self.node.status().node_name),
+            ("MUSTER_NODE_IP".into(), self.ip.to_string()),
+        ];
+        crate::installer::spawn_removal(k, duty.node_id, attempt, env, self.removals.0.clone());
     }
 
     /// Starts the watch of the local API server if this host's step in the plan is a

@@ -76,6 +76,7 @@ struct KubernetesSection {
     ca_files: Vec<PathBuf>,
     config: Option<toml::Table>,
     install_command: PathBuf,
+    remove_command: Option<PathBuf>,
     health_command: Option<PathBuf>,
     worker_health_command: Option<PathBuf>,
     health_url: Option<String>,
@@ -158,6 +159,9 @@ pub struct Kubernetes {
     pub distro: muster_k8s::Distro,
     /// The install hook (the contract in DESIGN.md).
     pub install_command: PathBuf,
+    /// Run by the leader (a healthy control-plane host) for a host `muster remove` took out
+    /// that had a step, e.g. to remove its etcd member; none: nothing to run.
+    pub remove_command: Option<PathBuf>,
     /// The control-plane (and init) step's health gate: `health_url` or `health_command`.
     pub health: HealthCheck,
     /// The worker step's health gate: `worker_health_url` or `worker_health_command`.
@@ -393,6 +397,9 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         }
     };
     absolute("kubernetes.install_command", &k.install_command)?;
+    if let Some(p) = &k.remove_command {
+        absolute("kubernetes.remove_command", p)?;
+    }
     let keys = health::HealthKeys {
         url: k.health_url.as_deref(),
         worker_url: k.worker_health_url.as_deref(),
@@ -435,6 +442,7 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
     Ok(Kubernetes {
         distro,
         install_command: k.install_command.clone(),
+        remove_command: k.remove_command.clone(),
         health,
         worker_health,
         install_timeout,

@@ -193,6 +193,69 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The result of a removal duty's attempt (`Output::RunRemoval`).
+#[derive(Debug)]
+pub struct RemovalDone {
+    /// The removed host.
+    pub node_id: u64,
+    /// The attempt.
+    pub attempt: u32,
+    /// Ok, or why not.
+    pub result: Result<(), String>,
+}
+
+/// Runs `[kubernetes] remove_command` for a removed host with `env` (`MUSTER_REMOVED_*` and the
+/// contract's own), in a task of its own; the result arrives on `done`. Without a command the
+/// duty succeeds at once.
+pub fn spawn_removal(
+    cfg: &Kubernetes,
+    node_id: u64,
+    attempt: u32,
+    env: Vec<(String, String)>,
+    done: mpsc::Sender<RemovalDone>,
+) {
+    let command = cfg.remove_command.clone();
+    let timeout = cfg.install_timeout;
+    tokio::spawn(async move {
+        let result = match command {
+            None => Ok(()),
+            Some(c) => run_remove_command(&c, &env, timeout).await,
+        };
+        let _ = done
+            .send(RemovalDone {
+                node_id,
+                attempt,
+                result,
+            })
+            .await;
+    });
+}
+
+async fn run_remove_command(
+    command: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), String> {
+    let child = tokio::process::Command::new(command)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", command.display()))?;
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("remove command did not finish within {timeout:?}"))?
+        .map_err(|e| format!("waiting for the remove command: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = output.stdout;
+    text.extend_from_slice(&output.stderr);
+    Err(format!("remove command {}: {}", output.status, tail(&text)))
+}
+
 /// The plan's role as the renderer names it (a plan never holds an unspecified role).
 pub fn k8s_role(role: Role) -> muster_k8s::Role {
     match role {
@@ -308,6 +371,7 @@ mod tests {
             })
             .unwrap(),
             install_command: hook.into(),
+            remove_command: None,
             health: health.map_or(HealthCheck::Hook, |c| HealthCheck::Command(c.into())),
             worker_health: HealthCheck::Hook,
             install_timeout: Duration::from_secs(3),
@@ -338,6 +402,43 @@ mod tests {
     async fn run(cfg: &Kubernetes, job: &Job) -> Result<SecretValues, String> {
         let dir = tempfile::tempdir().unwrap();
         super::run(cfg, &dir.path().join("install"), job).await
+    }
+
+    #[tokio::test]
+    async fn remove_commands_get_the_removed_host_and_say_why_they_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let remove = script(
+            dir.path(),
+            "remove",
+            &format!(
+                "echo \"$MUSTER_REMOVED_NAME $MUSTER_REMOVED_IP\" > {}; test \"$MUSTER_REMOVED_NAME\" = h3 || {{ echo 'no such member' >&2; exit 4; }}",
+                seen.display()
+            ),
+        );
+        let mut k = cfg("/bin/true", None);
+        k.remove_command = Some(remove.into());
+        let env = |name: &str| {
+            vec![
+                ("MUSTER_REMOVED_NAME".to_string(), name.to_string()),
+                ("MUSTER_REMOVED_IP".to_string(), "10.77.0.13".to_string()),
+            ]
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        spawn_removal(&k, 7, 1, env("h3"), tx.clone());
+        let done = rx.recv().await.unwrap();
+        assert_eq!((done.node_id, done.attempt, done.result), (7, 1, Ok(())));
+        assert_eq!(std::fs::read_to_string(&seen).unwrap(), "h3 10.77.0.13\n");
+        spawn_removal(&k, 8, 2, env("h9"), tx.clone());
+        let e = rx.recv().await.unwrap().result.unwrap_err();
+        assert!(
+            e.contains("exit status: 4") && e.contains("no such member"),
+            "{e}"
+        );
+        // Without a remove command the duty is done at once.
+        k.remove_command = None;
+        spawn_removal(&k, 9, 1, env("h4"), tx);
+        assert_eq!(rx.recv().await.unwrap().result, Ok(()));
     }
 
     #[tokio::test]

@@ -81,7 +81,7 @@ pub fn plan_json(plan: &muster_proto::Plan) -> Value {
         .iter()
         .map(|s| {
             let role = role_label(s.role);
-            let state = state_label(s.state);
+            let state = step_label(s);
             json!({
                 "node_id": format_id(s.node_id),
                 "name": s.name,
@@ -95,11 +95,36 @@ pub fn plan_json(plan: &muster_proto::Plan) -> Value {
             })
         })
         .collect();
+    let removals: Vec<Value> = plan
+        .removals
+        .iter()
+        .map(|r| {
+            json!({
+                "node_id": format_id(r.node_id),
+                "name": r.name,
+                "role": role_label(r.role),
+                "state": state_label(r.state),
+                "attempts": r.attempts,
+                "runner_id": (r.runner_id != 0).then(|| format_id(r.runner_id)),
+                "last_error": (!r.last_error.is_empty()).then_some(r.last_error.as_str()),
+            })
+        })
+        .collect();
     json!({
         "created_unix_ms": plan.created_unix_ms,
         "worker_parallelism": plan.worker_parallelism,
         "steps": steps,
+        "removals": removals,
     })
+}
+
+/// A step's state as operators read it: `removed` once its host was removed.
+fn step_label(s: &muster_proto::PlanStep) -> &'static str {
+    if s.removed {
+        "removed"
+    } else {
+        state_label(s.state)
+    }
 }
 
 /// A role as `MUSTER_ROLE` and the operator contract name it.
@@ -120,19 +145,18 @@ fn state_label(state: i32) -> &'static str {
 
 /// One line for `muster status`: how far the plan is, problems first.
 pub fn plan_summary(plan: &muster_proto::Plan) -> String {
-    let done = plan
-        .steps
+    let live: Vec<&muster_proto::PlanStep> = plan.steps.iter().filter(|s| !s.removed).collect();
+    let done = live
         .iter()
         .filter(|s| s.state == muster_proto::StepState::Succeeded as i32)
         .count();
     let with = |state: muster_proto::StepState| {
-        plan.steps
-            .iter()
+        live.iter()
             .filter(|s| s.state == state as i32)
             .map(|s| format!("{} ({})", s.name, role_label(s.role)))
             .collect::<Vec<_>>()
     };
-    let mut out = format!("{done} of {} steps succeeded", plan.steps.len());
+    let mut out = format!("{done} of {} steps succeeded", live.len());
     let failed = with(muster_proto::StepState::Failed);
     if !failed.is_empty() {
         out.push_str(&format!("; FAILED: {}", failed.join(", ")));
@@ -170,13 +194,31 @@ pub fn plan_table(plan: &muster_proto::Plan) -> String {
             role_label(s.role),
             s.order,
             // Failures stand out in the table.
-            match state_label(s.state) {
+            match step_label(s) {
                 "failed" => "FAILED",
                 other => other,
             },
             s.attempts,
             took,
             s.last_error
+        );
+    }
+    for r in &plan.removals {
+        let _ = writeln!(
+            out,
+            "removed {} ({}): remove command {} after {} attempt(s){}",
+            r.name,
+            role_label(r.role),
+            match state_label(r.state) {
+                "failed" => "FAILED",
+                other => other,
+            },
+            r.attempts,
+            if r.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.last_error)
+            }
         );
     }
     out

@@ -650,6 +650,8 @@ impl Sim {
                     self.checker.on_vip(self.now_ms, i, false, Some(fence));
                 }
                 Output::RunInstall { role, attempt, .. } => self.on_run_install(i, role, attempt),
+                // The simulator removes no hosts.
+                Output::RunRemoval { .. } => {}
                 Output::Denied { removed } => {
                     // The transport refuses removed identities: drop the connections.
                     for r in removed {
