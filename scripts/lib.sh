@@ -26,6 +26,10 @@ need_tools() {
     command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || pkgs+=(etcd-client)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+    # The DDNS updater's real-BIND tests and benchmark (crates/muster-dns/tests): named and
+    # tsig-keygen (bind9), dig and nsupdate (bind9-dnsutils).
+    command -v named >/dev/null 2>&1 || [[ -x /usr/sbin/named ]] || pkgs+=(bind9)
+    command -v nsupdate >/dev/null 2>&1 || pkgs+=(bind9-dnsutils)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update
