@@ -26,6 +26,9 @@ need_tools() {
     command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || pkgs+=(etcd-client)
     command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+    # tests/tests/deploy.rs: `systemd-analyze verify` and `security --offline` on the unit
+    # (offline modes: no running systemd needed).
+    command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update
