@@ -30,6 +30,9 @@ need_tools() {
     # tsig-keygen (bind9), dig and nsupdate (bind9-dnsutils).
     command -v named >/dev/null 2>&1 || [[ -x /usr/sbin/named ]] || pkgs+=(bind9)
     command -v nsupdate >/dev/null 2>&1 || pkgs+=(bind9-dnsutils)
+    # tests/tests/deploy.rs: `systemd-analyze verify` and `security --offline` on the unit
+    # (offline modes: no running systemd needed).
+    command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update

@@ -184,6 +184,8 @@ impl Agent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        // systemd: READY once a member, STATUS lines, watchdog pings from this loop (notify.rs).
+        let mut notifier = crate::notify::Notifier::from_env();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -192,6 +194,7 @@ impl Agent {
                     self.step(input).await?;
                     self.vip.retry_if_due(self.node.holds_vip()).await;
                     self.vip.check_conflicts(self.node.vip_holder() != 0);
+                    notifier.tick(Instant::now(), || self.node.status());
                 }
                 event = events.recv() => match event {
                     Some(e) => self.on_net_event(e).await?,

@@ -706,6 +706,86 @@ address = "10.0.0.100/24"
         assert_eq!(ok.tick, Duration::from_millis(10));
     }
 
+    /// `deploy/muster.toml` with its commented `# key = value` and `# [section]` lines
+    /// uncommented.
+    fn example_uncommented() -> String {
+        let example = include_str!("../../../deploy/muster.toml");
+        let is_key = |body: &str| {
+            body.starts_with('[')
+                || body.split_once(" = ").is_some_and(|(k, _)| {
+                    let k = k.trim_matches('"');
+                    !k.is_empty()
+                        && k.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c)
+                        })
+                })
+        };
+        example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(body) if is_key(body) => body,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The fields the parser accepts in `section` ("" = top level), as serde's unknown-field
+    /// error lists them.
+    fn accepted_fields(text: &str, section: &str) -> Vec<String> {
+        let probed = if section.is_empty() {
+            format!("zz_probe = 1\n{text}")
+        } else {
+            let header = format!("[{section}]");
+            text.lines()
+                .flat_map(|l| {
+                    let probe = l.split_whitespace().next() == Some(header.as_str());
+                    std::iter::once(l).chain(probe.then_some("zz_probe = 1"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let e = toml::from_str::<File>(&probed).expect_err("the probe is refused");
+        let message = e.to_string();
+        let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
+        let fields: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        assert!(!fields.is_empty(), "[{section}]: {message}");
+        fields
+    }
+
+    #[test]
+    fn deploy_example_documents_every_key_the_parser_accepts() {
+        let example = include_str!("../../../deploy/muster.toml");
+        Config::parse(Path::new("deploy/muster.toml"), example).expect("the example as shipped");
+        let text = example_uncommented();
+        // Every documented key is one the parser takes (a typo in the docs fails here)...
+        toml::from_str::<File>(&text).unwrap_or_else(|e| panic!("documented but refused: {e}"));
+        let table: toml::Table = toml::from_str(&text).expect("toml");
+        // ... and every key it takes is documented.
+        let sections = accepted_fields(&text, "");
+        for section in &sections {
+            assert!(table.contains_key(section), "[{section}] is not documented");
+        }
+        let nested = ["kubernetes.proxy"];
+        for section in sections.iter().map(String::as_str).chain(nested) {
+            let documented = section
+                .split('.')
+                .try_fold(&table, |t, part| t.get(part).and_then(|v| v.as_table()))
+                .unwrap_or_else(|| panic!("[{section}] is not a table"));
+            for field in accepted_fields(&text, section) {
+                assert!(
+                    documented.contains_key(&field),
+                    "{section}.{field} is not documented in deploy/muster.toml"
+                );
+            }
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

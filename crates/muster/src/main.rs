@@ -1,5 +1,6 @@
 //! The `muster` binary: `muster agent` runs the agent; `keygen`, `status`, `transfer`, `reset` and
-//! `check-config` are the operator CLI.
+//! `check-config` are the operator CLI; `completions` and `man` print its shell completions and
+//! man page (`docs.rs`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (also: the agent
 //! refuses a data dir whose store and identity do not go together; `reset` without `--yes`),
@@ -8,8 +9,10 @@
 
 mod agent;
 mod config;
+mod docs;
 mod identity;
 mod installer;
+mod notify;
 mod probe;
 mod remove;
 mod render;
@@ -21,7 +24,7 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// muster: forms a site's hosts into one Raft group and floats the Kubernetes API endpoint.
 #[derive(Parser)]
@@ -121,6 +124,19 @@ enum Command {
         #[arg(long, default_value = "/etc/muster/muster.toml")]
         config: PathBuf,
     },
+    /// Print the shell completion script for SHELL (e.g. `muster completions bash >
+    /// /usr/share/bash-completion/completions/muster`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page muster(1) (roff); with --out-dir, write it and one page per
+    /// subcommand (muster-agent.1, ...) there instead.
+    Man {
+        /// Directory to write muster.1 and muster-SUBCOMMAND.1 into.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +150,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Completions { shell } => report(docs::completions(Cli::command(), shell), 1),
+        Command::Man { out_dir } => report(docs::man(Cli::command(), out_dir.as_deref()), 1),
         Command::Keygen { out } => report(identity::keygen(&out), 1),
         Command::CheckConfig { config } => match config::Config::load(&config) {
             Ok(_) => {
