@@ -42,7 +42,7 @@ pub struct NodeConfig {
     pub peer_timeout_ms: u64,
     /// Compact the log once this many entries have been applied since the last compaction.
     pub snapshot_interval_entries: u64,
-    /// Whether this site floats a VIP: the leader emits `VipAcquire` / `VipRelease`.
+    /// Whether this site floats a VIP: the leader emits `EndpointAcquire` / `EndpointRelease`.
     pub vip: bool,
     /// Largest rate difference between any two hosts' clocks, in percent; shortens the lease.
     pub max_clock_drift_pct: u64,

@@ -98,7 +98,7 @@ pub(crate) struct Lease {
     pub last_probe_ms: Option<u64>,
     /// Whether this node told the shell to hold the VIP.
     pub holding: bool,
-    /// The lease end last given to the shell (`VipAcquire` / `VipRenew`).
+    /// The lease end last given to the shell (`EndpointAcquire` / `EndpointRenew`).
     pub fence_ms: u64,
 }
 
@@ -293,7 +293,7 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
-    /// Emits `VipAcquire` / `VipRelease` when holding should change. API-server health never
+    /// Emits `EndpointAcquire` / `EndpointRelease` when holding should change. API-server health never
     /// gates holding: an unhealthy leader hands leadership over instead (`health.rs`).
     pub(crate) fn update_vip(&mut self) {
         if !self.cfg.vip {
@@ -301,6 +301,7 @@ impl<S: RaftStore> Node<S> {
         }
         let should = self.lease_valid() && self.site_rule.ok;
         let until_ms = self.lease.until_ms.unwrap_or(0);
+        let term = self.lease.term;
         if should && !self.lease.holding {
             self.lease.holding = true;
             self.lease.fence_ms = until_ms;
@@ -308,15 +309,15 @@ impl<S: RaftStore> Node<S> {
                 lease_ms = self.lease_left_ms(),
                 "lease valid: acquiring the VIP"
             );
-            self.out.push(Output::VipAcquire { until_ms });
+            self.out.push(Output::EndpointAcquire { term, until_ms });
             self.last_member_hello_ms = None;
         } else if should && until_ms > self.lease.fence_ms {
             self.lease.fence_ms = until_ms;
-            self.out.push(Output::VipRenew { until_ms });
+            self.out.push(Output::EndpointRenew { term, until_ms });
         } else if !should && self.lease.holding {
             self.lease.holding = false;
             tracing::info!("lease ended or leadership lost: releasing the VIP");
-            self.out.push(Output::VipRelease);
+            self.out.push(Output::EndpointRelease);
             self.last_member_hello_ms = None;
         }
     }

@@ -85,22 +85,29 @@ pub enum Output {
         /// All members.
         members: Vec<Member>,
     },
-    /// Hold the VIP: add it and announce it. Emitted only while this node is leader with a valid
-    /// lease (see `lease.rs`); followed by `VipRelease` when the lease ends, as the core sees it
-    /// at its next input. `until_ms` (this node's monotonic clock, as in `Input::Tick`) is when
-    /// the lease ends: the shell must drop the VIP by then on its own if the core stalls (a
-    /// fence that does not depend on the event loop running).
-    VipAcquire {
+    /// Hold the API endpoint — every carrier the site has: add and announce the VIP, point the
+    /// DNS name here. Emitted only while this node is leader with a valid lease (see
+    /// `lease.rs`); followed by `EndpointRelease` when the lease ends, as the core sees it at its
+    /// next input. `until_ms` (this node's monotonic clock, as in `Input::Tick`) is when the
+    /// lease ends: the shell must drop the VIP by then on its own if the core stalls (a fence
+    /// that does not depend on the event loop running). `term` is the raft term the lease is
+    /// of: the DNS updater stamps it on the record so an older term never overwrites a newer one.
+    EndpointAcquire {
+        /// The raft term of the lease.
+        term: u64,
         /// When the lease ends unless renewed.
         until_ms: u64,
     },
-    /// The lease of the held VIP was renewed: move the fence to `until_ms`.
-    VipRenew {
+    /// The lease of the held endpoint was renewed: move the fence to `until_ms`.
+    EndpointRenew {
+        /// The raft term of the lease.
+        term: u64,
         /// When the lease now ends unless renewed again.
         until_ms: u64,
     },
-    /// Stop holding the VIP: remove it now.
-    VipRelease,
+    /// Stop holding the endpoint: remove the VIP now (the DNS record is left for the next
+    /// holder to replace).
+    EndpointRelease,
     /// Run this host's install step (the hook, then the health probe) and answer with
     /// `Input::InstallDone` for `attempt`. Emitted once the step's start is committed; again
     /// after a restart while it is running (hooks are idempotent).
@@ -831,6 +838,8 @@ impl<S: RaftStore> Node<S> {
                     removed_unix_ms: r.unix_ms,
                 })
                 .collect(),
+            // The agent fills in its DNS updater's view.
+            dns: None,
             // Status answers never carry secrets, not even sealed ones.
             plan: self.cluster.plan.clone().map(|p| muster_proto::Plan {
                 secrets: None,

@@ -187,7 +187,7 @@ impl<S: RaftStore> Node<S> {
             );
             if self.lease.holding {
                 self.lease.holding = false;
-                self.out.push(Output::VipRelease);
+                self.out.push(Output::EndpointRelease);
             }
             self.raw = None;
             self.phase = Phase::Removed;

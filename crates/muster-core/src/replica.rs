@@ -691,7 +691,7 @@ impl<S: RaftStore> Node<S> {
         if self.lease.holding {
             self.lease.holding = false;
             tracing::info!(to = %format_id(target), "releasing the VIP before handing over leadership");
-            self.out.push(Output::VipRelease);
+            self.out.push(Output::EndpointRelease);
         }
         if let Some(raw) = self.raw.as_mut() {
             raw.transfer_leader(target);

@@ -443,13 +443,13 @@ impl TestNet {
                         self.connect(id, m.id);
                     }
                 }
-                Output::VipRenew { .. } => {}
-                Output::VipAcquire { .. } => {
+                Output::EndpointRenew { .. } => {}
+                Output::EndpointAcquire { .. } => {
                     self.vip_holders.insert(id);
                     self.vip_acquires.push((self.now_ms, id));
                     self.max_vip_holders = self.max_vip_holders.max(self.vip_holders.len());
                 }
-                Output::VipRelease => {
+                Output::EndpointRelease => {
                     self.vip_holders.remove(&id);
                     self.vip_releases.push((self.now_ms, id));
                 }

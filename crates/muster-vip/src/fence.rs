@@ -1,7 +1,7 @@
 //! [`Fence`]: removes the VIP when the leader's lease ends, whether or not the agent's event loop
 //! is running.
 //!
-//! muster-core tells the shell when its lease ends (`VipAcquire { until_ms }`, `VipRenew`). The
+//! muster-core tells the shell when its lease ends (`EndpointAcquire { until_ms }`, `EndpointRenew`). The
 //! core notices the end itself only at its next input; if the event loop stalls (a long fsync, a
 //! starved runtime, a paused process resumed late) a new leader elsewhere may already hold the
 //! VIP. The fence is a dedicated OS thread with its own single-threaded Tokio runtime and its own

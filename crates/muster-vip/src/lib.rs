@@ -2,7 +2,7 @@
 //!
 //! The seam is [`VipControl`]: `acquire` adds the address(es) and starts announcing, `release`
 //! removes them, `is_present` asks the kernel. The agent binary (`crates/muster`) calls
-//! `acquire` / `release` when muster-core outputs `VipAcquire` / `VipRelease` — the lease and
+//! `acquire` / `release` when muster-core outputs `EndpointAcquire` / `EndpointRelease` — the lease and
 //! fencing logic that decides *when* lives in the core, not here. There are two implementations:
 //!
 //! * [`NetlinkVip`] — the real one: rtnetlink adds the IPv4 address (replace semantics, label

@@ -2,7 +2,7 @@
 //! for the announcements, and a holder task (`session.rs`) while the VIP is held.
 //!
 //! The agent binary creates one at startup from the `[vip]` config and calls `acquire` /
-//! `release` when muster-core outputs `VipAcquire` / `VipRelease`; `is_present` and
+//! `release` when muster-core outputs `EndpointAcquire` / `EndpointRelease`; `is_present` and
 //! [`NetlinkVip::stats`] feed the status RPC. Needs `CAP_NET_ADMIN` (addresses) and `CAP_NET_RAW`
 //! (announcements). All sockets belong to the network namespace of the thread that calls
 //! [`NetlinkVip::new`] (request socket, packet socket) and [`VipControl::acquire`] (event

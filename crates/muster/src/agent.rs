@@ -49,12 +49,6 @@ fn test_panic_file() -> Option<std::path::PathBuf> {
 /// dir whose store and identity do not go together is refused with
 /// [`crate::identity::StartRefused`] before anything else starts.
 pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
-    for section in &cfg.unimplemented {
-        tracing::warn!(
-            section,
-            "this config section is validated but not acted on by this version of muster"
-        );
-    }
     let site_key = crate::identity::load_site_key(&cfg.key_file)?;
     crate::identity::prepare_data_dir(&cfg.data_dir)?;
     let store_dir = cfg.data_dir.join(crate::identity::STORE_DIR);
@@ -77,8 +71,15 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     let listen = SocketAddr::new(ip, cfg.listen_port);
 
     let vip = crate::vip::Vip::start(cfg.vip.clone()).await?;
+    // With a VIP the name points at it; without, at this host.
+    let dns_addrs = match &cfg.vip {
+        Some(v) => v.addresses().iter().map(|a| a.addr()).collect(),
+        None => vec![ip],
+    };
+    let dns = crate::dns::Dns::start(cfg.ddns.as_ref(), &cfg.name, dns_addrs)?;
     let mut node_cfg = NodeConfig::new(cfg.name.clone(), listen.to_string(), public_key.to_vec());
-    node_cfg.vip = vip.enabled();
+    // The endpoint lease runs for every carrier the site has: the VIP, the DNS name, or both.
+    node_cfg.vip = vip.enabled() || cfg.ddns.is_some();
     node_cfg.expected_nodes = cfg.expected_nodes;
     node_cfg.control_plane_count = cfg.control_plane_count;
     node_cfg.settle_ms = cfg.settle.as_millis() as u64;
@@ -136,6 +137,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         ip,
         api_watch: None,
         removals: mpsc::channel(4),
+        dns,
     };
     agent.watch_api_if_control_plane();
     let result = agent.event_loop(events, query_rx, install_done).await;
@@ -164,6 +166,8 @@ struct Agent {
     installer: Option<(crate::installer::Installer, crate::config::Kubernetes)>,
     /// The watch of this host's API server, once it runs a control plane (`watch.rs`).
     api_watch: Option<mpsc::Receiver<bool>>,
+    /// The DNS endpoint's updater (`dns.rs`; inert without `[ddns]`).
+    dns: crate::dns::Dns,
     /// Results of remove commands this host runs as leader (`installer::spawn_removal`).
     removals: (
         mpsc::Sender<crate::installer::RemovalDone>,
@@ -238,6 +242,7 @@ impl Agent {
         match query {
             Query::Status(reply) => {
                 let mut status = self.node.status();
+                status.dns = self.dns.status();
                 let net = self.net.stats();
                 status.rejected_connections = net.handshakes_rejected + net.connections_denied;
                 if let Some(v) = status.vip.as_mut() {
@@ -380,14 +385,20 @@ impl Agent {
                     }
                 },
                 Output::MembersChanged { members } => self.learn_members(&members),
-                Output::VipAcquire { until_ms } => {
+                Output::EndpointAcquire { term, until_ms } => {
                     let until = self.started + Duration::from_millis(until_ms);
+                    self.dns.hold(term);
                     self.vip.acquire(until).await
                 }
-                Output::VipRenew { until_ms } => self
-                    .vip
-                    .renew(self.started + Duration::from_millis(until_ms)),
-                Output::VipRelease => self.vip.release().await,
+                Output::EndpointRenew { term, until_ms } => {
+                    self.dns.hold(term);
+                    self.vip
+                        .renew(self.started + Duration::from_millis(until_ms))
+                }
+                Output::EndpointRelease => {
+                    self.dns.release();
+                    self.vip.release().await
+                }
                 Output::Denied { removed } => self.refuse(&removed),
                 Output::RunInstall {
                     role,

@@ -150,6 +150,23 @@ struct DdnsSection {
     zone: String,
     name: String,
     tsig_key_file: PathBuf,
+    ttl: Option<String>,
+}
+
+/// `[ddns]`: the API name the leader points at itself (or at the VIP) with RFC 2136 updates
+/// (`dns.rs`, `muster-dns`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ddns {
+    /// The authoritative server taking the updates.
+    pub server: SocketAddr,
+    /// The zone, absolute (ends in '.').
+    pub zone: String,
+    /// The endpoint name, absolute, inside `zone`.
+    pub name: String,
+    /// TTL of the records written.
+    pub ttl: Duration,
+    /// BIND `tsig-keygen` key file (read when the agent starts).
+    pub tsig_key_file: PathBuf,
 }
 
 /// `[kubernetes]`: what the agent runs for its step of the join plan.
@@ -212,10 +229,10 @@ pub struct Config {
     pub heartbeat_ticks: usize,
     /// The floating API address, if configured.
     pub vip: Option<muster_vip::VipConfig>,
+    /// `[ddns]`, if configured.
+    pub ddns: Option<Ddns>,
     /// The Kubernetes install, if configured (`installer.rs`).
     pub kubernetes: Option<Kubernetes>,
-    /// Sections parsed but not acted on by this version (named in a startup warning).
-    pub unimplemented: Vec<&'static str>,
 }
 
 impl Config {
@@ -317,7 +334,6 @@ impl Config {
                 format!("must be at least 1 and at most half of timing.election_ticks ({election_ticks}), got {heartbeat_ticks}"),
             ));
         }
-        let mut unimplemented = Vec::new();
         let vip = match &file.vip {
             None => None,
             Some(section) => Some(
@@ -332,8 +348,9 @@ impl Config {
             core.check_lease()
                 .map_err(|m| invalid("timing.election_ticks", m))?;
         }
+        let mut ddns_cfg = None;
         if let Some(ddns) = &file.ddns {
-            resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
+            let server = resolve(&ddns.server).map_err(|m| invalid("ddns.server", m))?;
             for (key, v) in [("ddns.zone", &ddns.zone), ("ddns.name", &ddns.name)] {
                 if !v.ends_with('.') {
                     return Err(invalid(
@@ -345,7 +362,23 @@ impl Config {
             if ddns.tsig_key_file.as_os_str().is_empty() {
                 return Err(invalid("ddns.tsig_key_file", "must name a file".into()));
             }
-            unimplemented.push("ddns");
+            let ttl = match &ddns.ttl {
+                Some(t) => parse_duration(t).map_err(|m| invalid("ddns.ttl", m))?,
+                None => Duration::from_secs(5),
+            };
+            if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(86_400) {
+                return Err(invalid(
+                    "ddns.ttl",
+                    format!("must be 1s to 1d, got {ttl:?}"),
+                ));
+            }
+            ddns_cfg = Some(Ddns {
+                server,
+                zone: ddns.zone.clone(),
+                name: ddns.name.clone(),
+                ttl,
+                tsig_key_file: ddns.tsig_key_file.clone(),
+            });
         }
         let kubernetes = match &file.kubernetes {
             None => None,
@@ -371,7 +404,7 @@ impl Config {
             heartbeat_ticks: heartbeat_ticks as usize,
             vip,
             kubernetes,
-            unimplemented,
+            ddns: ddns_cfg,
         })
     }
 }
@@ -552,7 +585,6 @@ address = "10.0.0.100/24"
         assert_eq!(c.name, "edge-1");
         assert_eq!(c.expected_nodes, 3);
         assert_eq!(c.bootstrap, vec!["10.0.0.2:7946".parse().unwrap()]);
-        assert!(c.unimplemented.is_empty());
         assert_eq!(c.vip.unwrap().addresses().len(), 1);
         assert_eq!(c.settle, Duration::from_secs(10));
     }

@@ -9,6 +9,7 @@
 
 mod agent;
 mod config;
+mod dns;
 mod docs;
 mod identity;
 mod installer;

@@ -70,6 +70,20 @@ pub fn json(s: &StatusResponse) -> Value {
             "held_back": (!vip.held_back.is_empty()).then_some(vip.held_back.as_str()),
         });
     }
+    if let Some(d) = &s.dns {
+        let term = |t: u64| (t != 0).then_some(t);
+        v["dns"] = json!({
+            "name": d.name,
+            "target": d.target,
+            "updated_term": term(d.updated_term),
+            "holding_term": term(d.holding_term),
+            "served_term": term(d.served_term),
+            "served_by": (!d.served_by.is_empty()).then_some(d.served_by.as_str()),
+            "last_result": if d.last_error.is_empty() { "ok" } else { d.last_error.as_str() },
+            "last_unix_ms": (d.last_unix_ms != 0).then_some(d.last_unix_ms),
+            "stale": d.stale,
+        });
+    }
     v
 }
 
@@ -298,6 +312,26 @@ pub fn human(s: &StatusResponse) -> String {
         if !v.held_back.is_empty() {
             let _ = writeln!(out, "          not held here: {}", v.held_back);
         }
+    }
+    if let Some(d) = &s.dns {
+        let target = if d.target.is_empty() {
+            "nothing".to_string()
+        } else {
+            d.target.join(", ")
+        };
+        let by = if d.served_term == 0 {
+            String::new()
+        } else {
+            format!(" (term {} by {})", d.served_term, d.served_by)
+        };
+        // Only the holder updates the name: a follower shows what it last read.
+        let result = match (d.holding_term != 0, d.stale, d.last_error.is_empty()) {
+            (true, _, false) => format!("; STALE: {}", d.last_error),
+            (true, true, true) => "; STALE: not yet served".to_string(),
+            (true, false, true) => ", updated here".to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "dns       {} -> {target}{by}{result}", d.name);
     }
     if s.phase == "removed" {
         let _ = writeln!(

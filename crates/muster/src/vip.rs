@@ -1,5 +1,5 @@
-//! The agent's side of the floating VIP: carries the core's `VipAcquire` / `VipRenew` /
-//! `VipRelease` out to netlink (`muster_vip::NetlinkVip`), arms the lease fence
+//! The agent's side of the floating VIP: carries the core's `EndpointAcquire` / `EndpointRenew` /
+//! `EndpointRelease` out to netlink (`muster_vip::NetlinkVip`), arms the lease fence
 //! (`muster_vip::Fence`, its own thread) at every lease end the core gives, retries a failed
 //! acquire while the core still wants the VIP held, removes a stale VIP left by a crashed run at
 //! start, and releases on shutdown.

@@ -9,7 +9,7 @@
 //!   recorded formed.
 //! - **I1 one cluster**: once the liveness bound after the last fault has passed, the up hosts
 //!   are never in more than one cluster; at the end, exactly one cluster holds every up host.
-//! - **I2 one VIP holder**: a `VipAcquire` while another host holds the VIP, or by a host that is
+//! - **I2 one VIP holder**: a `EndpointAcquire` while another host holds the VIP, or by a host that is
 //!   not leader, is a violation (checked at the virtual instant of the output).
 //! - **I4 durability**: (a) the entry applied at (cluster, index) has one term across all hosts
 //!   and all time (log matching on committed entries); (b) a new leader's log holds the highest
@@ -391,8 +391,8 @@ impl Checker {
         }
     }
 
-    /// A host emitted `VipAcquire` (`Some(fence)`, acquire = true), `VipRenew` (`Some(fence)`,
-    /// acquire = false) or `VipRelease` (`None`). `fence` is the virtual time at which the host's
+    /// A host emitted `EndpointAcquire` (`Some(fence)`, acquire = true), `EndpointRenew` (`Some(fence)`,
+    /// acquire = false) or `EndpointRelease` (`None`). `fence` is the virtual time at which the host's
     /// clock reaches the lease end it gave: its shell removes the VIP then even if the core stalls.
     pub fn on_vip(&mut self, t: u64, idx: usize, acquire: bool, fence: Option<u64>) {
         self.counts.i2_vip += 1;

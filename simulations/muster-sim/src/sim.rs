@@ -634,7 +634,7 @@ impl Sim {
                     self.metrics
                         .mark(self.now_ms, i, Mark::Members(members.len()));
                 }
-                Output::VipAcquire { until_ms } => {
+                Output::EndpointAcquire { until_ms, .. } => {
                     self.hash_ev(7, i as u32, 1);
                     self.note(format!(
                         "vip acquire {} until {until_ms}",
@@ -644,7 +644,7 @@ impl Sim {
                     self.checker.on_vip(self.now_ms, i, true, Some(fence));
                     self.metrics.vip_acquired(self.now_ms, i);
                 }
-                Output::VipRenew { until_ms } => {
+                Output::EndpointRenew { until_ms, .. } => {
                     self.hash_ev(7, i as u32, 2);
                     let fence = self.fence_at(i, until_ms);
                     self.checker.on_vip(self.now_ms, i, false, Some(fence));
@@ -660,7 +660,7 @@ impl Sim {
                         }
                     }
                 }
-                Output::VipRelease => {
+                Output::EndpointRelease => {
                     self.hash_ev(7, i as u32, 0);
                     self.note(format!("vip release {}", self.hosts[i].name));
                     self.checker.on_vip(self.now_ms, i, false, None);
