@@ -470,3 +470,98 @@ fn an_operator_starts_the_plan_with_fewer_hosts_than_expected() {
         Ok(())
     });
 }
+
+/// `muster plan reinit --to NODE`: the init host's hook fails for good; the operator names
+/// another control-plane host, whose init then runs — the only second init, asked for — and the
+/// rest of the plan completes. Asked again once a join succeeded, it is refused, saying why.
+#[test]
+fn an_operator_reinitialises_on_another_host() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mi-e", 3, opts, |site| {
+        let log = site.dir().join("install.log");
+        let broken = site.dir().join("broken");
+        let script = format!(
+            "echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N)\" >> {log}\n\
+             if [ \"$MUSTER_ROLE\" = init ] && [ ! -e {broken} ]; then touch {broken}.$MUSTER_NODE_NAME; fi\n\
+             if [ -e {broken}.$MUSTER_NODE_NAME ]; then echo 'disk failure' >&2; exit 1; fi",
+            log = log.display(),
+            broken = broken.display(),
+        );
+        install_hook(
+            site,
+            &script,
+            &[
+                ("kubernetes.retry_backoff", "200ms".into()),
+                ("kubernetes.max_attempts", 2.into()),
+            ],
+        )?;
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        let init_failed = |s: &Site| {
+            s.status(0).ok().and_then(|v| {
+                v["plan"]["steps"].as_array().and_then(|st| {
+                    st.iter()
+                        .find(|x| {
+                            x["role"] == "init" && x["state"] == "failed" && x["attempts"] == 2
+                        })
+                        .and_then(|x| x["name"].as_str().map(str::to_owned))
+                })
+            })
+        };
+        site.wait_until(TIMEOUT, |s| init_failed(s).is_some())
+            .context("the init failed for good")?;
+        let old = init_failed(site).context("failed init")?;
+        // The first init run marked its own host broken; any other host's init succeeds.
+        std::fs::write(&broken, "")?;
+        let to = (0..3)
+            .map(muster_testbed::names::node_name)
+            .find(|n| *n != old)
+            .context("another host")?;
+        let socket = site.host(0).socket.display().to_string();
+        let out = site
+            .muster()
+            .run(&["plan", "reinit", "--to", &to, "--socket", &socket])?;
+        ensure!(out.contains("re-initialising with"), "{out}");
+        site.wait_until(TIMEOUT, |s| {
+            all.iter().all(|&i| {
+                s.status(i).is_ok_and(|v| {
+                    v["plan"]["steps"].as_array().is_some_and(|st| {
+                        st.iter()
+                            .any(|x| x["name"] == to.as_str() && x["role"] == "init")
+                            && st
+                                .iter()
+                                .all(|x| x["state"] == "succeeded" || x["state"] == "removed")
+                    })
+                })
+            })
+        })
+        .with_context(|| {
+            format!(
+                "the plan did not complete after the reinit:\n{}",
+                site.describe()
+            )
+        })?;
+        let inits: Vec<String> = events(&log)
+            .into_iter()
+            .filter(|e| e.what == "start" && e.role == "init")
+            .map(|e| e.host)
+            .collect();
+        ensure!(
+            inits.iter().all(|h| *h == old || *h == to) && inits.contains(&to),
+            "inits only on the old and the asked-for host: {inits:?}"
+        );
+        let again = site
+            .muster()
+            .run(&["plan", "reinit", "--to", &old, "--socket", &socket]);
+        ensure!(
+            again
+                .as_ref()
+                .is_err_and(|e| format!("{e:#}").contains("cannot re-initialise")),
+            "a reinit after a join is refused: {again:?}"
+        );
+        Ok(())
+    });
+}

@@ -51,6 +51,14 @@ pub enum PlanActionError {
         "the site is already formed: the plan is committed as soon as its voters are promoted"
     )]
     AlreadyFormed,
+    /// `muster plan reinit --to NODE` refused, and why.
+    #[error("cannot re-initialise with {name} as the init host: {reason}")]
+    ReinitRefused {
+        /// The host asked for.
+        name: String,
+        /// Why not.
+        reason: String,
+    },
     /// `muster plan start` on a host in no cluster.
     #[error("this host is in no cluster yet; ask a member")]
     NotMember,
@@ -67,6 +75,31 @@ pub(crate) struct InstallState {
     pub start_sent_ms: Option<u64>,
     /// Leader: when it last proposed the plan or new workers.
     pub plan_proposed_ms: Option<u64>,
+    /// Leader: when it last handed leadership to the init host (`lead_from_the_init_host`).
+    pub init_transfer_ms: Option<u64>,
+}
+
+/// Why `muster plan reinit --to` this step is refused (`plan::apply_action` said no).
+fn reinit_refusal(plan: &muster_proto::Plan, to: &muster_proto::PlanStep) -> PlanActionError {
+    let joined = plan.steps.iter().find(|s| {
+        s.role == Role::ControlPlane as i32 && !s.removed && s.state == StepState::Succeeded as i32
+    });
+    let reason = if let Some(j) = joined {
+        format!(
+            "the control-plane join of {} already succeeded: the cluster exists beyond its init (replace hosts with `muster remove` instead)",
+            j.name
+        )
+    } else if to.removed {
+        "it was removed".into()
+    } else if to.role == Role::Worker as i32 {
+        "it is a worker; the init host must be a control-plane one".into()
+    } else {
+        "its step is running; wait for it to finish or fail".into()
+    };
+    PlanActionError::ReinitRefused {
+        name: to.name.clone(),
+        reason,
+    }
 }
 
 impl<S: RaftStore> Node<S> {
@@ -325,6 +358,9 @@ impl<S: RaftStore> Node<S> {
         };
         let mut probe = plan.clone();
         if !plan::apply_action(&mut probe, &action) {
+            if kind == muster_proto::PlanActionKind::Reinit {
+                return Err(reinit_refusal(plan, &step));
+            }
             let state = StepState::try_from(step.state).unwrap_or(StepState::Pending);
             return Err(PlanActionError::NotApplicable {
                 name: step.name.clone(),
@@ -339,6 +375,41 @@ impl<S: RaftStore> Node<S> {
             leader,
         };
         Ok((done, std::mem::take(&mut self.out)))
+    }
+
+    /// Leader, while the init step has not succeeded: leadership goes to the init host (a
+    /// reachable voter), so the endpoint and the first API server coincide — after a
+    /// `muster plan reinit`, or when leadership moved before the init ran.
+    pub(crate) fn lead_from_the_init_host(&mut self) {
+        let now = self.now_ms;
+        if !self.is_leader() {
+            return;
+        }
+        let Some(init) = self.cluster.plan.as_ref().and_then(|p| {
+            p.steps
+                .iter()
+                .find(|s| s.role == Role::Init as i32 && !s.removed)
+                .filter(|s| s.state != StepState::Succeeded as i32)
+                .map(|s| s.node_id)
+        }) else {
+            return;
+        };
+        let voter = crate::state::member(&self.cluster, init).is_some_and(|m| m.voter);
+        let due = self
+            .install
+            .init_transfer_ms
+            .is_none_or(|t| now >= t + crate::health::HANDOVER_RETRY_MS);
+        if init == self.cfg.id || !voter || !self.reachable(init) || !due {
+            return;
+        }
+        self.install.init_transfer_ms = Some(now);
+        match self.transfer_leadership(Some(init)) {
+            Ok((to, outputs)) => {
+                tracing::info!(to = %format_id(to), "handing leadership to the init host before its step runs");
+                self.out.extend(outputs);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand leadership to the init host"),
+        }
     }
 
     /// `muster plan start`: go ahead with the members there are (the target names this host).

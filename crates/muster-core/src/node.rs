@@ -508,6 +508,7 @@ impl<S: RaftStore> Node<S> {
             Phase::Member => {
                 self.leader_duties()?;
                 self.plan_duties();
+                self.lead_from_the_init_host();
                 self.health_duties();
                 self.remove_command_duties();
                 self.install_tick();

@@ -197,7 +197,7 @@ fn role_of(s: &PlanStep) -> Role {
 /// The hosts whose step may start (or is running) now, by the rules in the module docs.
 pub fn eligible(plan: &Plan) -> Vec<NodeId> {
     let done = |s: &PlanStep| state_of(s) == StepState::Succeeded;
-    let Some(init) = plan.steps.iter().find(|s| role_of(s) == Role::Init) else {
+    let Some(init) = init_step(plan) else {
         return Vec::new();
     };
     if !done(init) {
@@ -285,12 +285,50 @@ pub fn apply_action(plan: &mut Plan, a: &muster_proto::PlanAction) -> bool {
             step.skipped = true;
             true
         }
+        Ok(PlanActionKind::Reinit) => reinit(plan, a.node_id),
         _ => false,
     }
 }
 
+/// `muster plan reinit --to NODE`: the only way a second init runs (I3's one exception, asked
+/// for by an operator). Refused once any control-plane join succeeded (the cluster exists
+/// beyond its init), and for a target that is removed, running, or a worker. The old init step
+/// stops counting (marked removed; its host must be reset before it takes part again); the
+/// target becomes the init, pending, with its attempts counted anew.
+fn reinit(plan: &mut Plan, to: NodeId) -> bool {
+    let joined = plan.steps.iter().any(|s| {
+        role_of(s) == Role::ControlPlane && !s.removed && state_of(s) == StepState::Succeeded
+    });
+    let target_ok = step_of(plan, to).is_some_and(|s| {
+        !s.removed && role_of(s) != Role::Worker && state_of(s) != StepState::Running
+    });
+    if joined || !target_ok {
+        return false;
+    }
+    for s in plan.steps.iter_mut() {
+        if role_of(s) == Role::Init && s.node_id != to {
+            s.removed = true;
+        }
+    }
+    if let Some(s) = plan.steps.iter_mut().find(|s| s.node_id == to) {
+        *s = PlanStep {
+            role: Role::Init as i32,
+            order: 0,
+            ..pending(s)
+        };
+    }
+    true
+}
+
 /// Longest error text kept in a step.
 pub const MAX_ERROR_CHARS: usize = 512;
+
+/// The plan's init step: the one that counts (after a `muster plan reinit`, the new one), else
+/// a removed one (an init host removed after it succeeded still counts as done).
+pub fn init_step(plan: &Plan) -> Option<&PlanStep> {
+    let inits = || plan.steps.iter().filter(|s| role_of(s) == Role::Init);
+    inits().find(|s| !s.removed).or_else(|| inits().next())
+}
 
 /// The step of `id`, if the plan has one.
 pub fn step_of(plan: &Plan, id: NodeId) -> Option<&PlanStep> {
@@ -503,6 +541,64 @@ mod tests {
         assert!(
             checked_plan(&make_steps(&members, 9), 3, 0).is_none(),
             "leader not a member: no init"
+        );
+    }
+
+    #[test]
+    fn removed_hosts_stop_counting_and_leave_control_plane_slots() {
+        let mut plan = five();
+        assert_eq!(plan.control_plane_target, 3);
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Running, 1)
+        ));
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Succeeded, 1)
+        ));
+        let duty_done = |plan: &mut Plan, id: u64| {
+            let p = |state: StepState| muster_proto::RemovalProgress {
+                node_id: id,
+                state: state as i32,
+                attempt: 1,
+                runner_id: 9,
+                ..Default::default()
+            };
+            assert!(apply_removal_progress(plan, &p(StepState::Running)));
+            assert!(apply_removal_progress(plan, &p(StepState::Succeeded)));
+            assert!(
+                !apply_removal_progress(plan, &p(StepState::Running)),
+                "done is done"
+            );
+        };
+        // The init host removed after it succeeded: the joins go on once its duty (its etcd
+        // member removed, say) is done.
+        assert!(apply_removed(&mut plan, &member(2, true)));
+        assert!(!apply_removed(&mut plan, &member(2, true)), "once");
+        assert_eq!(plan.removals.len(), 1);
+        assert_eq!(open_control_plane_slots(&plan), 1);
+        assert!(!eligible(&plan).contains(&1), "waits for the duty");
+        duty_done(&mut plan, 2);
+        assert!(eligible(&plan).contains(&1));
+        // A control-plane host removed before its join: the next one goes first, again only once
+        // the duty is done.
+        assert!(apply_removed(&mut plan, &member(1, true)));
+        assert!(!eligible(&plan).contains(&3), "waits for the duty");
+        duty_done(&mut plan, 1);
+        assert!(eligible(&plan).contains(&3));
+        // Two slots: the next two members to join take the control-plane role, then workers.
+        let late = vec![member(6, false), member(7, false), member(8, false)];
+        let fresh: Vec<(u64, Role)> = new_workers(&plan, &late)
+            .iter()
+            .map(|s| (s.node_id, role_of(s)))
+            .collect();
+        assert_eq!(
+            fresh,
+            vec![
+                (6, Role::ControlPlane),
+                (7, Role::ControlPlane),
+                (8, Role::Worker)
+            ]
         );
     }
 }

@@ -292,3 +292,96 @@ fn an_operator_goes_ahead_with_fewer_hosts_than_expected() {
         .unwrap_err();
     assert_eq!(e, muster_core::PlanActionError::AlreadyFormed);
 }
+
+/// `muster plan reinit --to NODE`: the init host's hook keeps failing (a bad disk, say); an
+/// operator names another control-plane host as the init: it becomes the init (leading, so the
+/// endpoint and the first API server coincide), the old init step stops counting, and the rest
+/// of the plan follows. Once a control-plane join succeeded, a reinit is refused, saying why.
+#[test]
+fn an_operator_reinitialises_on_another_host_only_before_any_join() {
+    let (mut net, ids) = TestNet::formed_site(32, 3, |c| {
+        c.vip = true;
+        c.plan = true;
+        c.install_retry_ms = 200;
+        c.max_install_attempts = 2;
+    });
+    let leader = net.node(ids[0]).leader_id();
+    net.fail_installs.insert(leader, 100);
+    let failed = net.run_until(20_000, |net| {
+        steps(net, ids[0])
+            .iter()
+            .any(|s| s.0 == leader && s.1 == Role::Init && s.2 == StepState::Failed && s.3 == 2)
+    });
+    assert!(
+        failed.is_some(),
+        "the init failed for good:\n{}",
+        net.describe()
+    );
+    let to = *ids.iter().find(|id| **id != leader).expect("another host");
+    let asked = net
+        .plan_action(
+            to,
+            &muster_core::format_id(to),
+            muster_proto::PlanActionKind::Reinit,
+        )
+        .expect("reinit before any join");
+    assert_eq!(asked.id, to);
+    let done = net.run_until(30_000, |net| {
+        let s = steps(net, ids[1]);
+        s.iter()
+            .any(|x| x.0 == to && x.1 == Role::Init && x.2 == StepState::Succeeded)
+            && net
+                .node(ids[1])
+                .cluster_state()
+                .plan
+                .as_ref()
+                .is_some_and(|p| {
+                    p.steps
+                        .iter()
+                        .filter(|s| !s.removed)
+                        .all(|s| s.state == StepState::Succeeded as i32)
+                })
+    });
+    assert!(
+        done.is_some(),
+        "the plan completed after the reinit:\n{}",
+        net.describe()
+    );
+    let inits: BTreeSet<NodeId> = net
+        .install_runs
+        .iter()
+        .filter(|r| r.2 == Role::Init)
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(
+        inits,
+        [leader, to].into_iter().collect(),
+        "exactly the asked-for second init"
+    );
+    let plan = net.node(ids[1]).cluster_state().plan.clone().expect("plan");
+    assert!(plan.steps.iter().any(|s| s.node_id == leader && s.removed));
+    // A control-plane join succeeded: no more reinits.
+    let e = net
+        .plan_action(
+            to,
+            &muster_core::format_id(leader),
+            muster_proto::PlanActionKind::Reinit,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, muster_core::PlanActionError::ReinitRefused { .. }),
+        "{e}"
+    );
+    let third = *ids
+        .iter()
+        .find(|id| **id != leader && **id != to)
+        .expect("third");
+    let e = net
+        .plan_action(
+            to,
+            &muster_core::format_id(third),
+            muster_proto::PlanActionKind::Reinit,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("already succeeded"), "{e}");
+}

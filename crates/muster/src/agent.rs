@@ -490,11 +490,7 @@ impl Agent {
         let init_ip = state
             .plan
             .as_ref()
-            .and_then(|p| {
-                p.steps
-                    .iter()
-                    .find(|s| s.role == muster_proto::Role::Init as i32)
-            })
+            .and_then(muster_core::plan::init_step)
             .and_then(|s| muster_core::state::member(state, s.node_id))
             .map(|m| ip_of(&m.address))
             .unwrap_or_default();

@@ -50,6 +50,13 @@ enum PlanCommand {
     /// Go ahead with the members there are, fewer than `expected_nodes`: the site is formed
     /// with them and the plan follows. You vouch that no other cluster forms on this site.
     Start,
+    /// Re-initialise: make NODE (a control-plane host) the init host and run the init there —
+    /// the only way a second init runs; refused once any control-plane join succeeded.
+    Reinit {
+        /// The new init host: its name or id.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -248,6 +255,11 @@ fn main() -> ExitCode {
                         (node, muster_proto::PlanActionKind::Skip, "skipping")
                     }
                     PlanCommand::Start => (String::new(), muster_proto::PlanActionKind::Start, ""),
+                    PlanCommand::Reinit { to } => (
+                        to,
+                        muster_proto::PlanActionKind::Reinit,
+                        "re-initialising with",
+                    ),
                 };
                 return match runtime.block_on(rpc::plan_act(&socket, &node, kind)) {
                     Ok(r) if kind == muster_proto::PlanActionKind::Start => {
