@@ -117,6 +117,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     })
     .await?;
     tracing::info!(socket = %cfg.socket.display(), "status RPC listening");
+    let metrics = crate::metrics::Metrics::start(cfg.metrics_listen).await?;
 
     let (installer, install_done) = match cfg.kubernetes.clone() {
         Some(k) => {
@@ -138,6 +139,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         api_watch: None,
         removals: mpsc::channel(4),
         dns,
+        metrics,
     };
     agent.watch_api_if_control_plane();
     let result = agent.event_loop(events, query_rx, install_done).await;
@@ -175,6 +177,8 @@ struct Agent {
     ),
     /// This host's address on the LAN interface (`MUSTER_NODE_IP`).
     ip: std::net::IpAddr,
+    /// `[metrics] listen` (`metrics.rs`): sampled on ticks, lease outputs counted.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Agent {
@@ -199,6 +203,7 @@ impl Agent {
                     self.vip.retry_if_due(self.node.holds_vip()).await;
                     self.vip.check_conflicts(self.node.vip_holder() != 0);
                     notifier.tick(Instant::now(), || self.node.status());
+                    self.metrics.tick(Instant::now(), || self.node.status());
                 }
                 event = events.recv() => match event {
                     Some(e) => self.on_net_event(e).await?,
@@ -377,6 +382,7 @@ impl Agent {
     /// Carries outputs out in order (a VIP release happens before any message after it is sent).
     async fn carry_out(&mut self, outputs: Vec<Output>) {
         for output in outputs {
+            self.metrics.output(&output, self.now_ms());
             match output {
                 Output::Send { to, envelope } => match self.peers.get(&to) {
                     Some(peer) => self.net.send(*peer, envelope.encode_to_vec()),

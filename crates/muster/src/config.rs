@@ -56,6 +56,8 @@ struct File {
     #[serde(default)]
     rpc: RpcSection,
     #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
     formation: FormationSection,
     #[serde(default)]
     timing: TimingSection,
@@ -120,6 +122,12 @@ struct NetworkSection {
 #[serde(deny_unknown_fields)]
 struct RpcSection {
     socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -219,6 +227,9 @@ pub struct Config {
     pub mdns: bool,
     /// Status socket path.
     pub socket: PathBuf,
+    /// `[metrics] listen`: where `/metrics`, `/healthz` and `/readyz` are served (`metrics.rs`);
+    /// `None` (the default): not served.
+    pub metrics_listen: Option<SocketAddr>,
     /// How long a host that sees no cluster waits for `expected_nodes` before bootstrapping.
     pub settle: Duration,
     /// Raft tick.
@@ -305,6 +316,18 @@ impl Config {
                 "network.bootstrap",
                 "with network.mdns = false at least one bootstrap peer is needed".into(),
             ));
+        }
+        let metrics_listen = match &file.metrics.listen {
+            None => None,
+            Some(l) => Some(l.trim().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("expected IP:PORT (e.g. \"127.0.0.1:9464\"), got {l:?}"),
+                )
+            })?),
+        };
+        if metrics_listen.is_some_and(|a| a.port() == 0) {
+            return Err(invalid("metrics.listen", "port must not be 0".into()));
         }
         let settle = match &file.formation.settle {
             Some(s) => parse_duration(s).map_err(|m| invalid("formation.settle", m))?,
@@ -398,6 +421,7 @@ impl Config {
                 .rpc
                 .socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            metrics_listen,
             settle,
             tick,
             election_ticks: election_ticks as usize,
@@ -711,6 +735,21 @@ address = "10.0.0.100/24"
             err(&GOOD.replace("expected_nodes = 3", "expected_nodes = \"three\""))
                 .contains("expected_nodes")
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_validated_by_key() {
+        let c = Config::parse(Path::new("m.toml"), GOOD).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let on = format!("{GOOD}[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let c = Config::parse(Path::new("m.toml"), &on).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for bad in ["localhost:9464", "127.0.0.1", "127.0.0.1:0", ""] {
+            let text = format!("{GOOD}[metrics]\nlisten = \"{bad}\"\n");
+            let e = err(&text);
+            assert!(e.contains("metrics.listen"), "{bad:?}: {e}");
+        }
+        assert!(err(&format!("{GOOD}[metrics]\nport = 1\n")).contains("port"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The `muster` binary: `muster agent` runs the agent; `keygen`, `status`, `transfer`, `reset` and
-//! `check-config` are the operator CLI; `completions` and `man` print its shell completions and
+//! The `muster` binary: `muster agent` runs the agent; `keygen`, `status`, `health`, `transfer`,
+//! `reset` and `check-config` are the operator CLI; `completions` and `man` print its shell completions and
 //! man page (`docs.rs`).
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (also: the agent
+//! Exit codes: 0 success, 1 runtime failure (`health`: a check failed), 2 bad usage or configuration (also: the agent
 //! refuses a data dir whose store and identity do not go together; `reset` without `--yes`),
 //! 101 a panic (after
 //! the agent's panic hook removed the VIP, see `vip.rs`).
@@ -11,8 +11,10 @@ mod agent;
 mod config;
 mod dns;
 mod docs;
+mod health_cmd;
 mod identity;
 mod installer;
+mod metrics;
 mod notify;
 mod probe;
 mod remove;
@@ -81,6 +83,24 @@ enum Command {
         /// One JSON object instead of the readable view.
         #[arg(long)]
         json: bool,
+    },
+    /// Run named health checks in order (agent, member, formed, quorum, leader, endpoint,
+    /// site-conflict, plan, api) and print each; exit 1 at the first failure (the rest are
+    /// skipped). For scripts and boot health gates.
+    Health {
+        /// The agent's status socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Look again until every check passes or this long has passed (e.g. "2m"); default:
+        /// one look.
+        #[arg(long, value_parser = config::parse_duration)]
+        wait: Option<std::time::Duration>,
+        /// `{"healthy", "checks": [{"name", "result", "message"}]}` instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// Also connect to the VIP on this TCP port (e.g. 6443, the API server).
+        #[arg(long)]
+        endpoint_port: Option<u16>,
     },
     /// Hand leadership (and the VIP) over to another voter; ask the leader's agent.
     Transfer {
@@ -202,6 +222,31 @@ fn main() -> ExitCode {
                 Ok(reset::Outcome::Done) => ExitCode::SUCCESS,
                 Ok(reset::Outcome::NotConfirmed) => ExitCode::from(2),
                 Err(e) => report(Err(e), 1),
+            }
+        }
+        Command::Health {
+            socket,
+            wait,
+            json,
+            endpoint_port,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return report(Err(e.into()), 1),
+            };
+            let opts = health_cmd::Options {
+                socket,
+                wait: wait.unwrap_or_default(),
+                json,
+                endpoint_port,
+            };
+            if runtime.block_on(health_cmd::run(&opts)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
         }
         Command::Transfer { socket, to } => {

@@ -1,0 +1,193 @@
+//! End-to-end tests of what operators and monitoring read from a running site: `muster health`
+//! (exit 0 with every check passed on a healthy site; exit 1 naming `quorum` once two of three
+//! voters are killed) and the Prometheus endpoint of `[metrics] listen` (scraped from inside the
+//! host's namespace: `/metrics`, `/readyz`, `/healthz`).
+//!
+//! Sites are serialized within this binary and torn down however a test ends (prefix `mo-`).
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use muster_testbed::{cli, netns, overrides, scenario, Discovery, Site, SiteOptions};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `muster health --socket <host i's socket> ARGS`: (exit code, stdout).
+fn health(site: &Site, i: usize, args: &[&str]) -> Result<(i32, String)> {
+    let socket = site.host(i).socket.display().to_string();
+    let mut cmd = std::process::Command::new(site.muster().path());
+    cmd.args(["health", "--socket", &socket]).args(args);
+    let (status, out, err) = cli::run_with_timeout(cmd, Duration::from_secs(90))?;
+    let code = status.code().context("muster health was killed")?;
+    ensure!(code == 0 || code == 1, "exit {code}: {out}{err}");
+    Ok((code, out))
+}
+
+/// (name, PASS|FAIL|SKIP) of each line of `muster health`'s output.
+fn lines(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_owned(), f.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn health_passes_on_a_healthy_site_and_names_quorum_once_two_of_three_voters_die() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3)
+        .vip(false);
+    scenario("mo-h", 3, opts, |site| {
+        // A plan to finish (hooks that succeed) and API servers that report healthy.
+        let keys = overrides([
+            ("kubernetes.distribution", toml::Value::from("none")),
+            ("kubernetes.install_command", "/bin/true".into()),
+            ("kubernetes.health_command", "/bin/true".into()),
+        ]);
+        for i in site.all() {
+            site.write_config(i, &keys)?;
+        }
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+
+        let (code, out) = health(site, 0, &["--wait", "60s"])?;
+        ensure!(code == 0, "a healthy site fails muster health:\n{out}");
+        let checks = lines(&out);
+        let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
+        ensure!(
+            names
+                == [
+                    "agent",
+                    "member",
+                    "formed",
+                    "quorum",
+                    "leader",
+                    "endpoint",
+                    "site-conflict",
+                    "plan",
+                    "api"
+                ],
+            "{out}"
+        );
+        ensure!(checks.iter().all(|(_, r)| r == "PASS"), "{out}");
+        ensure!(out.contains("3 of 3 steps succeeded"), "{out}");
+        ensure!(out.contains("VIP 10.77.0.100/24 held"), "{out}");
+        let api = out.lines().last().unwrap_or_default();
+        ensure!(
+            ["h0", "h1", "h2"].iter().all(|h| api.contains(h)),
+            "every API server reports healthy: {out}"
+        );
+        let (code, json) = health(site, 1, &["--json"])?;
+        let v: serde_json::Value = serde_json::from_str(json.trim())?;
+        ensure!(code == 0 && v["healthy"] == true, "{json}");
+
+        // Two of three voters die: the survivor has no quorum.
+        site.kill(1)?;
+        site.kill(2)?;
+        let deadline = Instant::now() + TIMEOUT;
+        let out = loop {
+            let (code, out) = health(site, 0, &[])?;
+            let checks = lines(&out);
+            if checks.iter().any(|(n, r)| n == "quorum" && r == "FAIL") {
+                ensure!(code == 1, "exit {code} with a failed check:\n{out}");
+                break out;
+            }
+            if Instant::now() > deadline {
+                bail!("muster health never named quorum:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let checks = lines(&out);
+        let at = checks.iter().position(|(n, _)| n == "quorum").unwrap_or(0);
+        ensure!(checks[..at].iter().all(|(_, r)| r == "PASS"), "{out}");
+        ensure!(checks[at + 1..].iter().all(|(_, r)| r == "SKIP"), "{out}");
+        ensure!(out.contains("1 of 3 voters reachable"), "{out}");
+
+        // --wait on a site that stays broken gives up after the wait, still exit 1.
+        let started = Instant::now();
+        let (code, _) = health(site, 0, &["--wait", "2s"])?;
+        ensure!(code == 1 && started.elapsed() >= Duration::from_secs(2));
+        Ok(())
+    });
+}
+
+/// One HTTP/1.1 GET to `addr` from inside namespace `ns`: (status code, body).
+fn get(ns: &str, addr: &str, path: &str) -> Result<(u16, String)> {
+    let (ns, addr, path) = (ns.to_owned(), addr.to_owned(), path.to_owned());
+    let worker = std::thread::spawn(move || -> Result<(u16, String)> {
+        netns::enter(&ns)?;
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let code = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("no status line: {answer:?}"))?;
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Ok((code, body.to_owned()))
+    });
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the scrape thread panicked"))?
+}
+
+/// The value of the sample `series` (name and labels as written) in metric text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_are_scraped_from_one_agent() {
+    let opts = SiteOptions::default()
+        .expected_nodes(1)
+        .control_plane_count(1);
+    scenario("mo-m", 1, opts, |site| {
+        let listen = format!("{}:9464", site.ip(0));
+        site.write_config(0, &overrides([("metrics.listen", listen.clone())]))?;
+        site.start(0)?;
+        site.wait_formed(TIMEOUT, &[0])?;
+        let ns = site.namespace(0).to_owned();
+        let deadline = Instant::now() + TIMEOUT;
+        let text = loop {
+            if let Ok((200, text)) = get(&ns, &listen, "/metrics") {
+                if sample(&text, "muster_has_leader") == Some(1.0) {
+                    break text;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no scrape with muster_has_leader 1 from {listen}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        ensure!(
+            sample(&text, "muster_term").is_some_and(|t| t >= 1.0),
+            "{text}"
+        );
+        ensure!(
+            sample(&text, "muster_members{state=\"reachable\"}") == Some(1.0),
+            "{text}"
+        );
+        ensure!(sample(&text, "muster_is_leader") == Some(1.0), "{text}");
+        ensure!(
+            sample(&text, "muster_leader_changes_total") == Some(0.0),
+            "{text}"
+        );
+        ensure!(text.contains("muster_build_info{version=\""), "{text}");
+        ensure!(text.ends_with("# EOF\n"), "{text}");
+        let (code, body) = get(&ns, &listen, "/readyz")?;
+        ensure!(code == 200, "/readyz {code}: {body}");
+        let (code, _) = get(&ns, &listen, "/healthz")?;
+        ensure!(code == 200, "/healthz {code}");
+        let (code, _) = get(&ns, &listen, "/other")?;
+        ensure!(code == 404, "/other {code}");
+        Ok(())
+    });
+}
