@@ -73,6 +73,8 @@ pub struct NodeConfig {
     /// The key that seals the join secrets and the entropy for new ones (`secrets.rs`). Without
     /// it plans carry no secrets (the simulator); the agent always sets it.
     pub secrets: Option<crate::secrets::SiteSecrets>,
+    /// `[node] roles`: what this host may be in the install (recorded in its member record).
+    pub role_pin: muster_proto::RolePin,
 }
 
 impl NodeConfig {
@@ -105,6 +107,7 @@ impl NodeConfig {
             install_retry_ms: 5_000,
             max_install_attempts: 5,
             secrets: None,
+            role_pin: muster_proto::RolePin::Any,
         }
     }
 

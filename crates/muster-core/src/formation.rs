@@ -264,6 +264,7 @@ impl<S: RaftStore> Node<S> {
             voter,
             joined_unix_ms: self.unix_ms,
             public_key: self.cfg.public_key.clone(),
+            role_pin: self.cfg.role_pin as i32,
         }
     }
 

@@ -124,10 +124,21 @@ impl<S: RaftStore> Node<S> {
             .filter(|m| !self.is_removed(m.id))
             .cloned()
             .collect();
+        if self.cluster.plan.is_none() && self.cfg.role_pin == muster_proto::RolePin::Worker {
+            // The init host is the leader at plan time: a worker-pinned leader hands over.
+            self.hand_over_to_a_control_plane_voter();
+            return;
+        }
         let cmd = match &self.cluster.plan {
             // The control-plane hosts are the voters: wait until the leader has promoted them.
+            // (Worker-pinned hosts are never promoted: they do not count unless already voters.)
             None if crate::state::voter_count(&self.cluster)
-                < self.cfg.control_plane_count.min(members.len()) =>
+                < self.cfg.control_plane_count.min(
+                    members
+                        .iter()
+                        .filter(|m| m.voter || plan::pin(m) != muster_proto::RolePin::Worker)
+                        .count(),
+                ) =>
             {
                 return;
             }
@@ -409,6 +420,43 @@ impl<S: RaftStore> Node<S> {
                 self.out.extend(outputs);
             }
             Err(e) => tracing::warn!(error = %e, "cannot hand leadership to the init host"),
+        }
+    }
+
+    /// A worker-pinned leader before the plan: leadership goes to the most caught-up reachable
+    /// voter that may run a control plane (retried every few seconds).
+    fn hand_over_to_a_control_plane_voter(&mut self) {
+        let now = self.now_ms;
+        let due = self
+            .install
+            .init_transfer_ms
+            .is_none_or(|t| now >= t + crate::health::HANDOVER_RETRY_MS);
+        if !due {
+            return;
+        }
+        let Some(raw) = self.raw.as_ref() else {
+            return;
+        };
+        let target = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| {
+                m.voter && m.id != self.cfg.id && plan::pin(m) != muster_proto::RolePin::Worker
+            })
+            .filter(|m| self.reachable(m.id))
+            .max_by_key(|m| raw.raft.prs().get(m.id).map_or(0, |p| p.matched))
+            .map(|m| m.id);
+        let Some(target) = target else {
+            return;
+        };
+        self.install.init_transfer_ms = Some(now);
+        match self.transfer_leadership(Some(target)) {
+            Ok((to, outputs)) => {
+                tracing::info!(to = %format_id(to), "this host is pinned to workers: handing leadership to a control-plane host before the plan");
+                self.out.extend(outputs);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand leadership to a control-plane host"),
         }
     }
 

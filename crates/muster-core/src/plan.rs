@@ -15,7 +15,7 @@
 //! is applied ([`apply_progress`] refuses a start the plan does not allow at that point of the
 //! log), so the hook runs only after its start is durable; a crash mid-step resumes it.
 
-use muster_proto::{Member, Plan, PlanStep, Role, StepProgress, StepState};
+use muster_proto::{Member, Plan, PlanStep, Role, RolePin, StepProgress, StepState};
 
 use crate::config::NodeId;
 
@@ -23,21 +23,31 @@ use crate::config::NodeId;
 pub const DEFAULT_WORKER_PARALLELISM: u32 = 3;
 
 /// The plan a leader makes: itself as init, the other voters as control-plane joins in join
-/// order, the learners as workers.
+/// order, the learners as workers — as `[node] roles` allow: a worker-pinned voter is a worker,
+/// a control-plane-pinned learner a spare without a step (it takes a control-plane slot when
+/// one opens, [`new_workers`]).
 pub fn make_steps(members: &[Member], leader: NodeId) -> Vec<PlanStep> {
     let mut steps = Vec::with_capacity(members.len());
     if let Some(l) = members.iter().find(|m| m.id == leader) {
         steps.push(step(l, Role::Init, 0));
     }
-    let voters = members.iter().filter(|m| m.voter && m.id != leader);
-    for (k, m) in voters.enumerate() {
+    let others = || members.iter().filter(|m| m.id != leader);
+    let control_plane = others().filter(|m| m.voter && pin(m) != RolePin::Worker);
+    for (k, m) in control_plane.enumerate() {
         steps.push(step(m, Role::ControlPlane, k as u32));
     }
-    let learners = members.iter().filter(|m| !m.voter && m.id != leader);
-    for (k, m) in learners.enumerate() {
+    let workers = others().filter(|m| {
+        (m.voter && pin(m) == RolePin::Worker) || (!m.voter && pin(m) != RolePin::ControlPlane)
+    });
+    for (k, m) in workers.enumerate() {
         steps.push(step(m, Role::Worker, k as u32));
     }
     steps
+}
+
+/// A member's `[node] roles` pin.
+pub fn pin(m: &Member) -> RolePin {
+    RolePin::try_from(m.role_pin).unwrap_or(RolePin::Any)
 }
 
 fn step(m: &Member, role: Role, order: u32) -> PlanStep {
@@ -64,20 +74,24 @@ pub fn new_workers(plan: &Plan, members: &[Member]) -> Vec<PlanStep> {
     };
     let (mut cp_next, mut worker_next) = (next(Role::ControlPlane), next(Role::Worker));
     let mut slots = open_control_plane_slots(plan);
-    members
+    let mut fresh: Vec<&Member> = members
         .iter()
         .filter(|m| !plan.steps.iter().any(|s| s.node_id == m.id))
-        .map(|m| {
-            if slots > 0 {
-                slots -= 1;
-                cp_next += 1;
-                step(m, Role::ControlPlane, cp_next - 1)
-            } else {
-                worker_next += 1;
-                step(m, Role::Worker, worker_next - 1)
-            }
-        })
-        .collect()
+        .collect();
+    // Slots go to control-plane-pinned spares first, never to worker-pinned hosts.
+    fresh.sort_by_key(|m| pin(m) != RolePin::ControlPlane);
+    let mut out = Vec::new();
+    for m in fresh {
+        if slots > 0 && pin(m) != RolePin::Worker {
+            slots -= 1;
+            cp_next += 1;
+            out.push(step(m, Role::ControlPlane, cp_next - 1));
+        } else if pin(m) != RolePin::ControlPlane {
+            worker_next += 1;
+            out.push(step(m, Role::Worker, worker_next - 1));
+        }
+    }
+    out
 }
 
 /// Control-plane hosts the plan is short of: removed init / control-plane hosts not replaced.

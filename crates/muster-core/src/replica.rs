@@ -525,18 +525,23 @@ impl<S: RaftStore> Node<S> {
         }
         if state::voter_count(&self.cluster) < self.cfg.control_plane_count {
             let committed = raw.raft.raft_log.committed;
-            let candidate = self
+            // Never a worker-pinned host (`[node] roles`); control-plane-pinned ones first.
+            let worker_only = muster_proto::RolePin::Worker as i32;
+            let mut candidates: Vec<&Member> = self
                 .cluster
                 .members
                 .iter()
                 .filter(|m| !m.voter && self.reachable(m.id) && !self.is_removed(m.id))
-                .find(|m| {
+                .filter(|m| m.role_pin != worker_only)
+                .filter(|m| {
                     raw.raft
                         .prs()
                         .get(m.id)
                         .is_some_and(|p| p.matched >= committed)
                 })
-                .cloned();
+                .collect();
+            candidates.sort_by_key(|m| m.role_pin != muster_proto::RolePin::ControlPlane as i32);
+            let candidate = candidates.first().map(|m| (*m).clone());
             if let Some(m) = candidate {
                 return self.propose_member(m, true);
             }

@@ -385,3 +385,113 @@ fn an_operator_reinitialises_on_another_host_only_before_any_join() {
         .unwrap_err();
     assert!(e.to_string().contains("already succeeded"), "{e}");
 }
+
+/// `[node] roles`: in a 6-host site with 3 control-plane hosts wanted, the two hosts pinned to
+/// workers never join the control plane (never promoted to voter) and the fourth host pinned to
+/// the control plane waits as a spare without a step; when a control-plane host is removed, the
+/// spare takes its slot.
+#[test]
+fn pinned_roles_are_kept_and_a_spare_takes_a_freed_slot() {
+    let mut net = TestNet::new(33);
+    let pins = [
+        muster_proto::RolePin::Worker,
+        muster_proto::RolePin::Worker,
+        muster_proto::RolePin::ControlPlane,
+        muster_proto::RolePin::ControlPlane,
+        muster_proto::RolePin::ControlPlane,
+        muster_proto::RolePin::ControlPlane,
+    ];
+    let ids: Vec<NodeId> = pins
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = *p;
+            net.add_host(&format!("h{i}"), move |c| {
+                c.expected_nodes = 6;
+                c.vip = true;
+                c.plan = true;
+                c.role_pin = p;
+            })
+        })
+        .collect();
+    for id in &ids {
+        net.start(*id);
+    }
+    let pin_of = |id: NodeId| pins[ids.iter().position(|x| *x == id).expect("known")];
+    let planned = net.run_until(30_000, |net| {
+        net.up_ids().iter().any(|id| {
+            net.node(*id)
+                .cluster_state()
+                .plan
+                .as_ref()
+                .is_some_and(|p| {
+                    p.steps
+                        .iter()
+                        .all(|s| s.state == StepState::Succeeded as i32)
+                        && p.steps.len() == 5
+                })
+        })
+    });
+    assert!(planned.is_some(), "plan completed:\n{}", net.describe());
+    let at = net.node(ids[2]).leader_id();
+    let plan = net.node(at).cluster_state().plan.clone().expect("plan");
+    for s in &plan.steps {
+        let p = pin_of(s.node_id);
+        if p == muster_proto::RolePin::Worker {
+            assert_eq!(
+                s.role,
+                Role::Worker as i32,
+                "worker-pinned {} is a worker",
+                s.name
+            );
+        }
+        if p == muster_proto::RolePin::ControlPlane {
+            assert_ne!(
+                s.role,
+                Role::Worker as i32,
+                "cp-pinned {} is no worker",
+                s.name
+            );
+        }
+    }
+    let spare = *ids
+        .iter()
+        .find(|id| !plan.steps.iter().any(|s| s.node_id == **id))
+        .expect("one host without a step");
+    assert_eq!(
+        pin_of(spare),
+        muster_proto::RolePin::ControlPlane,
+        "the spare is cp-pinned"
+    );
+    for m in &net.node(at).cluster_state().members {
+        if pin_of(m.id) == muster_proto::RolePin::Worker {
+            assert!(!m.voter, "a worker-pinned host is never a voter");
+        }
+    }
+    // A control-plane host that does not lead is removed: the spare takes the slot.
+    let gone = plan
+        .steps
+        .iter()
+        .find(|s| s.role == Role::ControlPlane as i32 && s.node_id != at)
+        .expect("a control-plane follower")
+        .node_id;
+    net.crash(gone);
+    net.remove(at, &muster_core::format_id(gone))
+        .expect("removal");
+    let took = net.run_until(30_000, |net| {
+        let l = net.node(ids[2]).leader_id();
+        l != 0
+            && net.node(l).cluster_state().plan.as_ref().is_some_and(|p| {
+                p.steps.iter().any(|s| {
+                    s.node_id == spare
+                        && s.role == Role::ControlPlane as i32
+                        && s.state == StepState::Succeeded as i32
+                })
+            })
+    });
+    assert!(
+        took.is_some(),
+        "the spare took the slot:\n{}",
+        net.describe()
+    );
+}

@@ -66,6 +66,7 @@ fn conf_change(id: u64, t: ConfChangeType, name: &str) -> Vec<u8> {
             voter: false,
             joined_unix_ms: 5,
             public_key: vec![7; 32],
+            ..Default::default()
         }),
         members: Vec::new(),
     };

@@ -81,6 +81,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     // The endpoint lease runs for every carrier the site has: the VIP, the DNS name, or both.
     node_cfg.vip = vip.enabled() || cfg.ddns.is_some();
     node_cfg.expected_nodes = cfg.expected_nodes;
+    node_cfg.role_pin = cfg.role_pin;
     node_cfg.control_plane_count = cfg.control_plane_count;
     node_cfg.settle_ms = cfg.settle.as_millis() as u64;
     node_cfg.tick_ms = cfg.tick.as_millis() as u64;

@@ -98,6 +98,7 @@ struct KubernetesSection {
 struct NodeSection {
     name: Option<String>,
     data_dir: Option<PathBuf>,
+    roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -209,6 +210,8 @@ pub const DEFAULT_SOCKET: &str = "/run/muster/muster.sock";
 pub struct Config {
     /// Host name shown to operators.
     pub name: String,
+    /// `[node] roles`: what this host may be in the Kubernetes install.
+    pub role_pin: muster_proto::RolePin,
     /// Where identity and raft state live.
     pub data_dir: PathBuf,
     /// Site key file (swarm.key format).
@@ -278,6 +281,8 @@ impl Config {
             .node
             .data_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/muster"));
+        let role_pin =
+            role_pin(file.node.roles.as_deref()).map_err(|m| invalid("node.roles", m))?;
         let expected_nodes = file.site.expected_nodes.unwrap_or(3);
         if !(1..=1000).contains(&expected_nodes) {
             return Err(invalid(
@@ -409,6 +414,7 @@ impl Config {
         };
         Ok(Config {
             name,
+            role_pin,
             data_dir,
             key_file: file.site.key_file,
             expected_nodes: expected_nodes as usize,
@@ -507,6 +513,32 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         retry_backoff,
         max_attempts: max_attempts as u32,
     })
+}
+
+/// `[node] roles` as a pin: both (the default), only `control-plane`, or only `worker`.
+fn role_pin(roles: Option<&[String]>) -> Result<muster_proto::RolePin, String> {
+    use muster_proto::RolePin;
+    let Some(roles) = roles else {
+        return Ok(RolePin::Any);
+    };
+    let (mut cp, mut worker) = (false, false);
+    for r in roles {
+        match r.as_str() {
+            "control-plane" => cp = true,
+            "worker" => worker = true,
+            other => {
+                return Err(format!(
+                    "each entry must be \"control-plane\" or \"worker\", got {other:?}"
+                ))
+            }
+        }
+    }
+    match (cp, worker) {
+        (true, true) => Ok(RolePin::Any),
+        (true, false) => Ok(RolePin::ControlPlane),
+        (false, true) => Ok(RolePin::Worker),
+        (false, false) => Err("must name at least one of \"control-plane\", \"worker\"".into()),
+    }
 }
 
 fn hostname() -> String {
@@ -700,6 +732,29 @@ address = "10.0.0.100/24"
             .unwrap_err()
             .to_string();
         assert!(e.contains("health_urll"), "a typo is an error: {e}");
+    }
+
+    #[test]
+    fn node_roles_pin_a_host_and_bad_entries_name_the_key() {
+        let with = |roles: &str| GOOD.replace("[node]\n", &format!("[node]\nroles = {roles}\n"));
+        let pin =
+            |roles: &str| Config::parse(Path::new("muster.toml"), &with(roles)).map(|c| c.role_pin);
+        assert_eq!(pin("[\"worker\"]").unwrap(), muster_proto::RolePin::Worker);
+        assert_eq!(
+            pin("[\"control-plane\"]").unwrap(),
+            muster_proto::RolePin::ControlPlane
+        );
+        assert_eq!(
+            pin("[\"worker\", \"control-plane\"]").unwrap(),
+            muster_proto::RolePin::Any
+        );
+        let e = err(&with("[\"master\"]"));
+        assert!(e.contains("node.roles") && e.contains("\"master\""), "{e}");
+        let e = err(&with("[]"));
+        assert!(
+            e.contains("node.roles") && e.contains("at least one"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl Sim {
                 voter: true,
                 joined_unix_ms: 0,
                 public_key: wrong_key,
+                ..Default::default()
             }),
         }
     }

@@ -232,6 +232,7 @@ impl Adversary {
                             voter: true,
                             joined_unix_ms: 0,
                             public_key: wrong,
+                            ..Default::default()
                         }),
                     }),
                 )
