@@ -551,6 +551,59 @@ impl Poller {
     }
 }
 
+// ----- agent log timestamps ----------------------------------------------------------------------
+
+/// What the core logs when the new leader's lease becomes valid and it takes the endpoint.
+pub const ACQUIRE_LOG: &str = "lease valid: acquiring";
+
+/// Microseconds since the epoch of a log line that starts with an RFC 3339 UTC timestamp as
+/// tracing-subscriber prints it (`2026-12-01T11:40:00.056780Z ...`); ANSI colour codes before
+/// it are skipped.
+pub fn log_time_us(line: &str) -> Option<u64> {
+    // Skip an ANSI colour sequence ("\x1b[2m") if the agent coloured its log.
+    let line = match line.strip_prefix('\u{1b}') {
+        Some(rest) => rest.split_once('m').map_or(rest, |(_, r)| r),
+        None => line,
+    };
+    let ts = line.split_whitespace().next()?;
+    let ts = ts.split('\u{1b}').next()?;
+    let (date, time) = ts.split_once('T')?;
+    let time = time.strip_suffix('Z')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let digits = frac.get(..frac.len().min(6))?;
+    let us = digits.parse::<i64>().ok()? * 10i64.pow(6 - u32::try_from(digits.len()).ok()?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3_600 + mm * 60 + ss;
+    u64::try_from(secs * 1_000_000 + us).ok()
+}
+
+/// The time (µs since the epoch) of the first line of `log` containing `needle` logged at or
+/// after `since_us`.
+pub fn first_log_after(log: &str, needle: &str, since_us: u64) -> Option<u64> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(log_time_us)
+        .find(|&t| t >= since_us)
+}
+
+/// Now, µs since the epoch.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,5 +626,28 @@ mod tests {
         assert_eq!(parse_a_reply(&r, 0x1235), None, "other id");
         assert_eq!(parse_a_reply(&q, 0x1234), None, "a query, not a reply");
         assert_eq!(parse_a_reply(&r[..r.len() - 2], 0x1234), None, "truncated");
+    }
+
+    #[test]
+    fn log_timestamps() {
+        // date -u -d 2026-12-01T11:40:00Z +%s = 1796125200
+        let line =
+            "2026-12-01T11:40:00.056780Z  INFO agent: muster_core::lease: lease valid: acquiring";
+        assert_eq!(log_time_us(line), Some(1_796_125_200_056_780));
+        assert_eq!(
+            log_time_us("\u{1b}[2m1970-01-01T00:00:01.5Z\u{1b}[0m INFO x"),
+            Some(1_500_000)
+        );
+        assert_eq!(
+            log_time_us("2000-03-01T00:00:00Z x"),
+            Some(951_868_800_000_000)
+        );
+        assert_eq!(log_time_us("no time here"), None);
+        let log =
+            format!("{line}\n2026-12-01T11:40:01.000000Z INFO lease valid: acquiring the VIP\n");
+        assert_eq!(
+            first_log_after(&log, ACQUIRE_LOG, 1_796_125_200_500_000),
+            Some(1_796_125_201_000_000)
+        );
     }
 }
