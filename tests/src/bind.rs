@@ -406,20 +406,22 @@ pub fn wait_dns_holder(site: &Site, timeout: Duration, hosts: &[usize]) -> Resul
 }
 
 impl SiteBind {
-    /// Polls `dig` until the server serves exactly `addr` for [`NAME`] and a stamp naming
-    /// `node`; returns how long that took.
-    pub fn wait_record(&self, timeout: Duration, addr: IpAddr, node: &str) -> Result<Duration> {
+    /// Polls `dig` until the server serves exactly `want` (A and AAAA) for [`NAME`] and a
+    /// stamp naming `node`; returns how long that took.
+    pub fn wait_record(&self, timeout: Duration, want: &[IpAddr], node: &str) -> Result<Duration> {
         let started = Instant::now();
         let suffix = format!(" id={node}");
+        let mut want = want.to_vec();
+        want.sort();
         loop {
             let addrs = self.dig_addrs().unwrap_or_default();
             let stamp = self.dig_stamp().unwrap_or_default();
-            if addrs == [addr] && stamp.starts_with("term=") && stamp.ends_with(&suffix) {
+            if addrs == want && stamp.starts_with("term=") && stamp.ends_with(&suffix) {
                 return Ok(started.elapsed());
             }
             if started.elapsed() >= timeout {
                 bail!(
-                    "the server did not serve {NAME} -> {addr} stamped by {node} within \
+                    "the server did not serve {NAME} -> {want:?} stamped by {node} within \
                      {timeout:?}: it serves {addrs:?}, stamp {stamp:?}"
                 );
             }

@@ -44,7 +44,7 @@ fn host_addr(site: &Site, i: usize) -> IpAddr {
 
 /// Waits until the server serves host `i`'s address stamped with its name.
 fn wait_record_of(site: &Site, bind: &SiteBind, i: usize) -> Result<Duration> {
-    bind.wait_record(RECORD_TIMEOUT, host_addr(site, i), &format!("h{i}"))
+    bind.wait_record(RECORD_TIMEOUT, &[host_addr(site, i)], &format!("h{i}"))
 }
 
 /// The `dns.<key>` string of host `i`'s status.
@@ -87,8 +87,20 @@ fn record_follows_the_leader_through_failovers_partitions_and_a_server_restart()
         eprintln!("formed: h{leader} holds; record served after {took:?}");
         let status = site.status_human(leader)?;
         ensure!(
-            status.contains(&format!("dns       {NAME} -> {}", site.ip(leader))),
+            status.contains(&format!("dns       {NAME} -> {}", site.ip(leader)))
+                && status.contains("updated here"),
             "human status of the holder has no dns line naming it:\n{status}"
+        );
+        let follower = (leader + 1) % site.len();
+        let status = site.status_human(follower)?;
+        ensure!(
+            status.contains(&format!("dns       {NAME} (not read here")),
+            "human status of a follower that never held:\n{status}"
+        );
+        ensure!(
+            dns_status(site, follower)?["holding_term"].is_null(),
+            "follower's dns status {}",
+            dns_status(site, follower)?
         );
 
         // (a) Ten failovers.
@@ -206,6 +218,7 @@ fn wrong_key_is_shown_and_not_retried_in_a_tight_loop() {
         let d = dns_status(site, holder)?;
         ensure!(d["stale"] == true, "holder's dns status {d}");
         let human = site.status_human(holder)?;
+        eprintln!("wrong key: holder's status:\n{human}");
         ensure!(
             human.contains("STALE") && human.contains("BADSIG"),
             "human status:\n{human}"
@@ -230,25 +243,29 @@ fn wrong_key_is_shown_and_not_retried_in_a_tight_loop() {
     });
 }
 
-/// (e) With `[vip]` and `[ddns]` both, the name resolves to the VIP, stamped by the leader,
-/// and after a failover the stamp names the new leader while the address stays the VIP.
+/// (e) With `[vip]` (IPv4 and IPv6) and `[ddns]` both, the name resolves to the VIP (A and
+/// AAAA), stamped by the leader, and after a failover the stamp names the new leader while the
+/// addresses stay the VIP's.
 #[test]
 fn with_a_vip_the_name_points_at_the_vip() {
-    scenario("mdd-e", 3, SiteOptions::default().vip(false), |site| {
+    scenario("mdd-e", 3, SiteOptions::default().vip(true), |site| {
         let bind = SiteBind::start(site)?;
         let key = bind.key_file().to_path_buf();
         let leader = form(site, &bind, &key)?;
-        let vip = IpAddr::V4(site.vip_v4()?);
-        bind.wait_record(RECORD_TIMEOUT, vip, &format!("h{leader}"))?;
+        let vips = site.vip_ips();
+        ensure!(vips.len() == 2, "VIPs {vips:?}");
+        bind.wait_record(RECORD_TIMEOUT, &vips, &format!("h{leader}"))?;
+        let mut want: Vec<String> = vips.iter().map(ToString::to_string).collect();
+        want.sort();
         ensure!(
-            dns_status(site, leader)?["target"] == serde_json::json!([vip.to_string()]),
+            dns_status(site, leader)?["target"] == serde_json::json!(want),
             "status target {}",
             dns_status(site, leader)?
         );
         site.kill(leader)?;
         let others: Vec<usize> = site.all().into_iter().filter(|&i| i != leader).collect();
         let next = wait_dns_holder(site, HOLDER_TIMEOUT, &others)?;
-        bind.wait_record(RECORD_TIMEOUT, vip, &format!("h{next}"))
+        bind.wait_record(RECORD_TIMEOUT, &vips, &format!("h{next}"))
             .context("after the failover")?;
         Ok(())
     });

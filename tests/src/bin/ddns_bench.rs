@@ -122,7 +122,7 @@ fn one_failover(
     let hosts: Vec<Ipv4Addr> = all.iter().map(|&i| site.ip(i)).collect();
     let leader = wait_dns_holder(site, HOLDER_TIMEOUT, &all)?;
     let old = site.ip(leader);
-    bind.wait_record(HOLDER_TIMEOUT, IpAddr::V4(old), &format!("h{leader}"))?;
+    bind.wait_record(HOLDER_TIMEOUT, &[IpAddr::V4(old)], &format!("h{leader}"))?;
     thread::sleep(rng.duration(RANDOM_WAIT.0, RANDOM_WAIT.1));
     let killed_us = unix_us();
     let killed = Instant::now();
