@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use muster_testbed::bind::{dns_status, wait_dns_holder, SiteBind, NAME};
+use muster_testbed::bind::{self, dns_status, wait_dns_holder, SiteBind, NAME};
 use muster_testbed::{partition, scenario, Site, SiteOptions};
 
 /// Bound for a site to (re)form.
@@ -57,6 +57,27 @@ fn dns_field(site: &Site, i: usize, key: &str) -> Result<String> {
     })
 }
 
+/// Prints what the agents' updaters and leases and `named` logged since `since_us` (µs since
+/// the epoch): the evidence when a failover was slow.
+fn explain_slow(site: &Site, bind: &SiteBind, since_us: u64, what: &str) {
+    eprintln!("----- slow: {what}; logs since the stop:");
+    for i in site.all() {
+        for line in site.log(i).lines() {
+            let relevant =
+                line.contains("dns{") || line.contains("lease") || line.contains("SIGTERM");
+            if relevant && bind::log_time_us(line).is_some_and(|t| t >= since_us) {
+                eprintln!("h{i}: {line}");
+            }
+        }
+    }
+    let log = bind.log();
+    let lines: Vec<&str> = log.lines().collect();
+    eprintln!(
+        "named (last 20 lines):\n{}",
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    );
+}
+
 /// Polls `cond` every 100 ms until it holds or `timeout` passes.
 fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -71,7 +92,8 @@ fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<bool
     }
 }
 
-/// (a) The record follows the leader over ten SIGKILL failovers; (c) after a partition that
+/// (a) The record follows the leader over ten SIGKILL failovers (and a SIGTERM stop), with
+/// the configured TTL; (c) after a partition that
 /// cut the leader from its peers and from the server heals, the record names the current
 /// leader, not the deposed one; (d) `named` restarted from the zone file it had before any
 /// update (no journal) is caught up within seconds, and while it is down the holder's status
@@ -85,6 +107,12 @@ fn record_follows_the_leader_through_failovers_partitions_and_a_server_restart()
         let all = site.all();
         let took = wait_record_of(site, &bind, leader)?;
         eprintln!("formed: h{leader} holds; record served after {took:?}");
+        // The records carry `[ddns] ttl` (5 s).
+        let answer = bind.dig(&["+noall", "+answer", NAME, "A"])?;
+        ensure!(
+            answer.split_whitespace().nth(1) == Some("5"),
+            "dig answer {answer:?}: TTL is not 5"
+        );
         let status = site.status_human(leader)?;
         ensure!(
             status.contains(&format!("dns       {NAME} -> {}", site.ip(leader)))
@@ -106,11 +134,20 @@ fn record_follows_the_leader_through_failovers_partitions_and_a_server_restart()
         // (a) Ten failovers.
         for round in 0..FAILOVERS {
             let killed_at = Instant::now();
+            let killed_us = bind::unix_us();
             site.kill(leader)?;
             let others: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
             let next = wait_dns_holder(site, HOLDER_TIMEOUT, &others)?;
             wait_record_of(site, &bind, next)?;
             let took = killed_at.elapsed();
+            if took > Duration::from_millis(1500) {
+                explain_slow(
+                    site,
+                    &bind,
+                    killed_us,
+                    &format!("failover {round}: {took:?}"),
+                );
+            }
             let d = dns_status(site, next)?;
             ensure!(
                 d["last_result"] == "ok" && d["stale"] == false,
@@ -126,6 +163,19 @@ fn record_follows_the_leader_through_failovers_partitions_and_a_server_restart()
             site.wait_formed(FORM_TIMEOUT, &all)?;
             leader = next;
         }
+
+        // A planned stop (SIGTERM) moves the record too.
+        let stopped_us = bind::unix_us();
+        site.terminate(leader)?;
+        let others: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+        let next = wait_dns_holder(site, HOLDER_TIMEOUT, &others)?;
+        let took = wait_record_of(site, &bind, next)?;
+        if took > Duration::from_millis(1000) {
+            explain_slow(site, &bind, stopped_us, &format!("SIGTERM: {took:?}"));
+        }
+        eprintln!("SIGTERM: h{leader} -> h{next}, record {took:?} after the new holder was seen");
+        site.start(leader)?;
+        site.wait_formed(FORM_TIMEOUT, &all)?;
 
         // (c) Partition the leader from its peers and from the DNS server.
         let old = wait_dns_holder(site, HOLDER_TIMEOUT, &all)?;

@@ -17,7 +17,9 @@
 //! round, medians and worst, and the targets (median ≤ 1.0 s end to end, ≤ 0.1 s after
 //! election) with "ok" / "MISSED"; exits 0 whatever the figures, 1 if the testbed failed.
 //! Needs root, iproute2, bind9, bind9-dnsutils and a built binary (`MUSTER_BIN`, or the
-//! workspace's target). Options: `--failovers N` (default 12), `--seed S`.
+//! workspace's target). Options: `--failovers N` (default 12), `--seed S`, `--sigterm` (stop the
+//! leader with SIGTERM, a planned stop, instead of SIGKILL; the table's first line then counts
+//! from the SIGTERM).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
@@ -49,6 +51,8 @@ const TARGET_AFTER_ELECTION: Duration = Duration::from_millis(100);
 struct Args {
     failovers: usize,
     seed: u64,
+    /// Stop the leader with SIGTERM (a planned stop) instead of SIGKILL.
+    term: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         failovers: 12,
         seed,
+        term: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -70,7 +75,8 @@ fn parse_args() -> Result<Args> {
         match flag.as_str() {
             "--failovers" => a.failovers = value()? as usize,
             "--seed" => a.seed = value()?,
-            other => bail!("unknown argument {other:?}; options: --failovers N --seed S"),
+            "--sigterm" => a.term = true,
+            other => bail!("unknown argument {other:?}; options: --failovers N --seed S --sigterm"),
         }
     }
     Ok(a)
@@ -115,6 +121,7 @@ fn one_failover(
     bind: &SiteBind,
     poller: &Poller,
     rng: &mut Rng,
+    term: bool,
     round: usize,
     res: &mut Results,
 ) -> Result<()> {
@@ -126,7 +133,11 @@ fn one_failover(
     thread::sleep(rng.duration(RANDOM_WAIT.0, RANDOM_WAIT.1));
     let killed_us = unix_us();
     let killed = Instant::now();
-    site.kill(leader)?;
+    if term {
+        site.terminate(leader)?;
+    } else {
+        site.kill(leader)?;
+    }
     let outcome = poll_until_moved(poller, old, &hosts, killed);
     let (served_at, served_us, new_ip) = match outcome {
         Ok(v) => v,
@@ -191,7 +202,7 @@ fn run(args: &Args, res: &mut Results) -> Result<()> {
     let mut rng = Rng::new(args.seed);
     for round in 0..args.failovers {
         interrupt::check()?;
-        one_failover(&mut site, &bind, &poller, &mut rng, round, res)
+        one_failover(&mut site, &bind, &poller, &mut rng, args.term, round, res)
             .with_context(|| format!("failover {round}"))?;
     }
     drop(bind);
@@ -222,15 +233,21 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "muster-ddns-bench: {} failovers, seed {}, poll every {} ms",
+        "muster-ddns-bench: {} failovers ({}), seed {}, poll every {} ms",
         args.failovers,
+        if args.term { "SIGTERM" } else { "SIGKILL" },
         args.seed,
         POLL.as_millis()
     );
     let mut res = Results::default();
     let outcome = run(&args, &mut res);
     println!();
-    line("SIGKILL -> BIND serves new", &res.e2e);
+    let stop = if args.term {
+        "SIGTERM -> BIND serves new"
+    } else {
+        "SIGKILL -> BIND serves new"
+    };
+    line(stop, &res.e2e);
     line("lease acquired -> served", &res.after_election);
     line("nsupdate (same update)", &res.nsupdate);
     let e2e_ok = res.e2e.median().is_some_and(|m| m <= TARGET_E2E);
