@@ -16,12 +16,15 @@
 //! [`holders`] (the two-holder checker), [`prober`] (the client's 5 ms ICMP prober),
 //! [`partition`] (nftables bridge rules), [`keepalived`] (the comparison peer for the benchmark),
 //! [`bench`] (statistics, RNG and CPU burners of `muster-vip-bench`).
+//! Dynamic DNS: [`bind`] (a real `named` on the site's bridge, the `[ddns]` section pointing at
+//! it, `dig` / `nsupdate` and a fast UDP poller).
 //! Install: [`etcd`] (hooks that form a real etcd cluster in the join order, and etcdctl checks).
 
 use std::sync::{Mutex, MutexGuard};
 
 pub mod addrs;
 pub mod bench;
+pub mod bind;
 pub mod cli;
 pub mod config;
 pub mod etcd;

@@ -324,14 +324,24 @@ pub fn human(s: &StatusResponse) -> String {
         } else {
             format!(" (term {} by {})", d.served_term, d.served_by)
         };
-        // Only the holder updates the name: a follower shows what it last read.
+        // Only the holder reads and updates the name: another host shows what it read when it
+        // last held, and says so, or that it never read it (not "-> nothing": the name may
+        // well resolve).
         let result = match (d.holding_term != 0, d.stale, d.last_error.is_empty()) {
             (true, _, false) => format!("; STALE: {}", d.last_error),
             (true, true, true) => "; STALE: not yet served".to_string(),
             (true, false, true) => ", updated here".to_string(),
-            _ => String::new(),
+            _ => " as last read here (this host does not hold the endpoint)".to_string(),
         };
-        let _ = writeln!(out, "dns       {} -> {target}{by}{result}", d.name);
+        if d.holding_term == 0 && d.last_unix_ms == 0 {
+            let _ = writeln!(
+                out,
+                "dns       {} (not read here: only the holder updates and reads it)",
+                d.name
+            );
+        } else {
+            let _ = writeln!(out, "dns       {} -> {target}{by}{result}", d.name);
+        }
     }
     if s.phase == "removed" {
         let _ = writeln!(
@@ -446,6 +456,47 @@ mod tests {
         assert_eq!(json(&s)["members"][1]["api"], "unhealthy");
         assert_eq!(json(&s)["members"][0]["api"], "-");
         assert!(h.contains("site not yet formed"), "{h}");
+    }
+
+    #[test]
+    fn human_dns_line_says_who_read_the_record() {
+        let dns = |holding_term, last_unix_ms, last_error: &str| StatusResponse {
+            dns: Some(muster_proto::DnsState {
+                name: "api.site.example.".into(),
+                target: if last_unix_ms == 0 {
+                    vec![]
+                } else {
+                    vec!["10.77.0.11".into()]
+                },
+                holding_term,
+                served_term: if last_unix_ms == 0 { 0 } else { 7 },
+                served_by: "h1".into(),
+                last_error: last_error.into(),
+                last_unix_ms,
+                stale: !last_error.is_empty(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let holder = human(&dns(7, 5, ""));
+        assert!(
+            holder
+                .contains("dns       api.site.example. -> 10.77.0.11 (term 7 by h1), updated here"),
+            "{holder}"
+        );
+        let failing = human(&dns(7, 5, "DNS server refused the update: REFUSED"));
+        assert!(failing.contains("; STALE: DNS server refused"), "{failing}");
+        // A host that never held: not "-> nothing", which would claim the name does not resolve.
+        let never = human(&dns(0, 0, "not holding the endpoint"));
+        assert!(
+            never.contains("api.site.example. (not read here") && !never.contains("nothing"),
+            "{never}"
+        );
+        let former = human(&dns(0, 5, "not holding the endpoint"));
+        assert!(
+            former.contains("-> 10.77.0.11 (term 7 by h1) as last read here"),
+            "{former}"
+        );
     }
 
     #[test]
