@@ -646,7 +646,7 @@ mod tests {
         );
         assert_eq!(log_time_us("no time here"), None);
         let log =
-            format!("{line}\n2026-12-01T11:40:01.000000Z INFO lease valid: acquiring the VIP\n");
+            format!("{line}\n2026-12-01T11:40:01.000000Z INFO lease valid: acquiring the endpoint\n");
         assert_eq!(
             first_log_after(&log, ACQUIRE_LOG, 1_796_125_200_500_000),
             Some(1_796_125_201_000_000)

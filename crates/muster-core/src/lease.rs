@@ -307,7 +307,7 @@ impl<S: RaftStore> Node<S> {
             self.lease.fence_ms = until_ms;
             tracing::info!(
                 lease_ms = self.lease_left_ms(),
-                "lease valid: acquiring the VIP"
+                "lease valid: acquiring the endpoint"
             );
             self.out.push(Output::EndpointAcquire { term, until_ms });
             self.last_member_hello_ms = None;
@@ -316,7 +316,7 @@ impl<S: RaftStore> Node<S> {
             self.out.push(Output::EndpointRenew { term, until_ms });
         } else if !should && self.lease.holding {
             self.lease.holding = false;
-            tracing::info!("lease ended or leadership lost: releasing the VIP");
+            tracing::info!("lease ended or leadership lost: releasing the endpoint");
             self.out.push(Output::EndpointRelease);
             self.last_member_hello_ms = None;
         }

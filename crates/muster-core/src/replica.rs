@@ -695,7 +695,7 @@ impl<S: RaftStore> Node<S> {
         };
         if self.lease.holding {
             self.lease.holding = false;
-            tracing::info!(to = %format_id(target), "releasing the VIP before handing over leadership");
+            tracing::info!(to = %format_id(target), "releasing the endpoint before handing over leadership");
             self.out.push(Output::EndpointRelease);
         }
         if let Some(raw) = self.raw.as_mut() {
