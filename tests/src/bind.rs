@@ -645,8 +645,9 @@ mod tests {
             Some(951_868_800_000_000)
         );
         assert_eq!(log_time_us("no time here"), None);
-        let log =
-            format!("{line}\n2026-12-01T11:40:01.000000Z INFO lease valid: acquiring the endpoint\n");
+        let log = format!(
+            "{line}\n2026-12-01T11:40:01.000000Z INFO lease valid: acquiring the endpoint\n"
+        );
         assert_eq!(
             first_log_after(&log, ACQUIRE_LOG, 1_796_125_200_500_000),
             Some(1_796_125_201_000_000)

@@ -71,6 +71,14 @@ pub enum Applied {
     Plan,
 }
 
+fn plan_changed(changed: bool) -> Applied {
+    if changed {
+        Applied::Plan
+    } else {
+        Applied::Nothing
+    }
+}
+
 /// Decodes the payload of a normal entry; `None` for raft-rs's empty entries.
 pub fn decode_command(data: &[u8]) -> Option<Result<Command, prost::DecodeError>> {
     (!data.is_empty()).then(|| Command::decode(data))
@@ -167,22 +175,14 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 .plan
                 .as_mut()
                 .is_some_and(|plan| crate::plan::apply_action(plan, a));
-            if changed {
-                Applied::Plan
-            } else {
-                Applied::Nothing
-            }
+            plan_changed(changed)
         }
         Some(Kind::RemovalProgress(p)) => {
             let changed = state
                 .plan
                 .as_mut()
                 .is_some_and(|plan| crate::plan::apply_removal_progress(plan, p));
-            if changed {
-                Applied::Plan
-            } else {
-                Applied::Nothing
-            }
+            plan_changed(changed)
         }
         Some(Kind::StepProgress(p)) => {
             let Some(plan) = state.plan.as_mut() else {
@@ -198,11 +198,7 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                     plan.init_secrets = Some(sealed.clone());
                 }
             }
-            if changed {
-                Applied::Plan
-            } else {
-                Applied::Nothing
-            }
+            plan_changed(changed)
         }
         _ => Applied::Nothing,
     }

@@ -449,19 +449,9 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         ca_files: &k.ca_files,
         config: k.config.as_ref(),
     })?;
-    let absolute = |key: &'static str, p: &Path| {
-        if p.is_absolute() {
-            Ok(())
-        } else {
-            Err((
-                key,
-                format!("must be an absolute path, got {}", p.display()),
-            ))
-        }
-    };
-    absolute("kubernetes.install_command", &k.install_command)?;
+    health::absolute("kubernetes.install_command", &k.install_command)?;
     if let Some(p) = &k.remove_command {
-        absolute("kubernetes.remove_command", p)?;
+        health::absolute("kubernetes.remove_command", p)?;
     }
     let keys = health::HealthKeys {
         url: k.health_url.as_deref(),

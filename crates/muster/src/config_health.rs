@@ -274,7 +274,8 @@ fn short(key: &str) -> &str {
     key.strip_prefix("kubernetes.").unwrap_or(key)
 }
 
-fn absolute(key: &'static str, p: &Path) -> Result<(), KeyError> {
+/// `p` must be absolute; the error names `key`.
+pub(super) fn absolute(key: &'static str, p: &Path) -> Result<(), KeyError> {
     if p.is_absolute() {
         Ok(())
     } else {

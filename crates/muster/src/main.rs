@@ -211,12 +211,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli_runtime() {
                 Ok(r) => r,
-                Err(e) => return report(Err(e.into()), 1),
+                Err(e) => return report(Err(e), 1),
             };
             match runtime.block_on(reset::run(&cfg, &config, yes)) {
                 Ok(reset::Outcome::Done) => ExitCode::SUCCESS,
@@ -230,12 +227,9 @@ fn main() -> ExitCode {
             json,
             endpoint_port,
         } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli_runtime() {
                 Ok(r) => r,
-                Err(e) => return report(Err(e.into()), 1),
+                Err(e) => return report(Err(e), 1),
             };
             let opts = health_cmd::Options {
                 socket,
@@ -255,12 +249,9 @@ fn main() -> ExitCode {
                 Some(Some(id)) => id,
                 Some(None) => return usage_error("--to: expected a node id of 1-16 hex digits"),
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli_runtime() {
                 Ok(r) => r,
-                Err(e) => return report(Err(e.into()), 1),
+                Err(e) => return report(Err(e), 1),
             };
             report(runtime.block_on(transfer(&socket, to)), 1)
         }
@@ -269,12 +260,9 @@ fn main() -> ExitCode {
             socket,
             wait_secs,
         } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli_runtime() {
                 Ok(r) => r,
-                Err(e) => return report(Err(e.into()), 1),
+                Err(e) => return report(Err(e), 1),
             };
             let wait = std::time::Duration::from_secs(wait_secs);
             report(runtime.block_on(remove::run(&socket, &node, wait)), 1)
@@ -284,12 +272,9 @@ fn main() -> ExitCode {
             socket,
             json,
         } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli_runtime() {
                 Ok(r) => r,
-                Err(e) => return report(Err(e.into()), 1),
+                Err(e) => return report(Err(e), 1),
             };
             if let Some(action) = action {
                 let (node, kind, verb) = match action {
@@ -342,12 +327,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status { socket, json } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli_runtime() {
                 Ok(r) => r,
-                Err(e) => return report(Err(e.into()), 1),
+                Err(e) => return report(Err(e), 1),
             };
             let status = match runtime.block_on(rpc::query(&socket)) {
                 Ok(s) => s,
@@ -398,6 +380,13 @@ async fn transfer(socket: &std::path::Path, to: u64) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// The single-threaded runtime a CLI command talks to the agent with.
+fn cli_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn usage_error(e: impl std::fmt::Display) -> ExitCode {
