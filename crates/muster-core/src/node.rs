@@ -165,8 +165,10 @@ pub enum CoreError {
 pub(crate) struct Peer {
     pub connected: bool,
     pub last_heard_ms: Option<u64>,
-    /// Its latest hello, boxed: the peer table is walked often (hellos, formation), and a small
-    /// entry keeps a walk over a thousand peers in few cache lines.
+    /// Its latest hello, boxed (the peer table is walked often, and a small entry keeps a walk
+    /// over a thousand peers in few cache lines), kept without its name, address, public key and
+    /// member ids: they are checked and used when the hello arrives, never read from here, and
+    /// would be most of a large site's peer tables.
     pub hello: Option<Box<Hello>>,
     /// Its id is in `known_hosts` (which only grows), so its hellos need not look it up there.
     pub known_host: bool,
@@ -613,6 +615,13 @@ impl<S: RaftStore> Node<S> {
                 p.unformed_since_ms = Some(now);
             }
             p.known_host = known;
+            let hello = Hello {
+                name: String::new(),
+                address: String::new(),
+                member_ids: Vec::new(),
+                public_key: Vec::new(),
+                ..hello
+            };
             match p.hello.as_mut() {
                 Some(b) => **b = hello,
                 None => p.hello = Some(Box::new(hello)),
