@@ -113,8 +113,8 @@ impl<S: RaftStore> Node<S> {
         let unformed: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(id, p)| {
-                self.reachable(**id)
+            .filter(|(_, p)| {
+                self.peer_reachable(p)
                     && p.hello.as_ref().is_some_and(|h| h.cluster_id == 0)
                     && !self.squatting(p)
             })
@@ -190,7 +190,7 @@ impl<S: RaftStore> Node<S> {
     fn best_visible_cluster(&self) -> Option<(u64, u32)> {
         self.peers
             .iter()
-            .filter(|(id, _)| self.reachable(**id) && self.trusted(**id))
+            .filter(|(id, p)| self.peer_reachable(p) && self.trusted(**id))
             .filter_map(|(_, p)| p.hello.as_ref())
             .filter(|h| h.cluster_id != 0)
             .map(|h| (h.cluster_id, h.member_count))
@@ -238,7 +238,7 @@ impl<S: RaftStore> Node<S> {
             .or_else(|| {
                 self.peers
                     .iter()
-                    .find(|(id, p)| self.reachable(**id) && in_cluster(id, p))
+                    .find(|(id, p)| self.peer_reachable(p) && in_cluster(id, p))
                     .map(|(id, _)| *id)
             })
     }

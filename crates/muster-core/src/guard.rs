@@ -94,7 +94,7 @@ pub(crate) struct RaftGate {
 }
 
 /// Raft message types only a leader sends.
-fn leader_only(t: MessageType) -> bool {
+pub(crate) fn leader_only(t: MessageType) -> bool {
     matches!(
         t,
         MessageType::MsgAppend

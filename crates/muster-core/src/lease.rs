@@ -120,10 +120,18 @@ impl<S: RaftStore> Node<S> {
         2 * self.cfg.election_ticks as u64 * self.cfg.tick_ms + 100
     }
 
-    /// Records hosts of the site learnt from a hello.
-    pub(crate) fn learn_hosts(&mut self, from: NodeId, member_ids: &[NodeId]) {
+    /// Records hosts of the site learnt from a hello (`from_known`: the sender is known already).
+    /// Returns whether the sender is known now.
+    pub(crate) fn learn_hosts(
+        &mut self,
+        from: NodeId,
+        from_known: bool,
+        member_ids: &[NodeId],
+    ) -> bool {
         let before = self.known_hosts.len();
-        for id in std::iter::once(&from).chain(member_ids) {
+        let from_now_known = from_known || before < crate::node::MAX_KNOWN_HOSTS;
+        let sender = (!from_known).then_some(&from);
+        for id in sender.into_iter().chain(member_ids) {
             if self.known_hosts.len() >= crate::node::MAX_KNOWN_HOSTS {
                 break;
             }
@@ -132,6 +140,7 @@ impl<S: RaftStore> Node<S> {
         if self.known_hosts.len() != before {
             self.known_hosts_changed_ms = self.now_ms;
         }
+        from_now_known
     }
 
     /// Evaluates the site rule (module docs). Leader only; once per tick, as it walks the

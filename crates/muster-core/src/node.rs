@@ -172,7 +172,13 @@ pub enum CoreError {
 pub(crate) struct Peer {
     pub connected: bool,
     pub last_heard_ms: Option<u64>,
-    pub hello: Option<Hello>,
+    /// Its latest hello, boxed (the peer table is walked often, and a small entry keeps a walk
+    /// over a thousand peers in few cache lines), kept without its name, address, public key and
+    /// member ids: they are checked and used when the hello arrives, never read from here, and
+    /// would be most of a large site's peer tables.
+    pub hello: Option<Box<Hello>>,
+    /// Its id is in `known_hosts` (which only grows), so its hellos need not look it up there.
+    pub known_host: bool,
     /// When a valid raft message of our current cluster last came from this peer.
     pub raft_heard_ms: Option<u64>,
     /// Whether the peer is a member of our cluster (as applied here).
@@ -268,6 +274,10 @@ pub struct Node<S: RaftStore> {
     pub(crate) health: crate::health::HealthState,
     /// The removal duty this leader runs (`duty.rs`).
     pub(crate) duty: crate::duty::DutyState,
+    /// The applied state this node last saved from its ready loop, while it is the store's
+    /// (cleared when raft starts and when a snapshot is installed): its encoded cluster state is
+    /// reused by a batch that changes nothing (`replica.rs`).
+    pub(crate) last_applied: Option<raft::prelude::Snapshot>,
 }
 
 /// Most peers the node keeps; beyond it, the longest-silent non-members are forgotten.
@@ -328,6 +338,7 @@ impl<S: RaftStore> Node<S> {
             sealer,
             health: Default::default(),
             duty: Default::default(),
+            last_applied: None,
         };
         node.known_hosts.insert(node.cfg.id);
         node.restore()?;
@@ -415,6 +426,7 @@ impl<S: RaftStore> Node<S> {
             ..Default::default()
         };
         let mut raw = RawNode::new(&config, store, &self.logger)?;
+        self.last_applied = None;
         for p in self.peers.values_mut() {
             p.raft_heard_ms = None;
         }
@@ -473,18 +485,27 @@ impl<S: RaftStore> Node<S> {
     /// Brings what depends on our membership up to date: the hosts known for the site rule and
     /// the peers' `member` flags (every member has a peer entry, so hellos reach it).
     fn sync_members(&mut self) {
-        let ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
+        let mut ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
         // Our own members are not news for the site rule's settle wait (`lease.rs`): they raise
         // the count of hosts known and of our members alike. So a restarted host, which knows
         // its members from its store, is not held back by it either.
         self.known_hosts.extend(ids.iter().copied());
-        for p in self.peers.values_mut() {
-            p.member = false;
-        }
-        for id in ids {
-            if id != self.cfg.id {
-                self.peers.entry(id).or_default().member = true;
+        // One ordered walk of the peer table beside the sorted ids (O(n), not a look-up each);
+        // members without a peer entry get one.
+        ids.sort_unstable();
+        ids.dedup();
+        let me = self.cfg.id;
+        let mut next = ids.iter().copied().filter(|id| *id != me).peekable();
+        let mut missing = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            while let Some(m) = next.next_if(|m| m < id) {
+                missing.push(m);
             }
+            p.member = next.next_if_eq(id).is_some();
+        }
+        missing.extend(next);
+        for id in missing {
+            self.peers.entry(id).or_default().member = true;
         }
     }
 
@@ -525,7 +546,7 @@ impl<S: RaftStore> Node<S> {
         if id == self.cfg.id {
             return;
         }
-        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&id) {
             self.bound_peers_for_new();
             if self.peers.len() >= MAX_PEERS {
                 self.drops.note("peer table full", id, self.now_ms);
@@ -560,7 +581,7 @@ impl<S: RaftStore> Node<S> {
                 .note("message from a removed host", from, self.now_ms);
             return Ok(());
         }
-        if !self.peers.contains_key(&from) && self.peers.len() >= MAX_PEERS {
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&from) {
             self.bound_peers_for_new();
             if self.peers.len() >= MAX_PEERS {
                 self.drops.note("peer table full", from, self.now_ms);
@@ -590,7 +611,8 @@ impl<S: RaftStore> Node<S> {
     }
 
     fn on_hello(&mut self, from: NodeId, hello: Hello) {
-        self.learn_hosts(from, &hello.member_ids);
+        let known = self.peers.get(&from).is_some_and(|p| p.known_host);
+        let known = self.learn_hosts(from, known, &hello.member_ids);
         self.note_merge_hint(from, &hello);
         self.note_site_conflict(from, &hello);
         let now = self.now_ms;
@@ -600,7 +622,18 @@ impl<S: RaftStore> Node<S> {
             } else if p.unformed_since_ms.is_none() {
                 p.unformed_since_ms = Some(now);
             }
-            p.hello = Some(hello);
+            p.known_host = known;
+            let hello = Hello {
+                name: String::new(),
+                address: String::new(),
+                member_ids: Vec::new(),
+                public_key: Vec::new(),
+                ..hello
+            };
+            match p.hello.as_mut() {
+                Some(b) => **b = hello,
+                None => p.hello = Some(Box::new(hello)),
+            }
         }
     }
 
@@ -885,15 +918,18 @@ impl<S: RaftStore> Node<S> {
         if id == self.cfg.id {
             return true;
         }
-        self.peers.get(&id).is_some_and(|p| {
-            let timeout = if p.member {
-                self.cfg.peer_timeout_ms * self.member_hello_factor()
-            } else {
-                self.cfg.peer_timeout_ms
-            };
-            p.connected
-                && p.last_heard_ms
-                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= timeout)
-        })
+        self.peers.get(&id).is_some_and(|p| self.peer_reachable(p))
+    }
+
+    /// [`Node::reachable`] for a peer entry at hand (not ourselves), without looking it up.
+    pub(crate) fn peer_reachable(&self, p: &Peer) -> bool {
+        let timeout = if p.member {
+            self.cfg.peer_timeout_ms * self.member_hello_factor()
+        } else {
+            self.cfg.peer_timeout_ms
+        };
+        p.connected
+            && p.last_heard_ms
+                .is_some_and(|t| self.now_ms.saturating_sub(t) <= timeout)
     }
 }

@@ -110,7 +110,7 @@ impl<S: RaftStore> Node<S> {
         }
         if !self.cfg.raft_gate_off_for_tests {
             let checked = self
-                .raft_gate(from)
+                .raft_gate(from, &msg)
                 .check(from, &msg)
                 .and_then(|()| self.check_shape(&msg));
             if let Err(reason) = checked {
@@ -143,8 +143,13 @@ impl<S: RaftStore> Node<S> {
             tracing::debug!(peer = %format_id(from), commit = msg.commit, last, "heartbeat commit beyond our log clamped");
             msg.commit = last;
         }
+        let snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
         if let Err(e) = raw.step(msg) {
             tracing::debug!(peer = %format_id(from), error = %e, "raft step refused message");
+        }
+        if snapshot {
+            // Restoring a snapshot gives every member a fresh progress (see `apply_conf_change`).
+            raw.raft.maybe_free_inflight_buffers();
         }
         reseed_election_timeout(
             raw,
@@ -206,11 +211,17 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
-    /// What the gate (`guard.rs`) needs to judge a raft message from `from`.
-    fn raft_gate(&self, from: NodeId) -> crate::guard::RaftGate {
+    /// What the gate (`guard.rs`) needs to judge `msg` from `from`. Whether one of our members
+    /// vouches for `from` as leader walks the peer table, so it is worked out only when the gate
+    /// reads it: for a sender that is not a voter and is not a member or sends a leader-only type
+    /// (a leader's heartbeats to its learners, and their answers, never need it).
+    fn raft_gate(&self, from: NodeId, msg: &Message) -> crate::guard::RaftGate {
         let member = state::member(&self.cluster, from);
         let ours = self.cluster.cluster_id;
-        let vouched = ours != 0
+        let voter = member.is_some_and(|m| m.voter);
+        let read = !voter && (member.is_none() || crate::guard::leader_only(msg.get_msg_type()));
+        let vouched = read
+            && ours != 0
             && self.peers.values().any(|p| {
                 p.member
                     && p.hello
@@ -227,7 +238,7 @@ impl<S: RaftStore> Node<S> {
             joining: ours == 0,
             admitted_by: self.admitted_by,
             sender_member: member.is_some(),
-            sender_voter: member.is_some_and(|m| m.voter),
+            sender_voter: voter,
             sender_vouched_leader: vouched,
         }
     }
@@ -259,6 +270,7 @@ impl<S: RaftStore> Node<S> {
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.store.lock().persist(Some(&snap), &[], None)?;
+            self.last_applied = None;
             self.cluster = state::decode_state(snap.get_data()).map_err(|e| {
                 CoreError::Apply(ApplyError::Decode {
                     index: snap.get_metadata().index,
@@ -327,9 +339,16 @@ impl<S: RaftStore> Node<S> {
             return Ok(());
         };
         let (last_index, last_term) = (last.index, last.term);
+        // Whether an entry may have changed the cluster state: any command, any conf change with
+        // changes. Empty entries (a new leader's first) and the empty conf changes that leave a
+        // joint configuration do not.
+        let mut changed = false;
         for e in &entries {
             match e.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(e),
+                EntryType::EntryNormal => {
+                    changed |= !e.get_data().is_empty();
+                    self.apply_normal(e)
+                }
                 EntryType::EntryConfChange => {
                     // muster proposes only V2 changes; a V1 entry means a foreign or corrupt log.
                     return Err(ApplyError::Decode {
@@ -347,19 +366,31 @@ impl<S: RaftStore> Node<S> {
                             detail: err.to_string(),
                         }
                     })?;
+                    changed |= !cc.get_changes().is_empty();
                     self.apply_conf_change(raw, &cc, e.index)?;
                 }
             }
         }
         let conf_state = raw.raft.prs().conf().to_conf_state();
-        let snap = applied_snapshot(
-            last_index,
-            last_term,
-            conf_state,
-            state::encode_state(&self.cluster),
-        );
+        let mut snap = applied_snapshot(last_index, last_term, conf_state, Vec::new());
+        self.set_applied_data(&mut snap, changed);
         self.store.lock().save_applied(&snap)?;
+        self.last_applied = Some(snap);
         Ok(())
+    }
+
+    /// The encoded cluster state for the applied state being saved. A batch that changed nothing
+    /// reuses the bytes of the applied state this node saved last (a shared buffer), if that is
+    /// still the store's: encoding the whole state (O(members)) on every host at every applied
+    /// batch is the largest cost of a forming site after raft-rs itself.
+    fn set_applied_data(&self, snap: &mut raft::prelude::Snapshot, changed: bool) {
+        let meta = |s: &raft::prelude::Snapshot| (s.get_metadata().index, s.get_metadata().term);
+        match &self.last_applied {
+            Some(prev) if !changed && meta(prev) == meta(self.store.lock().applied()) => {
+                snap.data = prev.data.clone()
+            }
+            _ => snap.set_data(state::encode_state(&self.cluster).into()),
+        }
     }
 
     /// Applies a committed normal entry. One that does not decode is skipped (alike on every
@@ -406,6 +437,10 @@ impl<S: RaftStore> Node<S> {
                 index,
                 detail: e.to_string(),
             })?;
+        // raft-rs gives each new progress a window of `max_inflight_msgs` slots up front (2 KiB),
+        // on every host, for every member: 2 GB for a site of 1000. Only a leader sending appends
+        // uses them; empty windows are freed (raft-rs allocates one again at its first use).
+        raw.raft.maybe_free_inflight_buffers();
         state::apply_conf_change(&mut self.cluster, cc, index)?;
         self.members_dirty = true;
         self.denied_dirty |= !self.cluster.removed.is_empty();

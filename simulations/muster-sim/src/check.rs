@@ -21,7 +21,9 @@
 //!   the leader holds it); afterwards it never stays unformed that long again.
 //! - I3 (plan stability) is checked in `install.rs` on simulated install runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::idhash::IdMap;
 
 use serde::Serialize;
 
@@ -118,9 +120,9 @@ pub struct Checker {
     names: Vec<String>,
     views: Vec<Option<Obs>>,
     at_crash: Vec<Option<Obs>>,
-    leaders: HashMap<(u64, u64), usize>,
-    entries: HashMap<(u64, u64), u64>,
-    max_applied: HashMap<u64, (u64, u64)>,
+    leaders: IdMap<(u64, u64), usize>,
+    entries: IdMap<(u64, u64), u64>,
+    max_applied: IdMap<u64, (u64, u64)>,
     /// Hosts told to hold the VIP, with the virtual time their fence removes it unless renewed.
     vip_holders: BTreeMap<usize, u64>,
     quiet_ms: u64,
@@ -149,9 +151,9 @@ impl Checker {
             names,
             views: vec![None; n],
             at_crash: vec![None; n],
-            leaders: HashMap::new(),
-            entries: HashMap::new(),
-            max_applied: HashMap::new(),
+            leaders: IdMap::default(),
+            entries: IdMap::default(),
+            max_applied: IdMap::default(),
             vip_holders: BTreeMap::new(),
             quiet_ms,
             bound_ms,

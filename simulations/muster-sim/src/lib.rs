@@ -15,6 +15,7 @@ pub mod adversary;
 pub mod check;
 pub mod disk;
 pub mod faults;
+mod idhash;
 mod install;
 pub mod metrics;
 pub mod net;

@@ -8,7 +8,7 @@
 //! node's outputs go to the network (sends), the address book (membership) and the checker (VIP).
 //! Faults are applied in `faults.rs`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use muster_core::{Input, Node, NodeConfig, NodeId, Output};
 use muster_proto::envelope::Body;
@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::Checker;
 use crate::disk::SimDisk;
+use crate::idhash::{IdMap, IdSet};
 use crate::metrics::{Mark, Metrics};
 use crate::net::Net;
 use crate::queue::EventQueue;
@@ -131,7 +132,7 @@ pub struct Sim {
     pub now_ms: u64,
     /// Hosts by index.
     pub hosts: Vec<Host>,
-    pub(crate) index: HashMap<NodeId, u32>,
+    pub(crate) index: IdMap<NodeId, u32>,
     pub(crate) q: EventQueue<Ev>,
     /// The virtual network.
     pub net: Net,
@@ -146,7 +147,7 @@ pub struct Sim {
     non_voter_tick_ms: u64,
     check_ms: u64,
     pub(crate) wipe: BTreeSet<usize>,
-    pending_dials: HashSet<(u32, u32)>,
+    pending_dials: IdSet<(u32, u32)>,
     pub(crate) trace_violations: usize,
     /// Events processed.
     pub events: u64,
@@ -163,7 +164,7 @@ impl Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n = scenario.nodes;
         let mut hosts = Vec::with_capacity(n);
-        let mut index = HashMap::new();
+        let mut index = IdMap::default();
         let skew = scenario.network.clock_skew_ppm as i64;
         for i in 0..n {
             let cfg = loop {
@@ -226,7 +227,7 @@ impl Sim {
             q: EventQueue::default(),
             schedule,
             wipe,
-            pending_dials: HashSet::new(),
+            pending_dials: IdSet::default(),
             trace_violations: 0,
             events: 0,
             adversaries,
