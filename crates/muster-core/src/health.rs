@@ -9,8 +9,9 @@
 //!   no control plane at all (its step is a worker's, or it has none: a learner promoted to
 //!   voter after a control-plane host was removed) for as long;
 //! - a voter whose step in the plan is a control-plane one (init or control-plane) and has
-//!   succeeded is reachable and its last hello said healthy (the most caught-up such voter is
-//!   chosen);
+//!   succeeded is reachable and its last hello said healthy — or, for a leader with no control
+//!   plane at all, said nothing of its health (a site without health gates) — the most
+//!   caught-up such voter is chosen;
 //! - no handover was tried in the last [`HANDOVER_RETRY_MS`].
 //!
 //! Health is a hint for liveness only: it never makes a host hold or release the endpoint by
@@ -90,7 +91,9 @@ impl<S: RaftStore> Node<S> {
         {
             return;
         }
-        let Some(target) = self.healthy_control_plane_peer() else {
+        // A leader with no control plane at all goes to one whose health is merely unknown (a
+        // site without health gates) too; an unhealthy one only to a known-healthy one.
+        let Some(target) = self.control_plane_peer(!runs_control_plane) else {
             return;
         };
         self.health.handover_ms = Some(now);
@@ -111,8 +114,8 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// The most caught-up reachable voter whose control-plane step succeeded and whose last
-    /// hello said its API server is healthy.
-    fn healthy_control_plane_peer(&self) -> Option<NodeId> {
+    /// hello said its API server is healthy (or, with `or_unknown`, said nothing of it).
+    fn control_plane_peer(&self, or_unknown: bool) -> Option<NodeId> {
         let plan = self.cluster.plan.as_ref()?;
         let raw = self.raw.as_ref()?;
         plan.steps
@@ -127,7 +130,10 @@ impl<S: RaftStore> Node<S> {
                 self.peers
                     .get(id)
                     .and_then(|p| p.hello.as_ref())
-                    .is_some_and(|h| h.api_health == ApiHealth::Healthy as i32)
+                    .is_some_and(|h| {
+                        h.api_health == ApiHealth::Healthy as i32
+                            || (or_unknown && h.api_health == ApiHealth::Unknown as i32)
+                    })
             })
             .max_by_key(|id| raw.raft.prs().get(*id).map_or(0, |p| p.matched))
     }

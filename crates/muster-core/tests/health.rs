@@ -81,7 +81,18 @@ fn with_no_healthy_host_to_go_to_or_a_healthy_leader_nothing_moves() {
 /// host, so the VIP never stays on a worker while a real API server is available.
 #[test]
 fn a_worker_that_comes_to_lead_hands_the_endpoint_to_a_control_plane_host() {
-    let (mut net, ids) = TestNet::formed_site(23, 5, |c| {
+    worker_leader_hands_over(23, true);
+}
+
+/// The same on a site without health gates: nothing reports API health, and the worker still
+/// hands the endpoint to a control-plane host.
+#[test]
+fn without_health_gates_a_worker_leader_still_hands_over() {
+    worker_leader_hands_over(24, false);
+}
+
+fn worker_leader_hands_over(seed: u64, gates: bool) {
+    let (mut net, ids) = TestNet::formed_site(seed, 5, |c| {
         c.vip = true;
         c.plan = true;
     });
@@ -105,8 +116,10 @@ fn a_worker_that_comes_to_lead_hands_the_endpoint_to_a_control_plane_host() {
         .copied()
         .filter(|id| role_of(*id) != Some(muster_proto::Role::Worker as i32))
         .collect();
-    for &id in &control_plane {
-        net.set_api_health(id, true);
+    if gates {
+        for &id in &control_plane {
+            net.set_api_health(id, true);
+        }
     }
     // Remove a control-plane host that does not lead: a worker is promoted to voter.
     let leader = leader(&net, &ids);
