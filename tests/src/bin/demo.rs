@@ -174,6 +174,13 @@ fn show_status(site: &Site, i: usize) -> Result<()> {
     let socket = site.host(i).socket.display().to_string();
     println!("\n$ muster status --socket {socket}");
     println!("{}", site.status_human(i)?.trim_end());
+    println!("\n$ muster health --socket {socket}");
+    // Exit 1 (a failed check) still prints the checks; the demo shows them either way.
+    let health = std::process::Command::new(site.muster().path())
+        .args(["health", "--socket", &socket])
+        .output()
+        .context("muster health")?;
+    print!("{}", String::from_utf8_lossy(&health.stdout));
     println!("\n$ muster status --socket {socket} --json");
     println!("{}", serde_json::to_string_pretty(&site.status(i)?)?);
     println!();
