@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use muster_core::format_id;
-use muster_proto::{ApiHealth, StatusResponse, StepState};
+use muster_proto::{ApiHealth, Role, StatusResponse, StepState};
 use serde_json::{json, Value};
 
 /// The checks, in the order they run.
@@ -388,6 +388,24 @@ pub fn api(s: &StatusResponse) -> Result<String, String> {
     }
     if healthy.is_empty() {
         return Ok("no API server health reported".into());
+    }
+    // Once any API server reports, every control-plane host that installed must (a site with
+    // health gates has them on every host; one not heard from yet is not known healthy).
+    let missing: Vec<&str> = s
+        .plan
+        .iter()
+        .flat_map(|p| p.steps.iter())
+        .filter(|st| st.role != Role::Worker as i32 && !st.removed)
+        .filter(|st| st.state == StepState::Succeeded as i32)
+        .map(|st| st.name.as_str())
+        .filter(|n| !healthy.iter().any(|h| h == n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "API server health not reported yet by {} (healthy on {})",
+            missing.join(", "),
+            healthy.join(", ")
+        ));
     }
     Ok(format!("healthy on {}", healthy.join(", ")))
 }

@@ -234,7 +234,13 @@ fn api_fails_on_an_unhealthy_server_and_passes_when_none_report() {
     assert_eq!(api(&s).unwrap(), "no API server health reported");
     s.members[0].api_health = ApiHealth::Healthy as i32;
     s.members[1].api_health = ApiHealth::Healthy as i32;
-    assert_eq!(api(&s).unwrap(), "healthy on edge-1, edge-2");
+    // edge-3 installed its control plane but has not reported: not known healthy yet.
+    assert_eq!(
+        api(&s).unwrap_err(),
+        "API server health not reported yet by edge-3 (healthy on edge-1, edge-2)"
+    );
+    s.members[2].api_health = ApiHealth::Healthy as i32;
+    assert_eq!(api(&s).unwrap(), "healthy on edge-1, edge-2, edge-3");
     s.members[2].api_health = ApiHealth::Unhealthy as i32;
     let (name, message) = first_failure(&evaluate(Ok(&s), None)).unwrap();
     assert_eq!(
