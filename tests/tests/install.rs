@@ -64,6 +64,21 @@ fn install_hook(site: &mut Site, body: &str, extra: &[(&str, toml::Value)]) -> R
     Ok(())
 }
 
+/// Waits until every host in `hosts` reports a plan of `n` steps, all succeeded; else fails
+/// with `what` and the site's state.
+fn wait_plan_done(site: &Site, hosts: &[usize], n: usize, what: &str) -> Result<()> {
+    site.wait_until(TIMEOUT, |s| {
+        hosts.iter().all(|&i| {
+            s.status(i).is_ok_and(|v| {
+                v["plan"]["steps"].as_array().is_some_and(|steps| {
+                    steps.len() == n && steps.iter().all(|st| st["state"] == "succeeded")
+                })
+            })
+        })
+    })
+    .with_context(|| format!("{what}\n{}", site.describe()))
+}
+
 #[test]
 fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
     let opts = SiteOptions::default()
@@ -119,16 +134,7 @@ fn five_hosts_install_in_the_join_order_through_a_leader_kill() {
         std::thread::sleep(Duration::from_secs(1));
         site.start(init)?;
 
-        site.wait_until(TIMEOUT, |s| {
-            all.iter().all(|&i| {
-                s.status(i).is_ok_and(|v| {
-                    v["plan"]["steps"].as_array().is_some_and(|steps| {
-                        steps.len() == 5 && steps.iter().all(|st| st["state"] == "succeeded")
-                    })
-                })
-            })
-        })
-        .with_context(|| format!("the plan did not complete:\n{}", site.describe()))?;
+        wait_plan_done(site, &all, 5, "the plan did not complete:")?;
 
         let ev = events(&log);
         let starts: Vec<&Event> = ev.iter().filter(|e| e.what == "start").collect();
@@ -327,21 +333,7 @@ fn a_failed_step_is_shown_and_retried_by_the_operator() {
             .muster()
             .run(&["plan", "retry", &name, "--socket", &socket])?;
         ensure!(out.contains("retrying the step of"), "{out}");
-        site.wait_until(TIMEOUT, |s| {
-            all.iter().all(|&i| {
-                s.status(i).is_ok_and(|v| {
-                    v["plan"]["steps"].as_array().is_some_and(|steps| {
-                        steps.len() == 3 && steps.iter().all(|st| st["state"] == "succeeded")
-                    })
-                })
-            })
-        })
-        .with_context(|| {
-            format!(
-                "the plan did not complete after the retry:\n{}",
-                site.describe()
-            )
-        })?;
+        wait_plan_done(site, &all, 3, "the plan did not complete after the retry:")?;
         Ok(())
     });
 }
@@ -378,16 +370,7 @@ fn k3s_hooks_get_the_config_rendered_for_their_role() {
         )?;
         let all = site.all();
         site.start_all()?;
-        site.wait_until(TIMEOUT, |s| {
-            all.iter().all(|&i| {
-                s.status(i).is_ok_and(|v| {
-                    v["plan"]["steps"].as_array().is_some_and(|steps| {
-                        steps.len() == 3 && steps.iter().all(|st| st["state"] == "succeeded")
-                    })
-                })
-            })
-        })
-        .with_context(|| format!("the plan did not complete:\n{}", site.describe()))?;
+        wait_plan_done(site, &all, 3, "the plan did not complete:")?;
         let vip = muster_testbed::names::VIP_V4
             .split('/')
             .next()
@@ -450,16 +433,7 @@ fn an_operator_starts_the_plan_with_fewer_hosts_than_expected() {
         let socket = site.host(1).socket.display().to_string();
         let out = site.muster().run(&["plan", "start", "--socket", &socket])?;
         ensure!(out.contains("go ahead with the members there are"), "{out}");
-        site.wait_until(TIMEOUT, |s| {
-            all.iter().all(|&i| {
-                s.status(i).is_ok_and(|v| {
-                    v["plan"]["steps"].as_array().is_some_and(|steps| {
-                        steps.len() == 2 && steps.iter().all(|st| st["state"] == "succeeded")
-                    })
-                })
-            })
-        })
-        .with_context(|| format!("the plan did not complete:\n{}", site.describe()))?;
+        wait_plan_done(site, &all, 2, "the plan did not complete:")?;
         let again = site.muster().run(&["plan", "start", "--socket", &socket]);
         ensure!(
             again
