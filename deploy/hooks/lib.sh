@@ -25,11 +25,15 @@ require_env() {
     done
 }
 
-# role_check: MUSTER_ROLE must be one of the contract's roles.
+# role_check [EXTRA] : MUSTER_ROLE must be one of the contract's roles (or EXTRA, a role only
+# this hook's distribution is given, e.g. kubeadm's upload-certs).
 role_check() {
     case "$MUSTER_ROLE" in
         init | control-plane | worker) ;;
-        *) die "MUSTER_ROLE '$MUSTER_ROLE' is not init, control-plane or worker" ;;
+        *)
+            [ -n "${1:-}" ] && [ "$MUSTER_ROLE" = "$1" ] ||
+                die "MUSTER_ROLE '$MUSTER_ROLE' is not init, control-plane or worker${1:+ or $1}"
+            ;;
     esac
 }
 

@@ -539,3 +539,90 @@ fn an_operator_reinitialises_on_another_host() {
         Ok(())
     });
 }
+
+/// `[kubernetes] certificate_key_refresh` (kubeadm's 90-minute default, shortened to 1 s here):
+/// a control-plane join that comes after the last upload is that old waits for the leader to
+/// run the hook with `MUSTER_ROLE=upload-certs` under a fresh `CERTIFICATE_KEY`, and is handed
+/// that key. Each record keeps a digest of the key the hook saw (never the key itself).
+#[test]
+fn late_control_plane_joins_get_a_freshly_uploaded_certificate_key() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3)
+        .vip(false);
+    scenario("mi-u", 3, opts, |site| {
+        let log = site.dir().join("install.log");
+        // Joins take 1.5 s, longer than the refresh: the second join needs an upload.
+        let script = format!(
+            "key=$(sed -n 's/^CERTIFICATE_KEY=//p' \"$MUSTER_SECRETS\" | sha256sum | cut -c1-16)\n\
+             echo \"start $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N) $key\" >> {log}\n\
+             [ \"$MUSTER_ROLE\" = control-plane ] && sleep 1.5\n\
+             echo \"end $MUSTER_ROLE $MUSTER_NODE_NAME $(date +%s%N) $key\" >> {log}\n\
+             exit 0",
+            log = log.display()
+        );
+        install_hook(
+            site,
+            &script,
+            &[("kubernetes.certificate_key_refresh", "1s".into())],
+        )?;
+        let all = site.all();
+        site.start_all()?;
+        wait_plan_done(site, &all, 3, "the plan did not complete:")?;
+        let events = events(&log);
+        // `init_ip` holds the key digest in this record format.
+        let key = |e: &Event| e.init_ip.clone();
+        let init = events
+            .iter()
+            .find(|e| e.role == "init")
+            .context("an init ran")?;
+        let uploads: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.role == "upload-certs" && e.what == "end")
+            .collect();
+        ensure!(!uploads.is_empty(), "no upload ran: {events:#?}");
+        let joins: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.role == "control-plane" && e.what == "start")
+            .collect();
+        ensure!(joins.len() == 2, "{events:#?}");
+        for j in &joins {
+            // The key a join is handed is the one the last finished upload before it used (or
+            // the init's, if none had run).
+            let last = uploads.iter().rev().find(|u| u.at_ns < j.at_ns);
+            let want = last.map_or_else(|| key(init), |u| key(u));
+            ensure!(
+                key(j) == want,
+                "{}'s join got key {} but the last upload before it used {want}: {events:#?}",
+                j.host,
+                key(j)
+            );
+        }
+        let second = joins.iter().max_by_key(|j| j.at_ns).context("joins")?;
+        let before = uploads
+            .iter()
+            .rev()
+            .find(|u| u.at_ns < second.at_ns)
+            .context("the second join came after an upload")?;
+        ensure!(
+            key(before) != key(init),
+            "the upload used a fresh key: {events:#?}"
+        );
+        ensure!(
+            before.host == init.host,
+            "the leader (the init host) uploaded: {events:#?}"
+        );
+        let plan = site.status(0)?["plan"].clone();
+        ensure!(
+            plan["certificate_upload"]["state"] == "succeeded",
+            "{plan:#}"
+        );
+        let socket = site.host(0).socket.display().to_string();
+        let table = site.muster().run(&["plan", "--socket", &socket])?;
+        ensure!(
+            table.contains("certificate upload #") && table.contains("succeeded"),
+            "{table}"
+        );
+        Ok(())
+    });
+}

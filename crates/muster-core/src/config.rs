@@ -75,6 +75,10 @@ pub struct NodeConfig {
     pub secrets: Option<crate::secrets::SiteSecrets>,
     /// `[node] roles`: what this host may be in the install (recorded in its member record).
     pub role_pin: muster_proto::RolePin,
+    /// kubeadm: re-upload the control-plane certificates under a fresh certificate key before a
+    /// control-plane join when the last upload is older than this (`certs.rs`); 0 = never.
+    /// Taken into the plan by the leader that makes it.
+    pub certificate_key_refresh_ms: u64,
 }
 
 impl NodeConfig {
@@ -108,6 +112,7 @@ impl NodeConfig {
             max_install_attempts: 5,
             secrets: None,
             role_pin: muster_proto::RolePin::Any,
+            certificate_key_refresh_ms: 0,
         }
     }
 

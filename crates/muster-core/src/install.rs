@@ -59,6 +59,14 @@ pub enum PlanActionError {
         /// Why not.
         reason: String,
     },
+    /// `muster plan promote NODE` refused, and why.
+    #[error("cannot give a control-plane slot to {name}: {reason}")]
+    PromoteRefused {
+        /// The host asked for.
+        name: String,
+        /// Why not.
+        reason: String,
+    },
     /// `muster plan start` on a host in no cluster.
     #[error("this host is in no cluster yet; ask a member")]
     NotMember,
@@ -157,6 +165,7 @@ impl<S: RaftStore> Node<S> {
                     worker_parallelism: self.cfg.worker_parallelism,
                     unix_ms: self.unix_ms,
                     secrets,
+                    certificate_key_refresh_ms: self.cfg.certificate_key_refresh_ms,
                 })
             }
             Some(p) => {
@@ -244,7 +253,8 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
-    /// The plan's secrets: those made at plan time, with what the init hook shared over them.
+    /// The plan's secrets: those made at plan time, with what the init hook shared over them,
+    /// and the certificate key of the last certificate upload over both (`certs.rs`).
     /// Empty without a sealer (the simulator) or a plan without secrets.
     pub(crate) fn plan_secrets(&self) -> Result<SecretValues, crate::SecretsError> {
         let (Some(plan), Some(sealer)) = (self.cluster.plan.as_ref(), self.sealer.as_ref()) else {
@@ -252,7 +262,8 @@ impl<S: RaftStore> Node<S> {
         };
         let id = self.cluster.cluster_id;
         let mut values = SecretValues::default();
-        for sealed in [&plan.secrets, &plan.init_secrets].into_iter().flatten() {
+        let layers = [&plan.secrets, &plan.init_secrets, &plan.refreshed_secrets];
+        for sealed in layers.into_iter().flatten() {
             values.overlay(&sealer.open(id, sealed)?);
         }
         Ok(values)
@@ -260,7 +271,7 @@ impl<S: RaftStore> Node<S> {
 
     /// Whether a failed step may be tried again: below the attempt limit and after a backoff of
     /// `install_retry_ms` doubling per attempt (measured on the wall clock of the report).
-    fn retry_due(&self, attempts: u32, failed_unix_ms: u64) -> bool {
+    pub(crate) fn retry_due(&self, attempts: u32, failed_unix_ms: u64) -> bool {
         if attempts >= self.cfg.max_install_attempts {
             return false;
         }
@@ -356,6 +367,9 @@ impl<S: RaftStore> Node<S> {
     ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
         if kind == muster_proto::PlanActionKind::Start {
             return self.request_plan_start();
+        }
+        if kind == muster_proto::PlanActionKind::Promote {
+            return self.request_promote(who);
         }
         let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
         let by_id = crate::parse_id(who).and_then(|id| plan::step_of(plan, id));
@@ -458,6 +472,56 @@ impl<S: RaftStore> Node<S> {
             }
             Err(e) => tracing::warn!(error = %e, "cannot hand leadership to a control-plane host"),
         }
+    }
+
+    /// `muster plan promote NODE`: an open control-plane slot goes to this member (a spare).
+    fn request_promote(
+        &mut self,
+        who: &str,
+    ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
+        let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
+        let m = crate::parse_id(who)
+            .and_then(|id| crate::state::member(&self.cluster, id))
+            .or_else(|| self.cluster.members.iter().find(|m| m.name == who))
+            .filter(|m| !self.is_removed(m.id))
+            .ok_or_else(|| PlanActionError::NoStep(who.into()))?
+            .clone();
+        let mut probe = plan.clone();
+        if !plan::promote(&mut probe, &m) {
+            let step = plan::step_of(plan, m.id);
+            let reason = if plan::open_control_plane_slots(plan) == 0 {
+                "no control-plane slot is open (remove a lost control-plane host first with `muster remove`)".to_string()
+            } else if plan::pin(&m) == muster_proto::RolePin::Worker {
+                "it is pinned to workers ([node] roles)".to_string()
+            } else if let Some(s) = step {
+                let state = StepState::try_from(s.state).unwrap_or(StepState::Pending);
+                let role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
+                format!(
+                    "its {} step is {} after {} attempt(s): a step that started keeps its role",
+                    format!("{role:?}").to_lowercase(),
+                    format!("{state:?}").to_lowercase(),
+                    s.attempts
+                )
+            } else {
+                "not applicable".to_string()
+            };
+            return Err(PlanActionError::PromoteRefused {
+                name: m.name.clone(),
+                reason,
+            });
+        }
+        let action = muster_proto::PlanAction {
+            node_id: m.id,
+            kind: muster_proto::PlanActionKind::Promote as i32,
+        };
+        let leader = self.propose_plan_action(action)?;
+        tracing::info!(host = %m.name, "an operator gave an open control-plane slot to a spare");
+        let done = crate::ActionTarget {
+            id: m.id,
+            name: m.name,
+            leader,
+        };
+        Ok((done, std::mem::take(&mut self.out)))
     }
 
     /// `muster plan start`: go ahead with the members there are (the target names this host).

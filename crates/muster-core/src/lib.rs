@@ -7,6 +7,7 @@
 // raft-rs's rust-protobuf 2 types are built by assigning fields to a default value.
 #![allow(clippy::field_reassign_with_default)]
 
+pub mod certs;
 pub mod config;
 mod duty;
 mod formation;

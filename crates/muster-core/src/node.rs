@@ -59,6 +59,15 @@ pub enum Input {
         /// Whether the probe passed.
         healthy: bool,
     },
+    /// The shell finished an attempt of a certificate upload (`Output::RunCertificateUpload`).
+    CertificateUploadDone {
+        /// The upload `RunCertificateUpload` named.
+        generation: u32,
+        /// Its attempt.
+        attempt: u32,
+        /// Ok, or why the upload failed (secrets scrubbed).
+        result: Result<(), String>,
+    },
     /// The shell finished an attempt of a removal duty (`Output::RunRemoval`).
     RemovalDone {
         /// The removed host.
@@ -126,6 +135,17 @@ pub enum Output {
         duty: muster_proto::RemovalDuty,
         /// The attempt number.
         attempt: u32,
+    },
+    /// Leader (kubeadm): upload the control-plane certificates again under the fresh
+    /// `CERTIFICATE_KEY` in `secrets` (the install hook with `MUSTER_ROLE=upload-certs`,
+    /// `certs.rs`); answer with `Input::CertificateUploadDone`.
+    RunCertificateUpload {
+        /// The upload.
+        generation: u32,
+        /// Its attempt.
+        attempt: u32,
+        /// The plan's join secrets with the fresh certificate key (opened).
+        secrets: crate::secrets::SecretValues,
     },
     /// The deny list changed (and once at start): the transport must refuse these identities at
     /// the connection, before anything they send reaches the core (`removal.rs`).
@@ -274,6 +294,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) health: crate::health::HealthState,
     /// The removal duty this leader runs (`duty.rs`).
     pub(crate) duty: crate::duty::DutyState,
+    /// The certificate upload this leader runs (`certs.rs`).
+    pub(crate) upload: crate::certs::UploadState,
     /// The applied state this node last saved from its ready loop, while it is the store's
     /// (cleared when raft starts and when a snapshot is installed): its encoded cluster state is
     /// reused by a batch that changes nothing (`replica.rs`).
@@ -338,6 +360,7 @@ impl<S: RaftStore> Node<S> {
             sealer,
             health: Default::default(),
             duty: Default::default(),
+            upload: Default::default(),
             last_applied: None,
         };
         node.known_hosts.insert(node.cfg.id);
@@ -461,6 +484,11 @@ impl<S: RaftStore> Node<S> {
                 attempt,
                 result,
             } => self.on_removal_done(node_id, attempt, result),
+            Input::CertificateUploadDone {
+                generation,
+                attempt,
+                result,
+            } => self.on_upload_done(generation, attempt, result),
         }
         self.drive_raft()?;
         self.check_removed_self();
@@ -532,6 +560,7 @@ impl<S: RaftStore> Node<S> {
                 self.lead_from_the_init_host();
                 self.health_duties();
                 self.remove_command_duties();
+                self.certificate_upload_duties();
                 self.install_tick();
                 self.merge_check()?;
                 self.merge_probe_tick();

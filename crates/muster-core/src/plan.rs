@@ -106,7 +106,7 @@ pub fn open_control_plane_slots(plan: &Plan) -> usize {
 
 /// Whether every removal duty of a removed control-plane host is done: a replacement joins the
 /// control plane only after (its etcd member removed, say).
-fn control_plane_removals_done(plan: &Plan) -> bool {
+pub(crate) fn control_plane_removals_done(plan: &Plan) -> bool {
     plan.removals
         .iter()
         .all(|r| r.role == Role::Worker as i32 || r.state == StepState::Succeeded as i32)
@@ -175,7 +175,12 @@ pub fn pending(s: &PlanStep) -> PlanStep {
 
 /// A plan as committed: the steps must have exactly one init, distinct hosts and known roles;
 /// otherwise `None` (the command changes nothing, alike on every member).
-pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Option<Plan> {
+pub fn checked_plan(
+    steps: &[PlanStep],
+    parallelism: u32,
+    unix_ms: u64,
+    certificate_key_refresh_ms: u64,
+) -> Option<Plan> {
     let inits = steps.iter().filter(|s| s.role == Role::Init as i32).count();
     let mut ids: Vec<NodeId> = steps.iter().map(|s| s.node_id).collect();
     ids.sort_unstable();
@@ -196,15 +201,16 @@ pub fn checked_plan(steps: &[PlanStep], parallelism: u32, unix_ms: u64) -> Optio
         steps,
         worker_parallelism: parallelism.max(1),
         control_plane_target,
+        certificate_key_refresh_ms,
         ..Default::default()
     })
 }
 
-fn state_of(s: &PlanStep) -> StepState {
+pub(crate) fn state_of(s: &PlanStep) -> StepState {
     StepState::try_from(s.state).unwrap_or(StepState::Pending)
 }
 
-fn role_of(s: &PlanStep) -> Role {
+pub(crate) fn role_of(s: &PlanStep) -> Role {
     Role::try_from(s.role).unwrap_or(Role::Unspecified)
 }
 
@@ -225,7 +231,10 @@ pub fn eligible(plan: &Plan) -> Vec<NodeId> {
         .collect();
     cps.sort_by_key(|s| s.order);
     if let Some(next) = cps.into_iter().find(|s| !done(s)) {
-        if state_of(next) == StepState::Running || control_plane_removals_done(plan) {
+        let running = state_of(next) == StepState::Running;
+        if running
+            || (control_plane_removals_done(plan) && !crate::certs::upload_blocks_joins(plan))
+        {
             out.push(next.node_id);
         }
     }
@@ -301,6 +310,42 @@ pub fn apply_action(plan: &mut Plan, a: &muster_proto::PlanAction) -> bool {
         }
         Ok(PlanActionKind::Reinit) => reinit(plan, a.node_id),
         _ => false,
+    }
+}
+
+/// `muster plan promote NODE`: an open control-plane slot (left by a removed control-plane
+/// host) goes to `m`, the spare an operator names, instead of the next host to join. Allowed for
+/// a member that may run a control plane (not pinned to workers, not removed) whose step never
+/// started — a pending worker step with no attempt becomes a control-plane step (no hook ever
+/// ran in that role, so I3 holds) — or that has no step (a control-plane-pinned spare).
+/// Returns whether the plan changed.
+pub fn promote(plan: &mut Plan, m: &Member) -> bool {
+    if open_control_plane_slots(plan) == 0 || pin(m) == RolePin::Worker {
+        return false;
+    }
+    let order = plan
+        .steps
+        .iter()
+        .filter(|s| role_of(s) == Role::ControlPlane)
+        .map(|s| s.order + 1)
+        .max()
+        .unwrap_or(0);
+    match plan.steps.iter_mut().find(|s| s.node_id == m.id) {
+        None => {
+            plan.steps.push(step(m, Role::ControlPlane, order));
+            true
+        }
+        Some(s)
+            if role_of(s) == Role::Worker
+                && !s.removed
+                && s.attempts == 0
+                && state_of(s) == StepState::Pending =>
+        {
+            s.role = Role::ControlPlane as i32;
+            s.order = order;
+            true
+        }
+        Some(_) => false,
     }
 }
 
@@ -381,7 +426,7 @@ mod tests {
             member(4, false),
             member(5, false),
         ];
-        checked_plan(&make_steps(&members, 2), 1, 7).expect("valid")
+        checked_plan(&make_steps(&members, 2), 1, 7, 0).expect("valid")
     }
 
     fn roles(plan: &Plan) -> Vec<(u64, Role)> {
@@ -545,15 +590,15 @@ mod tests {
         let members = vec![member(1, true), member(2, true)];
         let mut two_inits = make_steps(&members, 1);
         two_inits[1].role = Role::Init as i32;
-        assert!(checked_plan(&two_inits, 3, 0).is_none());
+        assert!(checked_plan(&two_inits, 3, 0, 0).is_none());
         let mut dup = make_steps(&members, 1);
         dup[1].node_id = 1;
-        assert!(checked_plan(&dup, 3, 0).is_none());
+        assert!(checked_plan(&dup, 3, 0, 0).is_none());
         let mut unknown = make_steps(&members, 1);
         unknown[1].role = 42;
-        assert!(checked_plan(&unknown, 3, 0).is_none());
+        assert!(checked_plan(&unknown, 3, 0, 0).is_none());
         assert!(
-            checked_plan(&make_steps(&members, 9), 3, 0).is_none(),
+            checked_plan(&make_steps(&members, 9), 3, 0, 0).is_none(),
             "leader not a member: no init"
         );
     }
@@ -614,5 +659,53 @@ mod tests {
                 (8, Role::Worker)
             ]
         );
+    }
+
+    #[test]
+    fn an_operator_gives_an_open_control_plane_slot_to_a_spare() {
+        let mut plan = five();
+        let pinned = |id, pin: RolePin| Member {
+            role_pin: pin as i32,
+            ..member(id, false)
+        };
+        assert!(
+            !promote(&mut plan, &member(4, false)),
+            "no slot open: nothing to give"
+        );
+        assert!(apply_removed(&mut plan, &member(1, true)));
+        assert!(
+            !promote(&mut plan, &pinned(6, RolePin::Worker)),
+            "a worker-pinned host never runs a control plane"
+        );
+        // Worker 4 started: its role is fixed.
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Running, 1)
+        ));
+        assert!(apply_progress(
+            &mut plan,
+            &progress(2, StepState::Succeeded, 1)
+        ));
+        assert!(apply_progress(
+            &mut plan,
+            &progress(4, StepState::Running, 1)
+        ));
+        assert!(!promote(&mut plan, &member(4, false)), "a started step");
+        // Worker 5 has not started: it takes the slot, after the existing joins.
+        assert!(promote(&mut plan, &member(5, false)));
+        let s = step_of(&plan, 5).unwrap();
+        assert_eq!((role_of(s), s.order), (Role::ControlPlane, 2));
+        assert_eq!(open_control_plane_slots(&plan), 0);
+        assert!(
+            !promote(&mut plan, &pinned(6, RolePin::ControlPlane)),
+            "one slot, given once"
+        );
+        // A member without a step (a control-plane-pinned spare) takes a slot as a new step.
+        assert!(apply_removed(&mut plan, &member(3, true)));
+        assert!(promote(&mut plan, &pinned(6, RolePin::ControlPlane)));
+        assert_eq!(step_of(&plan, 6).map(role_of), Some(Role::ControlPlane));
+        assert!(new_workers(&plan, &[member(7, false)])
+            .iter()
+            .all(|s| role_of(s) == Role::Worker));
     }
 }

@@ -56,23 +56,40 @@ pub enum RemoveError {
     /// There is no leader to carry it out now.
     #[error("no leader is known; try again once the cluster has one")]
     NoLeader,
+    /// `--spare` names a host that cannot take the removed host's control-plane slot.
+    #[error("{spare} cannot take the control-plane slot of {removed}: {reason}")]
+    SpareRefused {
+        /// The host removed.
+        removed: String,
+        /// The spare asked for.
+        spare: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl<S: RaftStore> Node<S> {
     /// Operator entry point: remove the member `who` (name or 16-hex-digit id). Proposed here if
     /// this host leads, else forwarded to the leader. Returns the outputs to carry out.
+    /// With `spare`, that member takes the removed host's control-plane slot (checked here,
+    /// applied with the removal: `plan::promote`) instead of the next host that joins.
     pub fn request_removal(
         &mut self,
         who: &str,
+        spare: Option<&str>,
     ) -> Result<(crate::ActionTarget, Vec<Output>), RemoveError> {
         let ours = self.cluster.cluster_id;
         if ours == 0 || self.phase == Phase::Removed {
             return Err(RemoveError::NotInCluster);
         }
         let (id, name) = self.resolve_member(who)?;
+        let spare_id = match spare {
+            Some(s) => self.check_spare(id, &name, s)?,
+            None => 0,
+        };
         let leader = self.leader_id();
         if self.is_leader() {
-            self.propose_removal(id);
+            self.propose_removal(id, spare_id);
         } else if leader == 0 {
             return Err(RemoveError::NoLeader);
         } else {
@@ -81,6 +98,7 @@ impl<S: RaftStore> Node<S> {
                 Body::RemoveRequest(RemoveRequest {
                     cluster_id: ours,
                     node_id: id,
+                    spare_id,
                 }),
             );
         }
@@ -89,6 +107,39 @@ impl<S: RaftStore> Node<S> {
             crate::ActionTarget { id, name, leader },
             std::mem::take(&mut self.out),
         ))
+    }
+
+    /// The spare's id if removing `id` opens a control-plane slot it may take.
+    fn check_spare(&self, id: NodeId, name: &str, spare: &str) -> Result<NodeId, RemoveError> {
+        let (spare_id, spare_name) = self.resolve_member(spare)?;
+        let refuse = |reason: &str| RemoveError::SpareRefused {
+            removed: name.into(),
+            spare: spare_name.clone(),
+            reason: reason.into(),
+        };
+        let plan = self
+            .cluster
+            .plan
+            .as_ref()
+            .ok_or_else(|| refuse("there is no join plan yet"))?;
+        let (Some(gone), Some(m)) = (
+            state::member(&self.cluster, id),
+            state::member(&self.cluster, spare_id),
+        ) else {
+            return Err(refuse("not a member"));
+        };
+        if spare_id == id {
+            return Err(refuse("it is the host being removed"));
+        }
+        let mut probe = plan.clone();
+        crate::plan::apply_removed(&mut probe, gone);
+        if crate::plan::open_control_plane_slots(&probe) == 0 {
+            return Err(refuse("the removal opens no control-plane slot (the host is a worker, or the control plane is not short)"));
+        }
+        if !crate::plan::promote(&mut probe, m) {
+            return Err(refuse("it is pinned to workers, or its step already started (a step that started keeps its role)"));
+        }
+        Ok(spare_id)
     }
 
     fn resolve_member(&self, who: &str) -> Result<(NodeId, String), RemoveError> {
@@ -123,7 +174,7 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// Leader only: proposes the removal of member `id` (once; a repeat changes nothing).
-    fn propose_removal(&mut self, id: NodeId) {
+    fn propose_removal(&mut self, id: NodeId, spare_id: NodeId) {
         if self.cluster.removed.iter().any(|r| r.id == id) {
             return;
         }
@@ -131,6 +182,7 @@ impl<S: RaftStore> Node<S> {
             kind: Some(muster_proto::command::Kind::RemoveMember(RemoveMember {
                 id,
                 unix_ms: self.unix_ms,
+                spare_id,
             })),
         });
     }
@@ -153,7 +205,7 @@ impl<S: RaftStore> Node<S> {
         }
         if state::member(&self.cluster, r.node_id).is_some() {
             tracing::info!(member = %format_id(r.node_id), by = %format_id(from), "removal forwarded by a member");
-            self.propose_removal(r.node_id);
+            self.propose_removal(r.node_id, r.spare_id);
         }
     }
 

@@ -287,6 +287,16 @@ impl Sealer {
         s
     }
 
+    /// A new `CERTIFICATE_KEY` (kubeadm's: 32 random bytes as hex), for a certificate upload
+    /// (`certs.rs`).
+    pub(crate) fn fresh_certificate_key(&mut self) -> SecretValues {
+        let mut s = SecretValues::default();
+        if s.insert("CERTIFICATE_KEY", &self.hex(32)).is_err() {
+            unreachable!("generated secrets are well formed");
+        }
+        s
+    }
+
     fn hex(&mut self, bytes: usize) -> String {
         (0..bytes)
             .map(|_| format!("{:02x}", self.rng.random::<u8>()))

@@ -111,8 +111,16 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 unix_ms: r.unix_ms,
             };
             state.removed.push(removed);
+            let spare = member(state, r.spare_id)
+                .filter(|s| s.id != m.id && !state.removed.iter().any(|x| x.id == s.id))
+                .cloned();
             if let Some(plan) = state.plan.as_mut() {
                 crate::plan::apply_removed(plan, &m);
+                // The spare an operator named takes the slot with the removal, before the next
+                // host to join could (`muster remove NODE --spare SPARE`).
+                if let Some(spare) = spare {
+                    crate::plan::promote(plan, &spare);
+                }
             }
             Applied::Removed(r.id)
         }
@@ -123,7 +131,8 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
                 .secrets
                 .as_ref()
                 .is_none_or(crate::secrets::sealed_shape_ok);
-            match crate::plan::checked_plan(&c.steps, c.worker_parallelism, c.unix_ms) {
+            let refresh = c.certificate_key_refresh_ms;
+            match crate::plan::checked_plan(&c.steps, c.worker_parallelism, c.unix_ms, refresh) {
                 Some(mut plan) if members_only && secrets_ok => {
                     plan.secrets = c.secrets.clone();
                     state.plan = Some(plan);
@@ -170,6 +179,16 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
             state.start_requested = true;
             Applied::Plan
         }
+        Some(Kind::PlanAction(a)) if a.kind == muster_proto::PlanActionKind::Promote as i32 => {
+            let spare = member(state, a.node_id)
+                .filter(|m| !state.removed.iter().any(|r| r.id == m.id))
+                .cloned();
+            let changed = match (state.plan.as_mut(), spare) {
+                (Some(plan), Some(m)) => crate::plan::promote(plan, &m),
+                _ => false,
+            };
+            plan_changed(changed)
+        }
         Some(Kind::PlanAction(a)) => {
             let changed = state
                 .plan
@@ -185,23 +204,46 @@ pub fn apply_command(state: &mut ClusterState, cmd: &Command, index: u64) -> App
             plan_changed(changed)
         }
         Some(Kind::StepProgress(p)) => {
-            let Some(plan) = state.plan.as_mut() else {
-                return Applied::Nothing;
-            };
-            let changed = crate::plan::apply_progress(plan, p);
-            // The init hook's MUSTER_SECRETS_OUT comes with the init step's success only.
-            let init_success = p.state == muster_proto::StepState::Succeeded as i32
-                && crate::plan::step_of(plan, p.node_id)
-                    .is_some_and(|s| s.role == muster_proto::Role::Init as i32);
-            if let Some(sealed) = p.secrets.as_ref().filter(|_| changed && init_success) {
-                if crate::secrets::sealed_shape_ok(sealed) {
-                    plan.init_secrets = Some(sealed.clone());
-                }
-            }
+            let changed = state
+                .plan
+                .as_mut()
+                .is_some_and(|plan| apply_plan_progress(plan, p));
+            plan_changed(changed)
+        }
+        Some(Kind::UploadRequest(r)) => {
+            let changed = state
+                .plan
+                .as_mut()
+                .is_some_and(|plan| crate::certs::apply_upload_request(plan, r));
+            plan_changed(changed)
+        }
+        Some(Kind::UploadProgress(p)) => {
+            let changed = state
+                .plan
+                .as_mut()
+                .is_some_and(|plan| crate::certs::apply_upload_progress(plan, p));
             plan_changed(changed)
         }
         _ => Applied::Nothing,
     }
+}
+
+/// Applies a step's progress (`plan::apply_progress`); with the init step's success come the
+/// init hook's MUSTER_SECRETS_OUT and the time of kubeadm's first certificate upload.
+pub fn apply_plan_progress(plan: &mut muster_proto::Plan, p: &muster_proto::StepProgress) -> bool {
+    let changed = crate::plan::apply_progress(plan, p);
+    let init_success = p.state == muster_proto::StepState::Succeeded as i32
+        && crate::plan::step_of(plan, p.node_id)
+            .is_some_and(|s| s.role == muster_proto::Role::Init as i32);
+    if changed && init_success {
+        plan.certificates_uploaded_unix_ms = p.unix_ms.max(1);
+        if let Some(sealed) = p.secrets.as_ref() {
+            if crate::secrets::sealed_shape_ok(sealed) {
+                plan.init_secrets = Some(sealed.clone());
+            }
+        }
+    }
+    changed
 }
 
 /// Whether the site is recorded formed.
@@ -343,6 +385,7 @@ mod tests {
                 worker_parallelism: 3,
                 unix_ms: 5,
                 secrets,
+                certificate_key_refresh_ms: 0,
             })),
         };
         // A malformed blob refuses the plan (the leader proposes it again, freshly sealed).
@@ -390,6 +433,7 @@ mod tests {
             kind: Some(Kind::RemoveMember(muster_proto::RemoveMember {
                 id,
                 unix_ms: 77,
+                spare_id: 0,
             })),
         };
         // Not a member: nothing (no key to refuse).

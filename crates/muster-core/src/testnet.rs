@@ -86,6 +86,13 @@ pub struct TestNet {
     pub install_secrets: BTreeMap<NodeId, crate::SecretValues>,
     /// Every remove command run: (virtual time, runner, removed host, attempt).
     pub removal_runs: Vec<(u64, NodeId, NodeId, u32)>,
+    /// Certificate uploads run: (time, runner, generation, attempt); each succeeds at once
+    /// unless `fail_uploads` says otherwise.
+    pub upload_runs: Vec<(u64, NodeId, u32, u32)>,
+    /// Uploads that fail before one succeeds.
+    pub fail_uploads: u32,
+    /// Added to the virtual time for the hosts' wall clocks (`unix_ms`): jumps hours ahead.
+    pub wall_offset_ms: u64,
     /// What a successful init run writes to `MUSTER_SECRETS_OUT`.
     pub init_secrets_out: crate::SecretValues,
     /// (due, host, attempt, succeeds, role)
@@ -126,6 +133,9 @@ impl TestNet {
             install_results: Vec::new(),
             install_secrets: BTreeMap::new(),
             removal_runs: Vec::new(),
+            upload_runs: Vec::new(),
+            fail_uploads: 0,
+            wall_offset_ms: 0,
             init_secrets_out: Default::default(),
             pending_installs: Vec::new(),
         }
@@ -217,12 +227,22 @@ impl TestNet {
         host: NodeId,
         who: &str,
     ) -> Result<crate::ActionTarget, crate::RemoveError> {
+        self.remove_with_spare(host, who, None)
+    }
+
+    /// Operator `muster remove WHO [--spare SPARE]` asked of `host`.
+    pub fn remove_with_spare(
+        &mut self,
+        host: NodeId,
+        who: &str,
+        spare: Option<&str>,
+    ) -> Result<crate::ActionTarget, crate::RemoveError> {
         let node = self
             .hosts
             .get_mut(&host)
             .and_then(|h| h.node.as_mut())
             .expect("host is up");
-        let (removal, outputs) = node.request_removal(who)?;
+        let (removal, outputs) = node.request_removal(who, spare)?;
         self.dispatch(host, outputs);
         Ok(removal)
     }
@@ -294,7 +314,7 @@ impl TestNet {
             id,
             Input::Tick {
                 now_ms: self.now_ms,
-                unix_ms: self.now_ms,
+                unix_ms: self.now_ms + self.wall_offset_ms,
             },
         );
     }
@@ -404,7 +424,7 @@ impl TestNet {
             leader,
             Input::Tick {
                 now_ms: self.now_ms,
-                unix_ms: self.now_ms,
+                unix_ms: self.now_ms + self.wall_offset_ms,
             },
         );
         Ok(target)
@@ -488,6 +508,28 @@ impl TestNet {
                         },
                     );
                 }
+                Output::RunCertificateUpload {
+                    generation,
+                    attempt,
+                    ..
+                } => {
+                    self.upload_runs
+                        .push((self.now_ms, id, generation, attempt));
+                    let result = if self.fail_uploads > 0 {
+                        self.fail_uploads -= 1;
+                        Err("upload-certs failed".to_string())
+                    } else {
+                        Ok(())
+                    };
+                    self.input(
+                        id,
+                        Input::CertificateUploadDone {
+                            generation,
+                            attempt,
+                            result,
+                        },
+                    );
+                }
                 // The transport refuses removed identities at the connection.
                 Output::Denied { removed } => {
                     for r in removed {
@@ -540,7 +582,7 @@ impl TestNet {
                         id,
                         Input::Tick {
                             now_ms: self.now_ms,
-                            unix_ms: self.now_ms,
+                            unix_ms: self.now_ms + self.wall_offset_ms,
                         },
                     );
                 }

@@ -495,3 +495,67 @@ fn pinned_roles_are_kept_and_a_spare_takes_a_freed_slot() {
         net.describe()
     );
 }
+
+/// kubeadm's uploaded certificates expire two hours after the init: a control-plane host that
+/// comes back three hours later joins only after the leader uploaded them again under a fresh
+/// key, and a failed join is retried only after a fresh upload too.
+#[test]
+fn late_and_retried_control_plane_joins_wait_for_a_fresh_certificate_upload() {
+    const H: u64 = 60 * 60 * 1_000;
+    let (mut net, ids) = TestNet::formed_site(11, 3, |c| {
+        c.plan = true;
+        c.install_retry_ms = 300;
+        c.certificate_key_refresh_ms = muster_core::certs::KUBEADM_REFRESH_MS;
+    });
+    let leader = net.node(ids[0]).leader_id();
+    let plan_of = |net: &TestNet| net.node(leader).cluster_state().plan.clone();
+    net.run_until(10_000, |net| plan_of(net).is_some())
+        .expect("a plan");
+    let order = steps(&net, leader);
+    let (first, last) = (order[1].0, order[2].0);
+    assert_eq!(
+        (order[1].1, order[2].1),
+        (Role::ControlPlane, Role::ControlPlane)
+    );
+    // The last control-plane host is away; the first one's join fails once.
+    net.crash(last);
+    net.fail_installs.insert(first, 1);
+    net.run_until(30_000, |net| {
+        steps(net, leader)
+            .iter()
+            .any(|s| s.0 == first && s.2 == StepState::Succeeded)
+    })
+    .expect("the first join succeeds on its retry");
+    let runs_of = |net: &TestNet, host: NodeId| -> Vec<u64> {
+        net.install_runs
+            .iter()
+            .filter(|r| r.1 == host)
+            .map(|r| r.0)
+            .collect()
+    };
+    let first_runs = runs_of(&net, first);
+    assert_eq!(first_runs.len(), 2, "{first_runs:?}");
+    assert_eq!(net.upload_runs.len(), 1, "{:?}", net.upload_runs);
+    let (at, runner, ..) = net.upload_runs[0];
+    assert_eq!(runner, leader, "the leader (the init host) uploads");
+    assert!(
+        first_runs[0] < at && at < first_runs[1],
+        "the retry came after a fresh upload: runs {first_runs:?}, upload at {at}"
+    );
+    // Three hours on the wall clock later (the leader sees the upload expire while the host is
+    // away: the margin before kubeadm's two hours is for the join itself), the last host comes
+    // back.
+    net.wall_offset_ms = 3 * H;
+    net.run_for(1_000);
+    net.start(last);
+    run_to_done(&mut net, &ids, 60_000);
+    assert_eq!(net.upload_runs.len(), 2, "{:?}", net.upload_runs);
+    let last_runs = runs_of(&net, last);
+    assert!(
+        net.upload_runs[1].0 < last_runs[0],
+        "the late join came after a fresh upload"
+    );
+    let plan = plan_of(&net).expect("plan");
+    assert!(plan.refreshed_secrets.is_some());
+    assert!(plan.certificates_uploaded_unix_ms >= 3 * H);
+}

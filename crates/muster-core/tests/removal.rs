@@ -296,3 +296,90 @@ fn a_lost_control_plane_host_is_replaced_by_the_next_host_that_joins() {
     );
     net.check_i3().expect("I3");
 }
+
+/// `muster remove NODE --spare SPARE`: the operator names which of two control-plane spares
+/// takes the lost host's slot (the next host to join would otherwise get it); a spare that
+/// cannot take it is refused with the reason, and nothing is removed.
+#[test]
+fn an_operator_names_the_spare_that_replaces_a_lost_control_plane_host() {
+    let (mut net, ids) = TestNet::formed_site(43, 5, |c| {
+        c.vip = true;
+        c.plan = true;
+    });
+    let done = |net: &TestNet, at: NodeId, id: NodeId| {
+        net.node(at).cluster_state().plan.as_ref().is_some_and(|p| {
+            p.steps
+                .iter()
+                .any(|s| s.node_id == id && s.state == StepState::Succeeded as i32)
+        })
+    };
+    assert!(net
+        .run_until(30_000, |net| ids.iter().all(|id| done(net, ids[0], *id)))
+        .is_some());
+    let spare = |net: &mut TestNet, name: &str| {
+        let id = net.add_host(name, |c| {
+            c.vip = true;
+            c.plan = true;
+            c.expected_nodes = 5;
+            c.role_pin = muster_proto::RolePin::ControlPlane;
+        });
+        net.start(id);
+        id
+    };
+    let (first, second) = (spare(&mut net, "spare-a"), spare(&mut net, "spare-b"));
+    let members = |net: &TestNet| net.node(ids[0]).cluster_state().members.len();
+    assert!(net.run_until(20_000, |net| members(net) == 7).is_some());
+    net.run_for(2_000);
+    let plan = net.node(ids[0]).cluster_state().plan.clone().expect("plan");
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| s.node_id != first && s.node_id != second),
+        "spares have no step while the control plane is full"
+    );
+    let leader = net.node(ids[0]).leader_id();
+    let step_of = |id: NodeId| plan.steps.iter().find(|s| s.node_id == id).cloned();
+    let lost = plan
+        .steps
+        .iter()
+        .find(|s| s.role == Role::ControlPlane as i32 && s.node_id != leader)
+        .expect("a control-plane follower")
+        .node_id;
+    let worker = plan
+        .steps
+        .iter()
+        .find(|s| s.role == Role::Worker as i32)
+        .expect("a worker")
+        .node_id;
+    assert!(step_of(worker).is_some());
+    // A worker whose step succeeded cannot become a control-plane host.
+    let refused = net.remove_with_spare(
+        leader,
+        &muster_core::format_id(lost),
+        Some(&muster_core::format_id(worker)),
+    );
+    assert!(
+        matches!(&refused, Err(muster_core::RemoveError::SpareRefused { reason, .. }) if reason.contains("already started")),
+        "{refused:?}"
+    );
+    // Removing a worker opens no control-plane slot.
+    let refused = net.remove_with_spare(leader, &muster_core::format_id(worker), Some("spare-b"));
+    assert!(
+        matches!(&refused, Err(muster_core::RemoveError::SpareRefused { reason, .. }) if reason.contains("opens no control-plane slot")),
+        "{refused:?}"
+    );
+    assert!(
+        net.node(leader).cluster_state().removed.is_empty(),
+        "nothing removed"
+    );
+    net.crash(lost);
+    net.remove_with_spare(leader, &muster_core::format_id(lost), Some("spare-b"))
+        .expect("removal with a named spare");
+    let replaced = net.run_until(30_000, |net| done(net, ids[0], second));
+    assert!(replaced.is_some(), "spare-b joined:\n{}", net.describe());
+    let plan = net.node(ids[0]).cluster_state().plan.clone().expect("plan");
+    let role = |id: NodeId| plan.steps.iter().find(|s| s.node_id == id).map(|s| s.role);
+    assert_eq!(role(second), Some(Role::ControlPlane as i32));
+    assert_eq!(role(first), None, "the other spare stays a spare");
+    net.check_i3().expect("I3");
+}

@@ -110,6 +110,7 @@ fn envelopes(site: &Site) -> Vec<(String, Vec<u8>)> {
         body: Some(Body::RemoveRequest(RemoveRequest {
             cluster_id: site.cluster_id,
             node_id: site.id(),
+            spare_id: 0,
         })),
     }
     .encode_to_vec();
@@ -136,6 +137,7 @@ fn envelopes(site: &Site) -> Vec<(String, Vec<u8>)> {
     let remove_self = append_with(cmd(command::Kind::RemoveMember(RemoveMember {
         id: site.id(),
         unix_ms: 9,
+        spare_id: 0,
     })));
     let heartbeat = raft(site, MessageType::MsgHeartbeat, |m| m.commit = site.commit);
     let vote = raft(site, MessageType::MsgRequestPreVote, |m| {
@@ -244,6 +246,7 @@ fn states(site: &Site) -> Vec<(String, Vec<u8>)> {
         cmd(command::Kind::RemoveMember(RemoveMember {
             id: site.leader,
             unix_ms: 6,
+            spare_id: 0,
         })),
     ]
     .concat();

@@ -491,6 +491,53 @@ fn kubeadm_init_runs_once_and_publishes_the_ca_hash() {
     );
 }
 
+/// `MUSTER_ROLE=upload-certs` (the leader, before a late or retried control-plane join):
+/// only `kubeadm init phase upload-certs` with the config that carries the fresh certificate
+/// key — never an init or a join, and nothing published — and only on a host that runs a
+/// control plane. Other distributions' hooks refuse the role.
+#[test]
+fn kubeadm_uploads_the_certificates_again_only_on_a_control_plane_host() {
+    let host = kubeadm_host();
+    let out = host.run("kubeadm", "upload-certs", &[]);
+    assert!(!out.status.success(), "no control plane here yet");
+    assert!(
+        text(&out.stderr).contains("/etc/kubernetes/admin.conf is missing"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!host.calls().iter().any(|c| c.starts_with("kubeadm")));
+    ok(&host.run("kubeadm", "init", &[]));
+    let published = fs::read_to_string(&host.secrets_out).expect("secrets out");
+    host.calls();
+    ok(&host.run("kubeadm", "upload-certs", &[]));
+    let config = host.config.display().to_string();
+    let kubeadm: Vec<String> = host
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kubeadm"))
+        .collect();
+    assert_eq!(
+        kubeadm,
+        vec![format!(
+            "kubeadm init phase upload-certs --upload-certs --skip-certificate-key-print --config {config}"
+        )]
+    );
+    assert_eq!(
+        fs::read_to_string(&host.secrets_out).ok().as_deref(),
+        Some(published.as_str()),
+        "an upload publishes nothing"
+    );
+    let k3s = Host::new(&[]);
+    let out = k3s.run("k3s", "upload-certs", &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains("MUSTER_ROLE 'upload-certs' is not init, control-plane or worker"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn kubeadm_init_over_a_dead_control_plane_asks_for_a_reset() {
     let host = kubeadm_host();

@@ -98,6 +98,9 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         node_cfg.worker_parallelism = k.worker_parallelism;
         node_cfg.install_retry_ms = k.retry_backoff.as_millis() as u64;
         node_cfg.max_install_attempts = k.max_attempts;
+        node_cfg.certificate_key_refresh_ms = k
+            .certificate_key_refresh
+            .map_or(0, |d| d.as_millis() as u64);
     }
     let seed: u64 = rand::random();
     let node_id = node_cfg.id;
@@ -139,6 +142,8 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         ip,
         api_watch: None,
         removals: mpsc::channel(4),
+        uploads: mpsc::channel(4),
+        install_dir: cfg.data_dir.join(crate::identity::INSTALL_DIR),
         dns,
         metrics,
     };
@@ -171,6 +176,13 @@ struct Agent {
     api_watch: Option<mpsc::Receiver<bool>>,
     /// The DNS endpoint's updater (`dns.rs`; inert without `[ddns]`).
     dns: crate::dns::Dns,
+    /// Results of certificate uploads this host runs as leader (`installer::spawn_upload`).
+    uploads: (
+        mpsc::Sender<crate::installer::UploadDone>,
+        mpsc::Receiver<crate::installer::UploadDone>,
+    ),
+    /// `[node] data_dir`/`install`: where hooks' secrets files live while they run.
+    install_dir: std::path::PathBuf,
     /// Results of remove commands this host runs as leader (`installer::spawn_removal`).
     removals: (
         mpsc::Sender<crate::installer::RemovalDone>,
@@ -221,6 +233,14 @@ impl Agent {
                         attempt: done.attempt,
                         result: done.result,
                         secrets_out: done.secrets_out,
+                    };
+                    self.step(input).await?;
+                }
+                Some(done) = self.uploads.1.recv() => {
+                    let input = Input::CertificateUploadDone {
+                        generation: done.generation,
+                        attempt: done.attempt,
+                        result: done.result,
                     };
                     self.step(input).await?;
                 }
@@ -297,19 +317,21 @@ impl Agent {
                     }
                 }
             }
-            Query::Remove { node, reply } => match self.node.request_removal(&node) {
-                Ok((removal, outputs)) => {
-                    self.carry_out(outputs).await;
-                    let _ = reply.send(Ok(muster_proto::RemoveHostResponse {
-                        id: removal.id,
-                        name: removal.name,
-                        leader_id: removal.leader,
-                    }));
+            Query::Remove { node, spare, reply } => {
+                match self.node.request_removal(&node, spare.as_deref()) {
+                    Ok((removal, outputs)) => {
+                        self.carry_out(outputs).await;
+                        let _ = reply.send(Ok(muster_proto::RemoveHostResponse {
+                            id: removal.id,
+                            name: removal.name,
+                            leader_id: removal.leader,
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e.to_string()));
-                }
-            },
+            }
         }
         Ok(())
     }
@@ -416,6 +438,11 @@ impl Agent {
                     self.watch_api_if_control_plane();
                 }
                 Output::RunRemoval { duty, attempt } => self.start_removal(duty, attempt),
+                Output::RunCertificateUpload {
+                    generation,
+                    attempt,
+                    secrets,
+                } => self.start_upload(generation, attempt, secrets),
             }
         }
     }
@@ -487,6 +514,61 @@ impl Agent {
             );
             return;
         };
+        let (env, config) = self.hook_env(k, role, crate::installer::role_name(role), &secrets);
+        let job = crate::installer::Job {
+            role,
+            attempt,
+            env,
+            secrets,
+            config,
+        };
+        if !installer.start(job) {
+            tracing::error!(
+                ?role,
+                attempt,
+                "installer queue full; the step will be retried"
+            );
+        }
+    }
+
+    /// Runs the install hook with `MUSTER_ROLE=upload-certs` (this host leads and runs a
+    /// control plane): kubeadm's certificates uploaded again under the fresh key in `secrets`,
+    /// with the init config rendered for this host (`InitConfiguration.certificateKey`).
+    fn start_upload(&mut self, generation: u32, attempt: u32, secrets: muster_core::SecretValues) {
+        let Some((_, k)) = &self.installer else {
+            tracing::error!("a certificate upload asked for, but [kubernetes] is not configured");
+            return;
+        };
+        let (env, config) = self.hook_env(
+            k,
+            muster_proto::Role::Init,
+            crate::installer::UPLOAD_ROLE,
+            &secrets,
+        );
+        crate::installer::spawn_upload(
+            k,
+            self.install_dir.clone(),
+            crate::installer::UploadJob {
+                generation,
+                attempt,
+                env,
+                secrets,
+                config,
+            },
+            self.uploads.0.clone(),
+        );
+    }
+
+    /// The install-hook contract's environment for `role_name`, and the distribution config
+    /// rendered for `role` on this host (an error if it cannot be rendered: not the hook's
+    /// fault and not transient, so the attempt fails saying why).
+    fn hook_env(
+        &self,
+        k: &crate::config::Kubernetes,
+        role: muster_proto::Role,
+        role_name: &str,
+        secrets: &muster_core::SecretValues,
+    ) -> (Vec<(String, String)>, crate::installer::RenderedConfig) {
         let ip_of = |address: &str| {
             address
                 .parse::<SocketAddr>()
@@ -524,10 +606,7 @@ impl Agent {
             secrets: secrets.as_map(),
         });
         let mut env = vec![
-            (
-                "MUSTER_ROLE".into(),
-                crate::installer::role_name(role).into(),
-            ),
+            ("MUSTER_ROLE".into(), role_name.into()),
             (
                 "MUSTER_DISTRIBUTION".into(),
                 k.distro.distribution.name().into(),
@@ -539,8 +618,6 @@ impl Agent {
             ("MUSTER_SERVER_URL".into(), server_url),
             ("MUSTER_INIT_IP".into(), init_ip),
         ];
-        // A config that cannot be rendered is not the hook's fault and not transient: the
-        // installer fails the attempt saying why.
         let config = rendered
             .map(|r| {
                 r.map(|r| {
@@ -549,20 +626,7 @@ impl Agent {
                 })
             })
             .map_err(|e| format!("cannot render the {} config: {e}", k.distro.distribution));
-        let job = crate::installer::Job {
-            role,
-            attempt,
-            env,
-            secrets,
-            config,
-        };
-        if !installer.start(job) {
-            tracing::error!(
-                ?role,
-                attempt,
-                "installer queue full; the step will be retried"
-            );
-        }
+        (env, config)
     }
 
     /// Has the transport refuse removed hosts at the connection.

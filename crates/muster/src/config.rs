@@ -91,6 +91,7 @@ struct KubernetesSection {
     worker_parallelism: Option<i64>,
     retry_backoff: Option<String>,
     max_attempts: Option<i64>,
+    certificate_key_refresh: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -200,6 +201,11 @@ pub struct Kubernetes {
     pub retry_backoff: Duration,
     /// Attempts before a step stays failed.
     pub max_attempts: u32,
+    /// Re-upload the control-plane certificates under a fresh certificate key before a
+    /// control-plane join when the last upload is older than this (kubeadm: 90 minutes, its
+    /// uploads live two hours; `none`: only if set; k3s and RKE2: never). The install hook runs
+    /// with `MUSTER_ROLE=upload-certs` on the leader (`muster_core::certs`).
+    pub certificate_key_refresh: Option<Duration>,
 }
 
 /// Default path of the status socket.
@@ -492,7 +498,9 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
             format!("must be 1-100, got {max_attempts}"),
         ));
     }
+    let certificate_key_refresh = certificate_key_refresh(k)?;
     Ok(Kubernetes {
+        certificate_key_refresh,
         distro,
         install_command: k.install_command.clone(),
         remove_command: k.remove_command.clone(),
@@ -503,6 +511,36 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         retry_backoff,
         max_attempts: max_attempts as u32,
     })
+}
+
+/// `[kubernetes] certificate_key_refresh`: kubeadm's default is 90 minutes (its uploaded
+/// certificates are deleted after two hours); `none` may set one for hooks that do everything;
+/// k3s and RKE2 have no certificate key, so the key is refused there.
+fn certificate_key_refresh(
+    k: &KubernetesSection,
+) -> Result<Option<Duration>, (&'static str, String)> {
+    const KEY: &str = "kubernetes.certificate_key_refresh";
+    let refresh = match &k.certificate_key_refresh {
+        Some(t) => Some(parse_duration(t).map_err(|m| (KEY, m))?),
+        None if k.distribution == "kubeadm" => Some(Duration::from_millis(
+            muster_core::certs::KUBEADM_REFRESH_MS,
+        )),
+        None => None,
+    };
+    match refresh {
+        Some(_) if matches!(k.distribution.as_str(), "k3s" | "rke2") => Err((
+            KEY,
+            format!(
+                "{} has no certificate key to refresh (only kubeadm and none take it)",
+                k.distribution
+            ),
+        )),
+        Some(d) if d < Duration::from_secs(1) || d > Duration::from_secs(2 * 60 * 60) => Err((
+            KEY,
+            format!("must be between 1s and 120m (kubeadm deletes uploaded certificates after two hours), got {d:?}"),
+        )),
+        r => Ok(r),
+    }
 }
 
 /// `[node] roles` as a pin: both (the default), only `control-plane`, or only `worker`.
@@ -677,6 +715,42 @@ address = "10.0.0.100/24"
         assert!(e.contains("kubernetes.worker_parallelism"), "{e}");
         let e = err(&k.replace("worker_parallelism = 2", "worker_paralelism = 2"));
         assert!(e.contains("worker_paralelism"), "a typo is an error: {e}");
+    }
+
+    #[test]
+    fn certificate_key_refresh_defaults_for_kubeadm_and_is_refused_where_there_is_no_key() {
+        let k = format!(
+            "{GOOD}[kubernetes]\ndistribution = \"none\"\ninstall_command = \"/usr/libexec/muster/hooks/install\"\n"
+        );
+        let refresh = |text: &str| {
+            Config::parse(Path::new("muster.toml"), text)
+                .map(|c| c.kubernetes.expect("kubernetes").certificate_key_refresh)
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(refresh(&k), Ok(None), "none: off unless set");
+        assert_eq!(
+            refresh(&format!("{k}certificate_key_refresh = \"30s\"\n")),
+            Ok(Some(Duration::from_secs(30)))
+        );
+        let kubeadm = k.replace("\"none\"", "\"kubeadm\"\nversion = \"v1.30.2\"");
+        assert_eq!(
+            refresh(&kubeadm),
+            Ok(Some(Duration::from_secs(90 * 60))),
+            "kubeadm: 90 minutes"
+        );
+        let e = refresh(&format!("{kubeadm}certificate_key_refresh = \"180m\"\n")).unwrap_err();
+        assert!(
+            e.contains("kubernetes.certificate_key_refresh") && e.contains("120m"),
+            "{e}"
+        );
+        let k3s = k.replace("\"none\"", "\"k3s\"\nversion = \"v1.30.2+k3s1\"");
+        assert_eq!(refresh(&k3s), Ok(None));
+        let e = refresh(&format!("{k3s}certificate_key_refresh = \"60m\"\n")).unwrap_err();
+        assert!(
+            e.contains("kubernetes.certificate_key_refresh")
+                && e.contains("k3s has no certificate key"),
+            "{e}"
+        );
     }
 
     #[test]

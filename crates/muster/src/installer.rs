@@ -50,9 +50,75 @@ pub struct Job {
     pub env: Vec<(String, String)>,
     /// The plan's secrets, written to `MUSTER_SECRETS`.
     pub secrets: SecretValues,
-    /// The rendered distribution config (file name, contents) for `MUSTER_CONFIG`; none for
-    /// `none`; an error fails the attempt without running the hook.
-    pub config: Result<Option<(&'static str, String)>, String>,
+    /// The rendered distribution config for `MUSTER_CONFIG`.
+    pub config: RenderedConfig,
+}
+
+/// A rendered distribution config (file name, contents) for `MUSTER_CONFIG`; none for `none`;
+/// an error fails the attempt without running the hook.
+pub type RenderedConfig = Result<Option<(&'static str, String)>, String>;
+
+/// The `MUSTER_ROLE` of a certificate upload (kubeadm: `kubeadm init phase upload-certs` on a
+/// control-plane host, under the fresh `CERTIFICATE_KEY` in `MUSTER_SECRETS`).
+pub const UPLOAD_ROLE: &str = "upload-certs";
+
+/// A certificate upload's attempt (`Output::RunCertificateUpload`).
+#[derive(Debug)]
+pub struct UploadJob {
+    /// The upload.
+    pub generation: u32,
+    /// Its attempt.
+    pub attempt: u32,
+    /// The contract's environment, `MUSTER_ROLE=upload-certs`.
+    pub env: Vec<(String, String)>,
+    /// The plan's secrets with the fresh certificate key.
+    pub secrets: SecretValues,
+    /// The init config rendered for this host with the fresh key.
+    pub config: RenderedConfig,
+}
+
+/// The result of a certificate upload's attempt.
+#[derive(Debug)]
+pub struct UploadDone {
+    /// The upload.
+    pub generation: u32,
+    /// Its attempt.
+    pub attempt: u32,
+    /// Ok, or why not (secrets scrubbed).
+    pub result: Result<(), String>,
+}
+
+/// Runs the install hook for a certificate upload in a task of its own (secrets files in
+/// `dir`/`upload`, so a step's own files are never touched), within `install_timeout`; no
+/// health gate. The result arrives on `done`.
+pub fn spawn_upload(
+    cfg: &Kubernetes,
+    dir: PathBuf,
+    job: UploadJob,
+    done: mpsc::Sender<UploadDone>,
+) {
+    let cfg = cfg.clone();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + cfg.install_timeout;
+        tracing::info!(generation = job.generation, attempt = job.attempt, hook = %cfg.install_command.display(), "running the install hook to upload the certificates");
+        let result = run_hook(
+            &cfg,
+            &dir.join("upload"),
+            &job.env,
+            &job.secrets,
+            &job.config,
+            deadline,
+        )
+        .await
+        .map(|_| ());
+        let _ = done
+            .send(UploadDone {
+                generation: job.generation,
+                attempt: job.attempt,
+                result,
+            })
+            .await;
+    });
 }
 
 /// The result of an attempt.
@@ -271,14 +337,42 @@ async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, St
     let started = Instant::now();
     let deadline = started + cfg.install_timeout;
     tracing::info!(role = role_name(job.role), attempt = job.attempt, hook = %cfg.install_command.display(), "running the install hook");
-    let config = job.config.as_ref().map_err(Clone::clone)?;
-    let files = SecretsFiles::create(dir, &job.secrets, config.as_ref())?;
+    let secrets_out = run_hook(cfg, dir, &job.env, &job.secrets, &job.config, deadline).await?;
+    let check = match job.role {
+        Role::Worker => &cfg.worker_health,
+        _ => &cfg.health,
+    };
+    if let Some(gate) = HealthGate::new(check) {
+        wait_healthy(gate, deadline, cfg.install_timeout).await?;
+    }
+    tracing::info!(
+        role = role_name(job.role),
+        attempt = job.attempt,
+        took_ms = started.elapsed().as_millis() as u64,
+        "install step healthy"
+    );
+    Ok(secrets_out)
+}
+
+/// Runs the install hook once with `env`, the secrets files and the rendered config (in `dir`
+/// while it runs), until `deadline`. Ok carries what it wrote to `MUSTER_SECRETS_OUT`; an error
+/// the tail of its output with every secret scrubbed.
+async fn run_hook(
+    cfg: &Kubernetes,
+    dir: &Path,
+    env: &[(String, String)],
+    secrets: &SecretValues,
+    config: &RenderedConfig,
+    deadline: Instant,
+) -> Result<SecretValues, String> {
+    let config = config.as_ref().map_err(Clone::clone)?;
+    let files = SecretsFiles::create(dir, secrets, config.as_ref())?;
     let mut command = tokio::process::Command::new(&cfg.install_command);
     if let Some(c) = &files.config {
         command.env("MUSTER_CONFIG", c);
     }
     let child = command
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("MUSTER_SECRETS", &files.secrets)
         .env("MUSTER_SECRETS_OUT", &files.out)
         .stdin(std::process::Stdio::null())
@@ -296,7 +390,7 @@ async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, St
         text.extend_from_slice(&output.stderr);
         // Scrub what the hook was given and what it wrote before cutting the tail, so no part
         // of a secret survives at the cut.
-        let mut known = job.secrets.clone();
+        let mut known = secrets.clone();
         if let Ok(out) = files.read_out() {
             known.overlay(&out);
         }
@@ -305,19 +399,6 @@ async fn run(cfg: &Kubernetes, dir: &Path, job: &Job) -> Result<SecretValues, St
     }
     let secrets_out = files.read_out()?;
     drop(files);
-    let check = match job.role {
-        Role::Worker => &cfg.worker_health,
-        _ => &cfg.health,
-    };
-    if let Some(gate) = HealthGate::new(check) {
-        wait_healthy(gate, deadline, cfg.install_timeout).await?;
-    }
-    tracing::info!(
-        role = role_name(job.role),
-        attempt = job.attempt,
-        took_ms = started.elapsed().as_millis() as u64,
-        "install step healthy"
-    );
     Ok(secrets_out)
 }
 
@@ -372,6 +453,7 @@ mod tests {
             .unwrap(),
             install_command: hook.into(),
             remove_command: None,
+            certificate_key_refresh: None,
             health: health.map_or(HealthCheck::Hook, |c| HealthCheck::Command(c.into())),
             worker_health: HealthCheck::Hook,
             install_timeout: Duration::from_secs(3),

@@ -59,6 +59,12 @@ enum PlanCommand {
         #[arg(long)]
         to: String,
     },
+    /// Give a control-plane slot that a removed control-plane host left open to NODE: a member
+    /// whose step has not started (a pending worker) or that has none (a spare).
+    Promote {
+        /// The host: its name or id.
+        node: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +136,11 @@ enum Command {
     Remove {
         /// The host: its name or its id (16 hex digits, as `muster status` shows).
         node: String,
+        /// A member (name or id) that takes the removed host's control-plane slot in the join
+        /// plan — a spare without a step, or a worker whose step has not started — instead of
+        /// the next host that joins.
+        #[arg(long)]
+        spare: Option<String>,
         /// The agent's status socket.
         #[arg(long, default_value = config::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -257,6 +268,7 @@ fn main() -> ExitCode {
         }
         Command::Remove {
             node,
+            spare,
             socket,
             wait_secs,
         } => {
@@ -265,7 +277,10 @@ fn main() -> ExitCode {
                 Err(e) => return report(Err(e), 1),
             };
             let wait = std::time::Duration::from_secs(wait_secs);
-            report(runtime.block_on(remove::run(&socket, &node, wait)), 1)
+            report(
+                runtime.block_on(remove::run(&socket, &node, spare.as_deref(), wait)),
+                1,
+            )
         }
         Command::Plan {
             action,
@@ -290,12 +305,26 @@ fn main() -> ExitCode {
                         muster_proto::PlanActionKind::Reinit,
                         "re-initialising with",
                     ),
+                    PlanCommand::Promote { node } => (
+                        node,
+                        muster_proto::PlanActionKind::Promote,
+                        "giving a control-plane slot to",
+                    ),
                 };
                 return match runtime.block_on(rpc::plan_act(&socket, &node, kind)) {
                     Ok(r) if kind == muster_proto::PlanActionKind::Start => {
                         println!(
                             "asked leader {} to go ahead with the members there are: the site \
                              forms with them and the plan follows",
+                            muster_core::format_id(r.leader_id)
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Ok(r) if kind == muster_proto::PlanActionKind::Promote => {
+                        println!(
+                            "{verb} {} ({}) through leader {}: it joins the control plane when its turn comes",
+                            r.name,
+                            muster_core::format_id(r.id),
                             muster_core::format_id(r.leader_id)
                         );
                         ExitCode::SUCCESS

@@ -13,15 +13,24 @@ use crate::rpc;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Asks for the removal of `node` (name or id) and waits up to `wait` for it to take effect.
-pub async fn run(socket: &Path, node: &str, wait: Duration) -> anyhow::Result<()> {
+/// With `spare`, that member takes the removed host's control-plane slot.
+pub async fn run(
+    socket: &Path,
+    node: &str,
+    spare: Option<&str>,
+    wait: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let answer = rpc::remove(socket, node).await?;
+    let answer = rpc::remove(socket, node, spare).await?;
     println!(
         "removing {} ({}) through leader {}",
         answer.name,
         format_id(answer.id),
         format_id(answer.leader_id)
     );
+    if let Some(spare) = spare {
+        println!("{spare} takes its control-plane slot in the join plan");
+    }
     loop {
         let status = rpc::query(socket).await?;
         let listed = status.members.iter().any(|m| m.id == answer.id);

@@ -124,11 +124,25 @@ pub fn plan_json(plan: &muster_proto::Plan) -> Value {
             })
         })
         .collect();
+    let upload = plan.upload.as_ref().map(|u| {
+        json!({
+            "generation": u.generation,
+            "for_node_id": format_id(u.for_node_id),
+            "state": state_label(u.state),
+            "attempts": u.attempts,
+            "runner_id": (u.runner_id != 0).then(|| format_id(u.runner_id)),
+            "finished_unix_ms": (u.finished_unix_ms != 0).then_some(u.finished_unix_ms),
+            "last_error": (!u.last_error.is_empty()).then_some(u.last_error.as_str()),
+        })
+    });
     json!({
         "created_unix_ms": plan.created_unix_ms,
         "worker_parallelism": plan.worker_parallelism,
         "steps": steps,
         "removals": removals,
+        "certificates_uploaded_unix_ms": (plan.certificates_uploaded_unix_ms != 0)
+            .then_some(plan.certificates_uploaded_unix_ms),
+        "certificate_upload": upload,
     })
 }
 
@@ -232,6 +246,28 @@ pub fn plan_table(plan: &muster_proto::Plan) -> String {
                 String::new()
             } else {
                 format!(": {}", r.last_error)
+            }
+        );
+    }
+    if let Some(u) = &plan.upload {
+        let host = plan
+            .steps
+            .iter()
+            .find(|s| s.node_id == u.for_node_id)
+            .map_or_else(|| format_id(u.for_node_id), |s| s.name.clone());
+        let _ = writeln!(
+            out,
+            "certificate upload #{} (before the join of {host}): {} after {} attempt(s){}",
+            u.generation,
+            match state_label(u.state) {
+                "failed" => "FAILED",
+                other => other,
+            },
+            u.attempts,
+            if u.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", u.last_error)
             }
         );
     }

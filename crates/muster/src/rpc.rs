@@ -38,6 +38,8 @@ pub enum Query {
     Remove {
         /// Name or id as the operator typed it.
         node: String,
+        /// The spare that takes its control-plane slot (name or id), if named.
+        spare: Option<String>,
         /// The answer.
         reply: oneshot::Sender<Result<RemoveHostResponse, String>>,
     },
@@ -93,7 +95,7 @@ impl StatusService for Service {
             Ok(k) if k != muster_proto::PlanActionKind::Unspecified => k,
             _ => {
                 return Err(tonic::Status::invalid_argument(
-                    "kind: expected retry, skip or start",
+                    "kind: expected retry, skip, start, reinit or promote",
                 ))
             }
         };
@@ -121,14 +123,25 @@ impl StatusService for Service {
         &self,
         request: tonic::Request<RemoveHostRequest>,
     ) -> Result<tonic::Response<RemoveHostResponse>, tonic::Status> {
-        let node = request.into_inner().node;
+        let RemoveHostRequest { node, spare } = request.into_inner();
         if node.is_empty() || node.len() > MAX_NODE_ARG_BYTES {
             return Err(tonic::Status::invalid_argument(
                 "node: expected a member's name or 16-hex-digit id",
             ));
         }
+        if spare.len() > MAX_NODE_ARG_BYTES {
+            return Err(tonic::Status::invalid_argument(
+                "spare: expected a member's name or 16-hex-digit id",
+            ));
+        }
+        let spare = (!spare.is_empty()).then_some(spare);
         let (tx, rx) = oneshot::channel();
-        self.ask(Query::Remove { node, reply: tx }).await?;
+        self.ask(Query::Remove {
+            node,
+            spare,
+            reply: tx,
+        })
+        .await?;
         match rx.await {
             Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
             Ok(Err(message)) => Err(tonic::Status::failed_precondition(message)),
@@ -226,8 +239,15 @@ pub async fn plan_act(
 }
 
 /// Asks the agent behind `socket` to remove `node` (name or id).
-pub async fn remove(socket: &Path, node: &str) -> anyhow::Result<RemoveHostResponse> {
-    let request = RemoveHostRequest { node: node.into() };
+pub async fn remove(
+    socket: &Path,
+    node: &str,
+    spare: Option<&str>,
+) -> anyhow::Result<RemoveHostResponse> {
+    let request = RemoveHostRequest {
+        node: node.into(),
+        spare: spare.unwrap_or_default().into(),
+    };
     match client(socket).await?.remove(request).await {
         Ok(r) => Ok(r.into_inner()),
         Err(status) => Err(anyhow::anyhow!("{}", status.message())),

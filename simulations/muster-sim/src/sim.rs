@@ -653,6 +653,9 @@ impl Sim {
                 Output::RunInstall { role, attempt, .. } => self.on_run_install(i, role, attempt),
                 // The simulator removes no hosts.
                 Output::RunRemoval { .. } => {}
+                // The simulator's plans refresh no certificates (`certificate_key_refresh_ms`
+                // is 0; the core's scenario tests cover uploads).
+                Output::RunCertificateUpload { .. } => {}
                 Output::Denied { removed } => {
                     // The transport refuses removed identities: drop the connections.
                     for r in removed {
