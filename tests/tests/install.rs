@@ -44,8 +44,13 @@ fn events(log: &std::path::Path) -> Vec<Event> {
 }
 
 /// Writes the hook script `body` into the site's directory and configures every host to run it
-/// (`distribution = "none"`), with `extra` `[kubernetes]` keys.
-fn install_hook(site: &mut Site, body: &str, extra: &[(&str, toml::Value)]) -> Result<()> {
+/// (`distribution = "none"`), with `extra` `[kubernetes]` keys. Returns the overrides written
+/// (a host's own config is these and more).
+fn install_hook(
+    site: &mut Site,
+    body: &str,
+    extra: &[(&str, toml::Value)],
+) -> Result<Vec<muster_testbed::Override>> {
     use std::os::unix::fs::PermissionsExt;
     let hook = site.dir().join("hook");
     std::fs::write(&hook, format!("#!/bin/sh\n{body}\n"))?;
@@ -61,7 +66,7 @@ fn install_hook(site: &mut Site, body: &str, extra: &[(&str, toml::Value)]) -> R
     for i in site.all() {
         site.write_config(i, &keys)?;
     }
-    Ok(())
+    Ok(keys)
 }
 
 /// Waits until every host in `hosts` reports a plan of `n` steps, all succeeded; else fails
@@ -623,6 +628,109 @@ fn late_control_plane_joins_get_a_freshly_uploaded_certificate_key() {
             table.contains("certificate upload #") && table.contains("succeeded"),
             "{table}"
         );
+        Ok(())
+    });
+}
+
+/// `muster remove NODE --spare SPARE`: two control-plane spares (pinned with `[node] roles`,
+/// members without a step while the control plane is full); a control-plane host is lost, and
+/// the operator names the second spare. It runs the control-plane join; the other spare keeps
+/// no step. `muster plan promote` with no open slot is refused, saying why.
+#[test]
+fn an_operator_names_the_spare_that_takes_a_lost_control_plane_slot() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .expected_nodes(3)
+        .control_plane_count(3)
+        .vip(false);
+    scenario("mi-s", 5, opts, |site| {
+        let mut keys = install_hook(site, "exit 0", &[])?;
+        keys.extend(overrides([(
+            "node.roles",
+            toml::Value::from(vec!["control-plane"]),
+        )]));
+        for spare in [3, 4] {
+            site.write_config(spare, &keys)?;
+        }
+        let first = [0, 1, 2];
+        for i in first {
+            site.start(i)?;
+        }
+        wait_plan_done(site, &first, 3, "the plan did not complete:")?;
+        site.start(3)?;
+        site.start(4)?;
+        let all = site.all();
+        site.wait_until(TIMEOUT, |s| {
+            s.status(0)
+                .is_ok_and(|v| v["members"].as_array().is_some_and(|m| m.len() == 5))
+        })
+        .with_context(|| format!("the spares did not join:\n{}", site.describe()))?;
+        let spare_names: Vec<String> = [3, 4].map(|i| site.agent_config(i).name).to_vec();
+        let socket = site.host(0).socket.display().to_string();
+        let refused = site
+            .muster()
+            .run(&["plan", "promote", &spare_names[0], "--socket", &socket]);
+        ensure!(
+            refused
+                .as_ref()
+                .is_err_and(|e| format!("{e:#}").contains("no control-plane slot is open")),
+            "{refused:?}"
+        );
+        let status = site.status(0)?;
+        ensure!(
+            status["plan"]["steps"].as_array().map(Vec::len) == Some(3),
+            "the spares have no step: {:#}",
+            status["plan"]
+        );
+        let leader = status["leader_id"]
+            .as_str()
+            .context("a leader")?
+            .to_string();
+        let lost = *first
+            .iter()
+            .find(|&&i| site.node_id(i).as_deref() != Some(leader.as_str()))
+            .context("a control-plane follower")?;
+        let lost_name = site.agent_config(lost).name;
+        site.kill(lost)?;
+        let survivor = *first.iter().find(|&&i| i != lost).context("a survivor")?;
+        let socket = site.host(survivor).socket.display().to_string();
+        let out = site.muster().run(&[
+            "remove",
+            &lost_name,
+            "--spare",
+            &spare_names[1],
+            "--socket",
+            &socket,
+        ])?;
+        ensure!(out.contains("takes its control-plane slot"), "{out}");
+        let live: Vec<usize> = all.iter().copied().filter(|&i| i != lost).collect();
+        site.wait_until(TIMEOUT, |s| {
+            s.status(survivor).is_ok_and(|v| {
+                v["plan"]["steps"].as_array().is_some_and(|st| {
+                    st.iter().any(|x| {
+                        x["name"] == spare_names[1].as_str()
+                            && x["role"] == "control-plane"
+                            && x["state"] == "succeeded"
+                    })
+                })
+            })
+        })
+        .with_context(|| {
+            let plan = site.status(survivor).map(|v| v["plan"].clone());
+            format!(
+                "the named spare did not join: {plan:#?}\n{}",
+                site.describe()
+            )
+        })?;
+        for i in live {
+            let steps = site.status(i)?["plan"]["steps"].clone();
+            ensure!(
+                !steps
+                    .as_array()
+                    .is_some_and(|st| st.iter().any(|x| x["name"] == spare_names[0].as_str())),
+                "the other spare keeps no step: {steps:#}"
+            );
+        }
         Ok(())
     });
 }

@@ -239,6 +239,17 @@ impl<S: RaftStore> Node<S> {
     /// attempt fails at once, saying why.
     fn launch(&mut self, role: Role, attempt: u32) {
         self.install.launched = Some(attempt);
+        if !self.cfg.plan {
+            // A host the plan gave a step whose own config does not install Kubernetes: say so
+            // in the plan rather than run nothing and look busy.
+            tracing::error!(
+                attempt,
+                "the plan gives this host a step, but its config has no [kubernetes] section"
+            );
+            let error = "this host's config has no [kubernetes] section, so it cannot run its step: add the site's [kubernetes] section and restart the agent, then `muster plan retry`".to_string();
+            self.on_install_done(attempt, Err(error), SecretValues::default());
+            return;
+        }
         match self.plan_secrets() {
             Ok(secrets) => self.out.push(Output::RunInstall {
                 role,

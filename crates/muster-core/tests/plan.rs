@@ -251,6 +251,37 @@ fn a_host_that_joins_later_is_appended_as_a_worker() {
     assert!(s.iter().any(|x| x.0 == late && x.1 == Role::Worker));
 }
 
+/// A host that joins without `[kubernetes]` in its config (a mismatched image) still gets a
+/// worker step; it fails at once, saying why, instead of looking busy forever.
+#[test]
+fn a_host_without_kubernetes_config_fails_its_step_saying_why() {
+    let (mut net, ids) = site(6, 3);
+    run_to_done(&mut net, &ids, 30_000);
+    let odd = net.add_host("odd", |c| {
+        c.expected_nodes = 3;
+        c.vip = true;
+        c.plan = false;
+    });
+    net.start(odd);
+    let failed = net.run_until(30_000, |net| {
+        steps(net, ids[0])
+            .iter()
+            .any(|s| s.0 == odd && s.2 == StepState::Failed)
+    });
+    assert!(failed.is_some(), "{}", net.describe());
+    let plan = net.node(ids[0]).cluster_state().plan.clone().expect("plan");
+    let step = plan.steps.iter().find(|s| s.node_id == odd).expect("step");
+    assert!(
+        step.last_error.contains("no [kubernetes] section"),
+        "{}",
+        step.last_error
+    );
+    assert!(
+        !net.install_runs.iter().any(|r| r.1 == odd),
+        "no hook ran there"
+    );
+}
+
 /// `muster plan start`: a site configured for 3 hosts that only ever gets 2 forms a cluster but
 /// never locks, forms or plans — until an operator, asking any member, goes ahead with the
 /// members there are; then the plan covers both and completes. Asking again is refused.
