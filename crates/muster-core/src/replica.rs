@@ -575,7 +575,20 @@ impl<S: RaftStore> Node<S> {
                         .is_some_and(|p| p.matched >= committed)
                 })
                 .collect();
-            candidates.sort_by_key(|m| m.role_pin != muster_proto::RolePin::ControlPlane as i32);
+            // The control-plane hosts are the voters: a learner with a control-plane step first
+            // (a named spare, a replacement), then control-plane-pinned spares, then hosts
+            // without a step, workers last.
+            let plan = self.cluster.plan.as_ref();
+            candidates.sort_by_key(|m| {
+                let step = plan.and_then(|p| crate::plan::step_of(p, m.id));
+                let pinned = m.role_pin == muster_proto::RolePin::ControlPlane as i32;
+                match step {
+                    Some(s) if s.role != muster_proto::Role::Worker as i32 && !s.removed => 0,
+                    None if pinned => 1,
+                    None => 2,
+                    Some(_) => 3,
+                }
+            });
             let candidate = candidates.first().map(|m| (*m).clone());
             if let Some(m) = candidate {
                 return self.propose_member(m, true);

@@ -381,5 +381,17 @@ fn an_operator_names_the_spare_that_replaces_a_lost_control_plane_host() {
     let role = |id: NodeId| plan.steps.iter().find(|s| s.node_id == id).map(|s| s.role);
     assert_eq!(role(second), Some(Role::ControlPlane as i32));
     assert_eq!(role(first), None, "the other spare stays a spare");
+    // Once the lost host is out of raft, the voter it leaves goes to the named spare, a
+    // control-plane host (not to the other spare, nor to a worker).
+    let promoted = net.run_until(10_000, |net| {
+        let v = voters(net, ids[0]);
+        !v.contains(&lost) && v.len() == 3
+    });
+    assert!(promoted.is_some(), "{}", net.describe());
+    assert!(
+        voters(&net, ids[0]).contains(&second),
+        "voters {:?}, named spare {second}",
+        voters(&net, ids[0])
+    );
     net.check_i3().expect("I3");
 }
