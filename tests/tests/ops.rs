@@ -191,3 +191,137 @@ fn metrics_are_scraped_from_one_agent() {
         Ok(())
     });
 }
+
+/// Kills a child process when dropped (the test may fail half-way).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `--json` lines of `muster events` in `path`.
+fn event_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `muster events --follow` on a follower shows the leader change the test caused (the leader
+/// SIGKILLed): the old leader unreachable, a new one leading in a higher term, in order and with
+/// increasing times; `muster events` without `--follow` prints the history and exits.
+#[test]
+fn events_follow_shows_a_leader_change_the_test_caused() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mo-e", 3, opts, |site| {
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        let status = site.status_view(0)?;
+        let leader_id = status.leader_id.context("a leader")?;
+        let old_term = status.term;
+        let leader = *all
+            .iter()
+            .find(|&&i| site.node_id(i).as_deref() == Some(leader_id.as_str()))
+            .context("the leader's index")?;
+        let watcher = *all.iter().find(|&&i| i != leader).context("a follower")?;
+        let old_name = site.agent_config(leader).name;
+        let socket = site.host(watcher).socket.display().to_string();
+        let out_path = site.dir().join("events.jsonl");
+        let out = std::fs::File::create(&out_path)?;
+        let child = std::process::Command::new(site.muster().path())
+            .args(["events", "--follow", "--json", "--socket", &socket])
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("muster events --follow")?;
+        let mut follow = KillOnDrop(child);
+        // The history comes first: the watcher's start and the site's forming.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !event_lines(&out_path).iter().any(|e| {
+            e["kind"] == "site"
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("site formed"))
+        }) {
+            ensure!(
+                Instant::now() < deadline,
+                "no history: {:?}",
+                event_lines(&out_path)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        site.kill(leader)?;
+        let new_leader = |events: &[serde_json::Value]| {
+            events.iter().position(|e| {
+                e["kind"] == "leader"
+                    && e["text"].as_str().is_some_and(|t| {
+                        !t.starts_with(&old_name)
+                            && t.contains(" leads (term ")
+                            && t.trim_end_matches(')')
+                                .rsplit(' ')
+                                .next()
+                                .and_then(|n| n.parse::<u64>().ok())
+                                .is_some_and(|n| n > old_term)
+                    })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let events = loop {
+            let events = event_lines(&out_path);
+            if new_leader(&events).is_some() {
+                break events;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no leader change followed: {events:#?}\n{}",
+                    site.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        ensure!(
+            follow.0.try_wait()?.is_none(),
+            "--follow keeps the stream open"
+        );
+        let changed = new_leader(&events).context("leader event")?;
+        let unreachable = events.iter().position(|e| {
+            e["kind"] == "member" && e["text"] == format!("{old_name} is unreachable").as_str()
+        });
+        ensure!(
+            unreachable.is_some(),
+            "the old leader became unreachable: {events:#?}"
+        );
+        let times: Vec<u64> = events
+            .iter()
+            .filter_map(|e| e["unix_ms"].as_u64())
+            .collect();
+        let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+        ensure!(
+            times.windows(2).all(|w| w[0] <= w[1]) && seqs.windows(2).all(|w| w[0] < w[1]),
+            "events in order: {events:#?}"
+        );
+        ensure!(
+            events[changed]["host_name"] == site.agent_config(watcher).name.as_str(),
+            "stamped with the host that saw it: {:#}",
+            events[changed]
+        );
+        drop(follow);
+        let mut cmd = std::process::Command::new(site.muster().path());
+        cmd.args(["events", "--socket", &socket]);
+        let (status, text, err) = cli::run_with_timeout(cmd, Duration::from_secs(10))?;
+        ensure!(status.success(), "{text}{err}");
+        ensure!(
+            text.lines()
+                .any(|l| l.contains("leader") && l.contains(" leads (term ")),
+            "the history without --follow:\n{text}"
+        );
+        Ok(())
+    });
+}

@@ -24,6 +24,8 @@ use crate::rpc::{self, Query};
 
 /// Interval of the core's clock input.
 const TICK_INTERVAL: Duration = Duration::from_millis(10);
+/// Clients that may follow `muster events` at once (each holds a bounded buffer).
+const MAX_EVENT_FOLLOWERS: usize = 16;
 /// How long to wait between looks for the interface's address at boot.
 const ADDRESS_RETRY: Duration = Duration::from_millis(500);
 /// Log the wait for the interface address every this many attempts (every 5 s).
@@ -144,6 +146,8 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         removals: mpsc::channel(4),
         uploads: mpsc::channel(4),
         install_dir: cfg.data_dir.join(crate::identity::INSTALL_DIR),
+        events: crate::events::Events::new(node_id, cfg.name.clone()),
+        events_seen_at: None,
         dns,
         metrics,
     };
@@ -183,6 +187,9 @@ struct Agent {
     ),
     /// `[node] data_dir`/`install`: where hooks' secrets files live while they run.
     install_dir: std::path::PathBuf,
+    /// What happened, for `muster events` (`events.rs`), and when it was last compared.
+    events: crate::events::Events,
+    events_seen_at: Option<Instant>,
     /// Results of remove commands this host runs as leader (`installer::spawn_removal`).
     removals: (
         mpsc::Sender<crate::installer::RemovalDone>,
@@ -216,6 +223,7 @@ impl Agent {
                     self.vip.retry_if_due(self.node.holds_vip()).await;
                     self.vip.check_conflicts(self.node.vip_holder() != 0);
                     notifier.tick(Instant::now(), || self.node.status());
+                    self.observe_events(Instant::now());
                     self.metrics.tick(Instant::now(), || self.node.status());
                 }
                 event = events.recv() => match event {
@@ -264,25 +272,59 @@ impl Agent {
         }
     }
 
+    /// The status RPC's answer: the core's view with what the agent's actors know (DNS, the
+    /// VIP as the kernel has it, refused connections, address conflicts).
+    fn full_status(&self) -> muster_proto::StatusResponse {
+        let mut status = self.node.status();
+        status.dns = self.dns.status();
+        let net = self.net.stats();
+        status.rejected_connections = net.handshakes_rejected + net.connections_denied;
+        if let Some(v) = status.vip.as_mut() {
+            v.address = self.vip.address.clone();
+            v.held_here = v.held_here && self.vip.is_held();
+        }
+        let vip_conflict = self.vip.conflict_text();
+        if !vip_conflict.is_empty() {
+            if !status.site_conflict.is_empty() {
+                status.site_conflict.push_str("; ");
+            }
+            status.site_conflict.push_str(&vip_conflict);
+        }
+        status
+    }
+
+    /// Compares the status with the last one (every `events::OBSERVE_INTERVAL`): what changed
+    /// becomes events (`muster events`).
+    fn observe_events(&mut self, now: Instant) {
+        if self
+            .events_seen_at
+            .is_some_and(|t| now < t + crate::events::OBSERVE_INTERVAL)
+        {
+            return;
+        }
+        self.events_seen_at = Some(now);
+        let status = self.full_status();
+        self.events.observe(&status, unix_ms());
+    }
+
     async fn on_query(&mut self, query: Query) -> anyhow::Result<()> {
         match query {
             Query::Status(reply) => {
-                let mut status = self.node.status();
-                status.dns = self.dns.status();
-                let net = self.net.stats();
-                status.rejected_connections = net.handshakes_rejected + net.connections_denied;
-                if let Some(v) = status.vip.as_mut() {
-                    v.address = self.vip.address.clone();
-                    v.held_here = v.held_here && self.vip.is_held();
-                }
-                let vip_conflict = self.vip.conflict_text();
-                if !vip_conflict.is_empty() {
-                    if !status.site_conflict.is_empty() {
-                        status.site_conflict.push_str("; ");
-                    }
-                    status.site_conflict.push_str(&vip_conflict);
-                }
-                let _ = reply.send(status);
+                let _ = reply.send(self.full_status());
+            }
+            Query::Events {
+                after_seq,
+                follow,
+                reply,
+            } => {
+                let answer = if follow && self.events.followers() >= MAX_EVENT_FOLLOWERS {
+                    Err(format!(
+                        "{MAX_EVENT_FOLLOWERS} clients already follow this agent's events; try again later"
+                    ))
+                } else {
+                    Ok(self.events.subscribe(after_seq, follow))
+                };
+                let _ = reply.send(answer);
             }
             Query::Transfer { to, reply } => {
                 let from = self.node.id();

@@ -11,6 +11,7 @@ mod agent;
 mod config;
 mod dns;
 mod docs;
+mod events;
 mod health_cmd;
 mod identity;
 mod installer;
@@ -87,6 +88,19 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_SOCKET)]
         socket: PathBuf,
         /// One JSON object instead of the readable view.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what happened, as the local agent saw it (leader changes, endpoint moves, DNS
+    /// updates, members, install steps, refused connections), oldest first.
+    Events {
+        /// Keep printing new events as they happen (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// The agent's status socket.
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// One JSON object per line instead of the readable lines.
         #[arg(long)]
         json: bool,
     },
@@ -354,6 +368,28 @@ fn main() -> ExitCode {
                 ),
             }
             ExitCode::SUCCESS
+        }
+        Command::Events {
+            follow,
+            socket,
+            json,
+        } => {
+            let runtime = match cli_runtime() {
+                Ok(r) => r,
+                Err(e) => return report(Err(e), 1),
+            };
+            let print = |e: muster_proto::Event| {
+                use std::io::Write as _;
+                let line = if json {
+                    render::event_json(&e).to_string()
+                } else {
+                    render::event_line(&e)
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            };
+            report(runtime.block_on(rpc::events(&socket, follow, print)), 1)
         }
         Command::Status { socket, json } => {
             let runtime = match cli_runtime() {

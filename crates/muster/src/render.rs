@@ -274,6 +274,53 @@ pub fn plan_table(plan: &muster_proto::Plan) -> String {
     out
 }
 
+/// One event as a line: UTC time, the host that saw it, the kind, what happened.
+pub fn event_line(e: &muster_proto::Event) -> String {
+    format!(
+        "{}  {:<12}  {:<8}  {}",
+        utc(e.unix_ms),
+        e.host_name,
+        e.kind,
+        e.text
+    )
+}
+
+/// One event as the operator contract's JSON object.
+pub fn event_json(e: &muster_proto::Event) -> Value {
+    json!({
+        "seq": e.seq,
+        "unix_ms": e.unix_ms,
+        "time": utc(e.unix_ms),
+        "host_id": format_id(e.host_id),
+        "host_name": e.host_name,
+        "kind": e.kind,
+        "text": e.text,
+    })
+}
+
+/// `unix_ms` as RFC 3339 UTC with milliseconds (`-` if out of range).
+pub fn utc(unix_ms: u64) -> String {
+    use time::format_description::well_known::{iso8601, Iso8601};
+    const FORMAT: iso8601::EncodedConfig = iso8601::Config::DEFAULT
+        .set_time_precision(iso8601::TimePrecision::Second {
+            decimal_digits: std::num::NonZeroU8::new(3),
+        })
+        .encode();
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Iso8601::<FORMAT>).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn event_times_are_utc_with_milliseconds() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_796_132_917_839), "2026-12-01T13:48:37.839Z");
+    }
+}
+
 /// The readable view.
 pub fn human(s: &StatusResponse) -> String {
     use std::fmt::Write as _;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use muster_proto::status_client::StatusClient;
 use muster_proto::status_server::{Status as StatusService, StatusServer};
 use muster_proto::{
-    PlanActRequest, PlanActResponse, RemoveHostRequest, RemoveHostResponse, StatusRequest,
-    StatusResponse, TransferRequest, TransferResponse,
+    Event, EventsRequest, PlanActRequest, PlanActResponse, RemoveHostRequest, RemoveHostResponse,
+    StatusRequest, StatusResponse, TransferRequest, TransferResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +33,15 @@ pub enum Query {
         kind: muster_proto::PlanActionKind,
         /// The answer.
         reply: oneshot::Sender<Result<PlanActResponse, String>>,
+    },
+    /// The event history after `after_seq` and, with `follow`, new events (`events.rs`).
+    Events {
+        /// Only events after this sequence number.
+        after_seq: u64,
+        /// Keep sending new events.
+        follow: bool,
+        /// The stream's receiving end, or why not (too many followers).
+        reply: oneshot::Sender<Result<mpsc::Receiver<Event>, String>>,
     },
     /// Remove a member (name or id); the error is for the operator.
     Remove {
@@ -58,8 +67,35 @@ impl Service {
     }
 }
 
+/// The stream `Events` answers with.
+type EventStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Event, tonic::Status>> + Send>>;
+
 #[tonic::async_trait]
 impl StatusService for Service {
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        request: tonic::Request<EventsRequest>,
+    ) -> Result<tonic::Response<EventStream>, tonic::Status> {
+        use tokio_stream::StreamExt as _;
+        let r = request.into_inner();
+        let (tx, rx) = oneshot::channel();
+        self.ask(Query::Events {
+            after_seq: r.after_seq,
+            follow: r.follow,
+            reply: tx,
+        })
+        .await?;
+        let events = rx
+            .await
+            .map_err(|_| tonic::Status::unavailable("agent is shutting down"))?
+            .map_err(tonic::Status::resource_exhausted)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(Ok);
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
     async fn get_status(
         &self,
         _request: tonic::Request<StatusRequest>,
@@ -209,6 +245,30 @@ async fn client(socket: &Path) -> anyhow::Result<StatusClient<tonic::transport::
             )
         })?;
     Ok(StatusClient::new(channel))
+}
+
+/// Streams the events of the agent behind `socket` after `after_seq` (and new ones with
+/// `follow`) to `each`, until the stream ends.
+pub async fn events(
+    socket: &Path,
+    follow: bool,
+    mut each: impl FnMut(Event),
+) -> anyhow::Result<()> {
+    let request = EventsRequest {
+        follow,
+        after_seq: 0,
+    };
+    let mut stream = match client(socket).await?.events(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => anyhow::bail!("{}", status.message()),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(e)) => each(e),
+            Ok(None) => return Ok(()),
+            Err(status) => anyhow::bail!("the event stream ended: {}", status.message()),
+        }
+    }
 }
 
 /// Asks the agent behind `socket` for its status.

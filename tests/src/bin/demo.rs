@@ -181,6 +181,12 @@ fn show_status(site: &Site, i: usize) -> Result<()> {
         .output()
         .context("muster health")?;
     print!("{}", String::from_utf8_lossy(&health.stdout));
+    println!("\n$ muster events --socket {socket}");
+    let events = std::process::Command::new(site.muster().path())
+        .args(["events", "--socket", &socket])
+        .output()
+        .context("muster events")?;
+    print!("{}", String::from_utf8_lossy(&events.stdout));
     println!("\n$ muster status --socket {socket} --json");
     println!("{}", serde_json::to_string_pretty(&site.status(i)?)?);
     println!();
