@@ -325,3 +325,265 @@ fn events_follow_shows_a_leader_change_the_test_caused() {
         Ok(())
     });
 }
+
+/// `muster ARGS` run inside namespace `ns` (where the site's addresses are reachable):
+/// (success, stdout, stderr).
+fn muster_in(site: &Site, ns: &str, args: &[&str]) -> Result<(bool, String, String)> {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(site.muster().path())
+        .args(args);
+    let (status, out, err) = cli::run_with_timeout(cmd, Duration::from_secs(30))?;
+    Ok((status.success(), out, err))
+}
+
+/// Remote access over `[rpc] listen`: a read-only operator key sees the whole site from
+/// another host's namespace (the agent's key pinned on first use); an admin call with it is
+/// refused, naming the call; an admin key moves leadership with `muster transfer`; a key the
+/// agent does not list, no key at all, and an agent whose key differs from the pin are refused.
+/// The local socket answers only root or the agent's user, whatever its file mode.
+#[test]
+fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mo-r", 3, opts, |site| {
+        let dir = site.dir().to_path_buf();
+        let keygen = |name: &str| -> Result<(std::path::PathBuf, String)> {
+            let path = dir.join(name);
+            let out = std::process::Command::new(site.muster().path())
+                .args(["operator", "keygen", "--out"])
+                .arg(&path)
+                .output()?;
+            ensure!(out.status.success(), "keygen: {out:?}");
+            Ok((path, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+        };
+        let (ro_key, ro_pub) = keygen("fleet.key")?;
+        let (admin_key, admin_pub) = keygen("ops.key")?;
+        let (stranger_key, _) = keygen("stranger.key")?;
+        let operator = |name: &str, key: &str, access: &str| {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), name.into());
+            t.insert("public_key".into(), key.into());
+            t.insert("access".into(), access.into());
+            toml::Value::Table(t)
+        };
+        let operators = toml::Value::Array(vec![
+            operator("fleet", &ro_pub, "read-only"),
+            operator("ops", &admin_pub, "admin"),
+        ]);
+        let all = site.all();
+        for i in all.clone() {
+            let listen = format!("{}:7947", site.ip(i));
+            site.write_config(
+                i,
+                &overrides([
+                    ("rpc.listen", toml::Value::from(listen)),
+                    ("rpc.operators", operators.clone()),
+                ]),
+            )?;
+        }
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        let known = dir.join("known_hosts");
+        let known_s = known.display().to_string();
+        let client_ns = site.namespace(1).to_owned();
+        let at = |i: usize| format!("{}:7947", site.ip(i));
+        let ro = ro_key.display().to_string();
+        let admin = admin_key.display().to_string();
+
+        // Read-only: the whole site, and the agent's key pinned on first use.
+        let (ok, out, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "status",
+                "--json",
+                "--endpoint",
+                &at(0),
+                "--key",
+                &ro,
+                "--known-hosts",
+                &known_s,
+            ],
+        )?;
+        ensure!(
+            ok,
+            "remote status: {out}{err}\n{}",
+            site.log(0)
+                .lines()
+                .filter(|l| l.contains("rpc"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let status: serde_json::Value = serde_json::from_str(&out)?;
+        ensure!(
+            status["members"].as_array().map(Vec::len) == Some(3),
+            "the whole site: {status:#}"
+        );
+        ensure!(err.contains("pinned the key of"), "{err}");
+        let pinned = std::fs::read_to_string(&known)?;
+        ensure!(pinned.starts_with(&at(0)), "{pinned}");
+        let (ok, _, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "status",
+                "--endpoint",
+                &at(0),
+                "--key",
+                &ro,
+                "--known-hosts",
+                &known_s,
+            ],
+        )?;
+        ensure!(
+            ok && !err.contains("pinned"),
+            "the pin is used again: {err}"
+        );
+
+        // An admin call with the read-only key.
+        let (ok, out, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "plan",
+                "retry",
+                "h0",
+                "--endpoint",
+                &at(0),
+                "--key",
+                &ro,
+                "--known-hosts",
+                &known_s,
+            ],
+        )?;
+        ensure!(
+            !ok && err.contains("PlanAct is an admin call")
+                && err.contains("\"fleet\" is read-only"),
+            "{out}{err}"
+        );
+
+        // The admin key hands leadership over, asked of the leader remotely.
+        let leader_id = site.status_view(0)?.leader_id.context("a leader")?;
+        let leader = *all
+            .iter()
+            .find(|&&i| site.node_id(i).as_deref() == Some(leader_id.as_str()))
+            .context("the leader")?;
+        let (ok, out, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "transfer",
+                "--endpoint",
+                &at(leader),
+                "--key",
+                &admin,
+                "--known-hosts",
+                &known_s,
+            ],
+        )?;
+        ensure!(ok, "remote transfer: {out}{err}");
+        site.wait_until(TIMEOUT, |s| {
+            s.status_view(0)
+                .is_ok_and(|v| v.leader_id.is_some_and(|l| l != leader_id))
+        })
+        .context("leadership moved")?;
+
+        // A key the agent does not list.
+        let stranger = stranger_key.display().to_string();
+        let (ok, out, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "status",
+                "--endpoint",
+                &at(0),
+                "--key",
+                &stranger,
+                "--known-hosts",
+                &known_s,
+            ],
+        )?;
+        ensure!(
+            !ok && err.contains("is this operator key listed"),
+            "{out}{err}"
+        );
+        // An agent whose key is not the pinned one (h2's endpoint pinned to h0's key).
+        let h0_key = pinned.split_whitespace().nth(1).context("pinned key")?;
+        std::fs::write(&known, format!("{} {h0_key}\n", at(2)))?;
+        let (ok, out, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "status",
+                "--endpoint",
+                &at(2),
+                "--key",
+                &ro,
+                "--known-hosts",
+                &known_s,
+            ],
+        )?;
+        ensure!(
+            !ok && err.contains("not the pinned") && !out.contains("members"),
+            "{out}{err}"
+        );
+        let (ok, out, err) = muster_in(
+            site,
+            &client_ns,
+            &[
+                "status",
+                "--endpoint",
+                &at(0),
+                "--key",
+                &ro,
+                "--server-key",
+                &"0".repeat(64),
+            ],
+        )?;
+        ensure!(!ok && err.contains("not the pinned"), "{out}{err}");
+
+        // No key at all: a client that speaks no TLS gets nothing but an alert or a close.
+        let (ns, addr) = (client_ns.clone(), at(0));
+        let answer = std::thread::spawn(move || -> Result<Vec<u8>> {
+            netns::enter(&ns)?;
+            let mut stream = std::net::TcpStream::connect(&addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")?;
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got);
+            Ok(got)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the plain client panicked"))??;
+        ensure!(
+            answer.is_empty() || answer[0] == 0x15,
+            "a plain client got {} bytes that are not a TLS alert",
+            answer.len()
+        );
+
+        // The local socket: opened to everyone by mistake, it still answers root only.
+        use std::os::unix::fs::PermissionsExt as _;
+        let socket = site.host(0).socket.clone();
+        for d in socket
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(&dir))
+        {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(site.muster().path())
+            .args(["status", "--socket"])
+            .arg(&socket);
+        let (status, out, err) = cli::run_with_timeout(cmd, Duration::from_secs(20))?;
+        ensure!(
+            !status.success() && !out.contains("members") && err.contains("muster:"),
+            "nobody's call was refused by the agent (not by the file mode or exec): {out}{err}"
+        );
+        Ok(())
+    });
+}

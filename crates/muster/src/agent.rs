@@ -118,6 +118,21 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
 
     let (query_tx, query_rx) = mpsc::channel(STATUS_QUEUE);
     let (stop_rpc, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_remote, remote_stopped) = tokio::sync::oneshot::channel::<()>();
+    let remote_task = match cfg.rpc_listen {
+        Some(addr) => {
+            let key_path = cfg.data_dir.join(crate::tls::RPC_KEY_FILE);
+            let key = crate::tls::KeyPair::load_or_create(&key_path)?;
+            let task =
+                rpc::serve_remote(addr, &key, cfg.operators.clone(), query_tx.clone(), async {
+                    let _ = remote_stopped.await;
+                })
+                .await?;
+            tracing::info!(%addr, key = %crate::tls::hex(&key.public_key), operators = cfg.operators.len(), "status RPC listening over TLS (mutual authentication)");
+            Some(task)
+        }
+        None => None,
+    };
     let rpc_task = rpc::serve(cfg.socket.clone(), query_tx, async {
         let _ = rpc_stopped.await;
     })
@@ -156,8 +171,12 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     // Whatever stopped the loop, this host must not keep the VIP after it is gone.
     agent.vip.release().await;
     let _ = stop_rpc.send(());
+    let _ = stop_remote.send(());
     net.shutdown().await;
     let _ = rpc_task.await;
+    if let Some(t) = remote_task {
+        let _ = t.await;
+    }
     match &result {
         Ok(()) => tracing::info!("stopped"),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "stopped on a fatal error"),

@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 #[path = "config_health.rs"]
 pub mod health;
+#[path = "config_operators.rs"]
+pub mod operators;
 pub use health::{default_health, HealthCheck, HealthUrl};
 
 /// Why the configuration cannot be used. The message names the file and the key.
@@ -124,6 +126,17 @@ struct NetworkSection {
 #[serde(deny_unknown_fields)]
 struct RpcSection {
     socket: Option<PathBuf>,
+    listen: Option<String>,
+    #[serde(default)]
+    operators: Vec<OperatorSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorSection {
+    name: String,
+    public_key: String,
+    access: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -236,6 +249,11 @@ pub struct Config {
     pub mdns: bool,
     /// Status socket path.
     pub socket: PathBuf,
+    /// `[rpc] listen`: the status RPC over TLS 1.3 with mutual authentication on TCP (`tls.rs`);
+    /// `None` (the default): only the local socket.
+    pub rpc_listen: Option<SocketAddr>,
+    /// `[[rpc.operators]]`: the operator keys `[rpc] listen` accepts.
+    pub operators: Vec<operators::Operator>,
     /// `[metrics] listen`: where `/metrics`, `/healthz` and `/readyz` are served (`metrics.rs`);
     /// `None` (the default): not served.
     pub metrics_listen: Option<SocketAddr>,
@@ -340,6 +358,7 @@ impl Config {
         if metrics_listen.is_some_and(|a| a.port() == 0) {
             return Err(invalid("metrics.listen", "port must not be 0".into()));
         }
+        let (rpc_listen, operators) = rpc_remote(&file.rpc).map_err(|(k, m)| invalid(k, m))?;
         let settle = match &file.formation.settle {
             Some(s) => parse_duration(s).map_err(|m| invalid("formation.settle", m))?,
             None => Duration::from_secs(10),
@@ -434,6 +453,8 @@ impl Config {
                 .socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             metrics_listen,
+            rpc_listen,
+            operators,
             settle,
             tick,
             election_ticks: election_ticks as usize,
@@ -511,6 +532,69 @@ fn kubernetes(k: &KubernetesSection) -> Result<Kubernetes, (&'static str, String
         retry_backoff,
         max_attempts: max_attempts as u32,
     })
+}
+
+/// `[rpc] listen` and `[[rpc.operators]]`: an address with a port, and at least one operator
+/// (a listener nobody may use is a mistake); names unique, keys 64 hex digits, access
+/// `read-only` or `admin`.
+/// `[rpc] listen` and its operators, as the config gives them.
+type RpcRemote = (Option<SocketAddr>, Vec<operators::Operator>);
+
+fn rpc_remote(rpc: &RpcSection) -> Result<RpcRemote, (&'static str, String)> {
+    let mut operators = Vec::new();
+    for (n, o) in rpc.operators.iter().enumerate() {
+        let at = |what: &str| format!("operator {} ({:?}): {what}", n + 1, o.name);
+        if o.name.trim().is_empty() || o.name.len() > 64 {
+            return Err(("rpc.operators", at("name must be 1-64 characters")));
+        }
+        if operators
+            .iter()
+            .any(|x: &operators::Operator| x.name == o.name)
+        {
+            return Err(("rpc.operators", at("the name is used twice")));
+        }
+        let public_key = operators::parse_public_key(&o.public_key)
+            .map_err(|e| ("rpc.operators", at(&format!("public_key: {e}"))))?;
+        let access = match o.access.as_str() {
+            "read-only" => operators::Access::ReadOnly,
+            "admin" => operators::Access::Admin,
+            other => {
+                return Err((
+                    "rpc.operators",
+                    at(&format!(
+                        "access must be \"read-only\" or \"admin\", got {other:?}"
+                    )),
+                ))
+            }
+        };
+        operators.push(operators::Operator {
+            name: o.name.clone(),
+            public_key,
+            access,
+        });
+    }
+    let listen = match &rpc.listen {
+        None => None,
+        Some(l) => {
+            let addr = l.trim().parse::<SocketAddr>().map_err(|_| {
+                (
+                    "rpc.listen",
+                    format!("expected IP:PORT (e.g. \"0.0.0.0:7947\"), got {l:?}"),
+                )
+            })?;
+            if addr.port() == 0 {
+                return Err(("rpc.listen", "port must not be 0".into()));
+            }
+            if operators.is_empty() {
+                return Err((
+                    "rpc.listen",
+                    "no [[rpc.operators]] are listed: nobody could use it (make a key with `muster operator keygen`)".into(),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok((listen, operators))
 }
 
 /// `[kubernetes] certificate_key_refresh`: kubeadm's default is 90 minutes (its uploaded
@@ -715,6 +799,46 @@ address = "10.0.0.100/24"
         assert!(e.contains("kubernetes.worker_parallelism"), "{e}");
         let e = err(&k.replace("worker_parallelism = 2", "worker_paralelism = 2"));
         assert!(e.contains("worker_paralelism"), "a typo is an error: {e}");
+    }
+
+    #[test]
+    fn rpc_listen_needs_operators_and_each_operator_is_checked() {
+        let key = "6d64bbee1a51acc6f15998138623e73ec4d8133c4c5029990eed8186ed8f6c0e";
+        let with = |rpc: &str| {
+            let socket = "socket = \"/run/muster/muster.sock\"\n";
+            let text = GOOD.replace(socket, &format!("{socket}{rpc}"));
+            Config::parse(Path::new("muster.toml"), &text).map_err(|e| format!("{e:#}"))
+        };
+        let op = |name: &str, k: &str, access: &str| {
+            format!("[[rpc.operators]]\nname = \"{name}\"\npublic_key = \"{k}\"\naccess = \"{access}\"\n")
+        };
+        let c = with("").expect("off by default");
+        assert_eq!((c.rpc_listen, c.operators.len()), (None, 0));
+        let e = with("listen = \"0.0.0.0:7947\"\n").unwrap_err();
+        assert!(
+            e.contains("rpc.listen") && e.contains("no [[rpc.operators]]"),
+            "{e}"
+        );
+        let c = with(&format!(
+            "listen = \"0.0.0.0:7947\"\n{}",
+            op("fleet", key, "read-only")
+        ))
+        .expect("valid");
+        assert_eq!(c.rpc_listen, Some("0.0.0.0:7947".parse().unwrap()));
+        assert_eq!(c.operators[0].access, operators::Access::ReadOnly);
+        for (bad, want) in [
+            (op("fleet", "abc", "admin"), "64 hex digits"),
+            (op("fleet", key, "root"), "read-only\" or \"admin"),
+            (
+                format!("{}{}", op("a", key, "admin"), op("a", key, "admin")),
+                "used twice",
+            ),
+        ] {
+            let e = with(&format!("listen = \"0.0.0.0:7947\"\n{bad}")).unwrap_err();
+            assert!(e.contains("rpc.operators") && e.contains(want), "{e}");
+        }
+        let e = with(&format!("listen = \"7947\"\n{}", op("a", key, "admin"))).unwrap_err();
+        assert!(e.contains("rpc.listen") && e.contains("IP:PORT"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod remove;
 mod render;
 mod reset;
 mod rpc;
+mod tls;
 mod vip;
 mod watch;
 
@@ -36,6 +37,31 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Talk to a remote agent's `[rpc] listen` (host:port) over mutual TLS instead of the local
+    /// socket.
+    #[arg(long, global = true, requires = "key")]
+    endpoint: Option<String>,
+    /// The operator key for --endpoint (`muster operator keygen`).
+    #[arg(long, global = true, requires = "endpoint")]
+    key: Option<PathBuf>,
+    /// The remote agent's key (64 hex digits; its log prints it at start); without it the
+    /// known-hosts file is used, and a first contact pins the key presented.
+    #[arg(long, global = true, requires = "endpoint")]
+    server_key: Option<String>,
+    /// The known-hosts file of pinned agent keys [default: ~/.config/muster/known_hosts].
+    #[arg(long, global = true, requires = "endpoint")]
+    known_hosts: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Make an operator key (a new file, mode 0600) and print its public key, for an agent's
+    /// `[[rpc.operators]]`.
+    Keygen {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +101,11 @@ enum Command {
         /// Path of the TOML configuration.
         #[arg(long, default_value = "/etc/muster/muster.toml")]
         config: PathBuf,
+    },
+    /// Operator keys for remote access (`--endpoint`, `--key`).
+    Operator {
+        #[command(subcommand)]
+        action: OperatorCommand,
     },
     /// Write a new random site key (mode 0600).
     Keygen {
@@ -202,7 +233,46 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(endpoint) = cli.endpoint.clone() {
+        let server_key = match cli.server_key.as_deref().map(tls::parse_public_key) {
+            None => None,
+            Some(Ok(k)) => Some(k),
+            Some(Err(e)) => return usage_error(anyhow::anyhow!("--server-key: {e}")),
+        };
+        let known_hosts = cli.known_hosts.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+                .unwrap_or_else(|| PathBuf::from("."));
+            base.join("muster/known_hosts")
+        });
+        rpc::use_remote(rpc::Remote {
+            endpoint,
+            key: cli.key.clone().unwrap_or_default(),
+            server_key,
+            known_hosts,
+        });
+    }
     match cli.command {
+        Command::Operator {
+            action: OperatorCommand::Keygen { out },
+        } => {
+            let made = tls::KeyPair::generate().and_then(|k| {
+                k.write(&out)?;
+                Ok(k)
+            });
+            match made {
+                Ok(k) => {
+                    println!("{}", tls::hex(&k.public_key));
+                    eprintln!(
+                        "wrote the operator key {}; list the public key above in an agent's [[rpc.operators]]",
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(Err(e), 1),
+            }
+        }
         Command::Completions { shell } => report(docs::completions(Cli::command(), shell), 1),
         Command::Man { out_dir } => report(docs::man(Cli::command(), out_dir.as_deref()), 1),
         Command::Keygen { out } => report(identity::keygen(&out), 1),
