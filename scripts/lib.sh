@@ -33,10 +33,18 @@ need_tools() {
     # tests/tests/deploy.rs: `systemd-analyze verify` and `security --offline` on the unit
     # (offline modes: no running systemd needed).
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
+    # tests/tests/ops.rs: a third-party gRPC client (grpcio, tests/clients/grpc_check.py) lists
+    # the services through reflection and asks the health service, as grpcurl would.
+    command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+    python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}" >&2
         apt-get update
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
+    fi
+    if ! python3 -c 'import grpc, grpc_reflection, grpc_health' >/dev/null 2>&1; then
+        echo "installing: grpcio grpcio-reflection grpcio-health-checking (pip)" >&2
+        python3 -m pip install --quiet --break-system-packages grpcio grpcio-reflection grpcio-health-checking
     fi
     if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
         export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

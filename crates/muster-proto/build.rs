@@ -8,6 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["../../proto"])?;
+    // The descriptor set serves gRPC reflection (`grpcurl list` against an agent).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("muster_descriptor.bin"))
+        .compile_protos(&protos, &["../../proto"])?;
     Ok(())
 }

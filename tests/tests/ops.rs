@@ -587,3 +587,46 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
         Ok(())
     });
 }
+
+/// A third-party gRPC client (grpcio, `tests/clients/grpc_check.py`), as grpcurl would be used:
+/// server reflection lists the status service beside health and reflection and describes its
+/// methods; the gRPC health service says `muster.v1.Status` is serving.
+#[test]
+fn grpc_reflection_and_health_answer_a_third_party_client() {
+    let opts = SiteOptions::default().discovery(Discovery::Bootstrap);
+    scenario(
+        "mo-g",
+        1,
+        opts.expected_nodes(1).control_plane_count(1),
+        |site| {
+            site.start_all()?;
+            site.wait_formed(TIMEOUT, &[0])?;
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/grpc_check.py");
+            let mut cmd = std::process::Command::new("python3");
+            cmd.arg(script).arg(&site.host(0).socket);
+            let (status, out, err) = cli::run_with_timeout(cmd, Duration::from_secs(30))?;
+            ensure!(status.success(), "grpc_check.py: {out}{err}");
+            let v: serde_json::Value = serde_json::from_str(out.trim())?;
+            let services: Vec<&str> = v["services"]
+                .as_array()
+                .context("services")?
+                .iter()
+                .filter_map(|s| s.as_str())
+                .collect();
+            for want in [
+                "muster.v1.Status",
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ] {
+                ensure!(services.contains(&want), "{want} listed: {services:?}");
+            }
+            let methods = v["status_methods"].as_array().context("methods")?;
+            for want in ["GetStatus", "Events", "PlanAct", "Remove", "Transfer"] {
+                ensure!(methods.iter().any(|m| m == want), "{want}: {methods:?}");
+            }
+            ensure!(v["health"] == "SERVING", "{v}");
+            Ok(())
+        },
+    );
+}

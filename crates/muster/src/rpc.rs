@@ -280,6 +280,7 @@ pub async fn serve(
             Err(_) => true,
         },
     );
+    let (health, reflection, reflection_alpha) = standard_services().await?;
     let server = bounded(tonic::transport::Server::builder())
         .add_service(
             StatusServer::new(Service {
@@ -288,6 +289,9 @@ pub async fn serve(
             })
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .serve_with_incoming_shutdown(incoming, shutdown);
     Ok(tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -295,6 +299,28 @@ pub async fn serve(
         }
         let _ = std::fs::remove_file(&socket);
     }))
+}
+
+/// The gRPC health service (`muster.v1.Status` serving while the agent answers) and server
+/// reflection over muster's protos (so `grpcurl list` and `grpcurl describe` work).
+async fn standard_services() -> anyhow::Result<(
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<StatusServer<Service>>().await;
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Both versions: grpcurl and most clients ask v1, older ones (grpcio's) v1alpha.
+    Ok((health, builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// Largest request a caller may send (requests are small: a name, a kind).
@@ -436,6 +462,7 @@ pub async fn serve_remote(
             });
         }
     });
+    let (health, reflection, reflection_alpha) = standard_services().await?;
     let server = bounded(tonic::transport::Server::builder())
         .add_service(
             StatusServer::new(Service {
@@ -444,6 +471,9 @@ pub async fn serve_remote(
             })
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(incoming),
             shutdown,
