@@ -7,4 +7,5 @@ need_tools
 cd "$repo_root"
 cargo build --release -p muster -p muster-testbed --bin muster --bin muster-demo
 release="${CARGO_TARGET_DIR:-$repo_root/target}/release"
-MUSTER_BIN="$release/muster" exec "$release/muster-demo" "$@"
+# The site's timeline (leader, VIP, join steps) is drawn to target/demo-timeline.svg.
+MUSTER_BIN="$release/muster" exec "$release/muster-demo" --svg "${CARGO_TARGET_DIR:-$repo_root/target}/demo-timeline.svg" "$@"

@@ -39,6 +39,7 @@ pub mod partition;
 pub mod prober;
 pub mod site;
 pub mod status;
+pub mod timeline;
 pub mod vipsite;
 
 pub use config::{overrides, Override};

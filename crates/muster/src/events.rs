@@ -359,9 +359,27 @@ fn plan_changes(a: &Seen, b: &Seen, out: &mut Vec<(&'static str, String)>) {
             }
         }
     }
+    // A plan seen for the first time: its steps as if they had all been pending (a step that
+    // started in the same instant still shows its start).
+    let pending = (
+        String::new(),
+        0,
+        StepState::Pending as i32,
+        0,
+        false,
+        String::new(),
+    );
     for (id, (name, role, state, attempts, removed, error)) in &b.steps {
-        let Some((_, was_role, was_state, was_attempts, was_removed, _)) = a.steps.get(id) else {
-            continue;
+        let before = match a.steps.get(id) {
+            Some(s) => s,
+            None if !a.planned => &pending,
+            None => continue,
+        };
+        let (_, was_role, was_state, was_attempts, was_removed, _) = before;
+        let was_role = if a.steps.contains_key(id) {
+            was_role
+        } else {
+            role
         };
         let role_text = role_name(*role);
         if role != was_role {
@@ -377,6 +395,11 @@ fn plan_changes(a: &Seen, b: &Seen, out: &mut Vec<(&'static str, String)>) {
             continue;
         }
         let text = match StepState::try_from(*state) {
+            Ok(StepState::Succeeded)
+                if *was_state == StepState::Pending as i32 && !a.steps.contains_key(id) =>
+            {
+                format!("{name}'s {role_text} step succeeded (attempt {attempts}, started before this host saw the plan)")
+            }
             Ok(StepState::Running) => {
                 format!("{name}'s {role_text} step started (attempt {attempts})")
             }

@@ -1,11 +1,14 @@
 //! muster-demo: brings up a site of real agents in network namespaces (mDNS) with a VIP
 //! (10.77.0.100/24), waits until they formed one group and exactly one host — the leader — holds
-//! the VIP, shows the address on that host's interface and `muster status` from it, and tears
-//! everything down.
+//! the VIP, lets them run a join plan (`distribution = "none"` with a demo hook that only sleeps),
+//! SIGKILLs the leader and starts it again, then shows the address on the holder's interface,
+//! `muster status`, `muster health` and `muster events` from it, writes the site's timeline
+//! (leader, VIP, steps) as an SVG, and tears everything down.
 //!
 //! Builds nothing: run `scripts/demo.sh`, or build `muster` yourself and point `MUSTER_BIN` at
-//! it. Usage: `muster-demo [--hosts N]` (default 3). Needs root. Exits non-zero if the site does
-//! not form within 60 s, on any failure, and on Ctrl-C (130) — cleaning up in every case.
+//! it. Usage: `muster-demo [--hosts N] [--svg PATH]` (default 3 hosts; the SVG goes to
+//! `$TMPDIR/muster-demo-timeline.svg` unless PATH is given). Needs root. Exits non-zero if the site does not form
+//! within 60 s, on any failure, and on Ctrl-C (130) — cleaning up in every case.
 
 use std::process::ExitCode;
 use std::thread;
@@ -24,7 +27,10 @@ const POLL: Duration = Duration::from_millis(100);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let result = interrupt::install().and_then(|()| run(parse_hosts()?));
+    let result = interrupt::install().and_then(|()| {
+        let (hosts, svg) = parse_args()?;
+        run(hosts, svg)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if interrupt::interrupted() => {
@@ -38,17 +44,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_hosts() -> Result<usize> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok(3),
-        [flag, n] if flag == "--hosts" => n.parse().with_context(|| format!("--hosts {n:?}")),
-        _ => bail!("usage: muster-demo [--hosts N]"),
+fn parse_args() -> Result<(usize, Option<std::path::PathBuf>)> {
+    let mut args = std::env::args().skip(1);
+    let (mut hosts, mut svg) = (3, None);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .context("usage: muster-demo [--hosts N] [--svg PATH]")?;
+        match flag.as_str() {
+            "--hosts" => {
+                hosts = value
+                    .parse()
+                    .with_context(|| format!("--hosts {value:?}"))?
+            }
+            "--svg" => svg = Some(value.into()),
+            _ => bail!("usage: muster-demo [--hosts N] [--svg PATH]"),
+        }
     }
+    if hosts == 0 {
+        bail!("--hosts: at least 1");
+    }
+    Ok((hosts, svg))
 }
 
-fn run(hosts: usize) -> Result<()> {
+/// A hook for the demo's join plan: each step only takes a moment (a real site runs the k3s,
+/// RKE2 or kubeadm hook from deploy/hooks).
+const DEMO_HOOK: &str = "#!/bin/sh\nsleep 0.3\n";
+
+fn run(hosts: usize, svg: Option<std::path::PathBuf>) -> Result<()> {
     let mut site = Site::new(PREFIX, hosts, SiteOptions::default().vip(false))?;
+    let hook = site.dir().join("demo-hook");
+    std::fs::write(&hook, DEMO_HOOK)?;
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let keys = muster_testbed::overrides([
+        ("kubernetes.distribution", toml::Value::from("none")),
+        (
+            "kubernetes.install_command",
+            hook.display().to_string().into(),
+        ),
+    ]);
+    for i in site.all() {
+        site.write_config(i, &keys)?;
+    }
     println!("muster-demo: binary {}", site.muster().path().display());
     println!(
         "muster-demo: {hosts} hosts in namespaces {}-h0..{}-h{} on bridge {}-br (10.77.0.10..), \
@@ -90,9 +127,74 @@ fn run(hosts: usize) -> Result<()> {
         muster_testbed::names::VIP_V4,
         booted.elapsed().as_secs_f64()
     );
+    let holder = match failover(&mut site, holder) {
+        Ok(h) => h,
+        Err(e) => {
+            site.dump_logs();
+            return Err(e);
+        }
+    };
     show_status(&site, holder)?;
+    write_timeline(&site, holder, svg)?;
     site.teardown()?;
     println!("muster-demo: agents stopped, namespaces removed");
+    Ok(())
+}
+
+/// Waits for the join plan to complete, SIGKILLs the leader, waits for the VIP to move and the
+/// old leader to be back (restarted, it rejoins); returns the holder.
+fn failover(site: &mut Site, holder: usize) -> Result<usize> {
+    let all = site.all();
+    let done = |s: &Site| {
+        s.status(holder).is_ok_and(|v| {
+            v["plan"]["steps"].as_array().is_some_and(|st| {
+                st.len() == all.len() && st.iter().all(|x| x["state"] == "succeeded")
+            })
+        })
+    };
+    site.wait_until(FORM_TIMEOUT, done)
+        .context("the join plan did not complete")?;
+    println!("muster-demo: the join plan completed: init on h{holder}, then the others in order");
+    if all.len() < 3 {
+        return Ok(holder);
+    }
+    let killed = Instant::now();
+    site.kill(holder)?;
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != holder).collect();
+    let next = site.wait_one_holder(FORM_TIMEOUT, &others)?;
+    println!(
+        "muster-demo: SIGKILLed h{holder}; the VIP is on h{next} {:.2} s later",
+        killed.elapsed().as_secs_f64()
+    );
+    site.start(holder)?;
+    site.wait_formed(FORM_TIMEOUT, &all)?;
+    println!("muster-demo: h{holder} restarted and is a member again");
+    Ok(next)
+}
+
+/// Writes the timeline of `muster events` on `i` as an SVG (to `svg`, or the site's directory).
+fn write_timeline(site: &Site, i: usize, svg: Option<std::path::PathBuf>) -> Result<()> {
+    let socket = site.host(i).socket.display().to_string();
+    let out = std::process::Command::new(site.muster().path())
+        .args(["events", "--json", "--socket", &socket])
+        .output()
+        .context("muster events --json")?;
+    let events: Vec<muster_testbed::timeline::Event> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| muster_testbed::timeline::Event::from_json(&v))
+        .collect();
+    let path = svg.unwrap_or_else(|| std::env::temp_dir().join("muster-demo-timeline.svg"));
+    let title = format!(
+        "muster demo: {} hosts — leader, VIP and join steps as h{i} saw them",
+        site.all().len()
+    );
+    std::fs::write(&path, muster_testbed::timeline::svg(&events, &title))
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "muster-demo: wrote the site's timeline to {}",
+        path.display()
+    );
     Ok(())
 }
 
