@@ -421,6 +421,15 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
             status["members"].as_array().map(Vec::len) == Some(3),
             "the whole site: {status:#}"
         );
+        // Each member's agent version and protocol come from its hellos; last seen is recent.
+        for m in status["members"].as_array().context("members")? {
+            ensure!(
+                m["agent_version"].as_str().is_some_and(|v| !v.is_empty())
+                    && m["protocol"].as_u64() == Some(2)
+                    && m["last_seen_ms_ago"].as_u64().is_some_and(|t| t < 5_000),
+                "{m:#}"
+            );
+        }
         ensure!(err.contains("pinned the key of"), "{err}");
         let pinned = std::fs::read_to_string(&known)?;
         ensure!(pinned.starts_with(&at(0)), "{pinned}");

@@ -175,6 +175,12 @@ impl<S: RaftStore> Node<S> {
             if !due {
                 return;
             }
+            // Members that do not apply uploads would part from the others' plan.
+            if let Err(behind) = self.site_supports(2) {
+                self.upload.sent_ms = Some(now);
+                tracing::warn!(%behind, "the certificates are due for an upload, but not every member's agent applies uploads yet; the join goes ahead with the old key");
+                return;
+            }
             let cluster_id = self.cluster.cluster_id;
             let Some(sealer) = self.sealer.as_mut() else {
                 return;

@@ -79,6 +79,11 @@ pub struct NodeConfig {
     /// control-plane join when the last upload is older than this (`certs.rs`); 0 = never.
     /// Taken into the plan by the leader that makes it.
     pub certificate_key_refresh_ms: u64,
+    /// The agent's version, announced in hellos and shown in status ("" in the simulator).
+    pub agent_version: String,
+    /// Tests only: announce this protocol instead of [`crate::PROTOCOL`] (an older agent);
+    /// 0 = the real one.
+    pub announce_protocol_for_tests: u32,
 }
 
 impl NodeConfig {
@@ -113,6 +118,8 @@ impl NodeConfig {
             secrets: None,
             role_pin: muster_proto::RolePin::Any,
             certificate_key_refresh_ms: 0,
+            agent_version: String::new(),
+            announce_protocol_for_tests: 0,
         }
     }
 

@@ -271,6 +271,9 @@ pub fn restorable(cs: &raft::prelude::ConfState) -> bool {
 /// Most ids a snapshot's configuration may name.
 pub const MAX_CONF_IDS: usize = 4 * crate::node::MAX_PEERS;
 
+/// Longest agent version a hello may carry.
+pub const MAX_VERSION_BYTES: usize = 32;
+
 /// Whether `name` follows hostname rules: 1–63 bytes of ASCII letters, digits, '-' and '.',
 /// (an underscore is tolerated, as many images use one), not starting with '-' or '.'.
 pub fn valid_name(name: &str) -> bool {
@@ -293,6 +296,15 @@ pub fn check_hello(from: NodeId, h: &Hello) -> Result<(), &'static str> {
     }
     if h.member_ids.len() > MAX_HELLO_MEMBER_IDS {
         return Err("hello listing too many members");
+    }
+    // A version is "0.1.0" or "1.2.3-rc.1+build": short, printable, no control characters
+    // (it reaches operators' terminals).
+    let version_ok = h.agent_version.len() <= MAX_VERSION_BYTES
+        && h.agent_version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'));
+    if !version_ok {
+        return Err("hello with an invalid agent version");
     }
     if h.public_key.len() != 32 || crate::node_id_from_public_key(&h.public_key) != from {
         return Err("hello whose public key is not the sender's");
@@ -471,5 +483,27 @@ mod tests {
         assert!(!valid_name("-x"));
         assert!(!valid_name("a b"));
         assert!(!valid_name("evil\u{1b}[2J"));
+    }
+
+    #[test]
+    fn hellos_carry_a_short_printable_version_only() {
+        let key = vec![7u8; 32];
+        let from = crate::node_id_from_public_key(&key);
+        let hello = |v: &str| Hello {
+            name: "h1".into(),
+            public_key: key.clone(),
+            agent_version: v.into(),
+            ..Default::default()
+        };
+        assert_eq!(check_hello(from, &hello("0.1.0")), Ok(()));
+        assert_eq!(check_hello(from, &hello("1.2.3-rc.1+g1a2b")), Ok(()));
+        assert_eq!(check_hello(from, &hello("")), Ok(()), "an older agent");
+        for bad in ["0.1.0\u{1b}[31m", &"9".repeat(33), "1 2"] {
+            assert_eq!(
+                check_hello(from, &hello(bad)),
+                Err("hello with an invalid agent version"),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -67,6 +67,12 @@ pub enum PlanActionError {
         /// Why not.
         reason: String,
     },
+    /// An action that needs a newer agent on every member.
+    #[error("not every member's agent supports this yet: {behind}; upgrade them first")]
+    OlderAgents {
+        /// The members behind, and why.
+        behind: String,
+    },
     /// `muster plan start` on a host in no cluster.
     #[error("this host is in no cluster yet; ask a member")]
     NotMember,
@@ -490,6 +496,8 @@ impl<S: RaftStore> Node<S> {
         &mut self,
         who: &str,
     ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
+        self.site_supports(2)
+            .map_err(|behind| PlanActionError::OlderAgents { behind })?;
         let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
         let m = crate::parse_id(who)
             .and_then(|id| crate::state::member(&self.cluster, id))
@@ -601,6 +609,11 @@ impl<S: RaftStore> Node<S> {
             return;
         }
         if let Some(action) = r.action {
+            let promote = action.kind == muster_proto::PlanActionKind::Promote as i32;
+            if let (true, Err(behind)) = (promote, self.site_supports(2)) {
+                tracing::warn!(%behind, "a forwarded plan promote needs a newer agent on every member; dropped");
+                return;
+            }
             self.propose_command(Command {
                 kind: Some(muster_proto::command::Kind::PlanAction(action)),
             });

@@ -28,6 +28,15 @@ pub mod storage;
 pub mod testnet;
 pub mod wire;
 
+/// The replicated commands this core applies, as hellos announce it (`Hello.protocol`). A
+/// leader proposes a command only once every member applies it, so members of different
+/// versions never apply a log differently (an older agent ignores a command it does not know,
+/// and its state would part from the others'):
+/// - 1: formation, removal, the join plan, steps, removal duties, plan start and reinit;
+/// - 2: certificate uploads (`CertificateUploadRequest`/`Progress`), `PlanAction` `PROMOTE`,
+///   `RemoveMember.spare_id`.
+pub const PROTOCOL: u32 = 2;
+
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
 pub use install::PlanActionError;
 pub use node::{ActionTarget, CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};

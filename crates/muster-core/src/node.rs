@@ -790,6 +790,61 @@ impl<S: RaftStore> Node<S> {
             vip_held: self.lease.holding,
             formed: self.site_formed(),
             api_health: self.health.local as i32,
+            agent_version: self.cfg.agent_version.clone(),
+            protocol: self.own_protocol(),
+        }
+    }
+
+    /// The protocol this host announces: [`crate::PROTOCOL`] (tests may pretend to be older).
+    fn own_protocol(&self) -> u32 {
+        match self.cfg.announce_protocol_for_tests {
+            0 => crate::PROTOCOL,
+            p => p,
+        }
+    }
+
+    /// A member's agent version as its last hello said (ours from the config).
+    fn member_agent_version(&self, id: NodeId) -> String {
+        if id == self.cfg.id {
+            return self.cfg.agent_version.clone();
+        }
+        self.peers
+            .get(&id)
+            .and_then(|p| p.hello.as_ref())
+            .map(|h| h.agent_version.clone())
+            .unwrap_or_default()
+    }
+
+    /// The protocol a member's agent announced (`Hello.protocol`; an agent from before the
+    /// field is 1); 0 when not heard from yet. Our own is [`crate::PROTOCOL`].
+    pub fn member_protocol(&self, id: NodeId) -> u32 {
+        if id == self.cfg.id {
+            return self.own_protocol();
+        }
+        self.peers
+            .get(&id)
+            .and_then(|p| p.hello.as_ref())
+            .map_or(0, |h| h.protocol.max(1))
+    }
+
+    /// Whether every member (not removed) applies commands of protocol `level`; else the names
+    /// of those that do not (or are not heard from), for the operator.
+    pub(crate) fn site_supports(&self, level: u32) -> Result<(), String> {
+        let behind: Vec<String> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| !self.is_removed(m.id))
+            .filter_map(|m| match self.member_protocol(m.id) {
+                0 => Some(format!("{} (not heard from)", m.name)),
+                p if p < level => Some(format!("{} (protocol {p})", m.name)),
+                _ => None,
+            })
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(behind.join(", "))
         }
     }
 
@@ -851,6 +906,16 @@ impl<S: RaftStore> Node<S> {
                 reachable: self.reachable(m.id),
                 joined_unix_ms: m.joined_unix_ms,
                 api_health: self.member_api_health(m.id) as i32,
+                agent_version: self.member_agent_version(m.id),
+                last_seen_ms_ago: if m.id == self.cfg.id {
+                    Some(0)
+                } else {
+                    self.peers
+                        .get(&m.id)
+                        .and_then(|p| p.last_heard_ms)
+                        .map(|t| self.now_ms.saturating_sub(t))
+                },
+                protocol: self.member_protocol(m.id),
             })
             .collect();
         let phase = match (&self.phase, self.cluster.cluster_id) {

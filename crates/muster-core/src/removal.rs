@@ -56,6 +56,9 @@ pub enum RemoveError {
     /// There is no leader to carry it out now.
     #[error("no leader is known; try again once the cluster has one")]
     NoLeader,
+    /// `--spare` needs a newer agent on every member.
+    #[error("--spare needs every member's agent to support it: {0}; upgrade them first, or remove without --spare")]
+    SpareNeedsNewerAgents(String),
     /// `--spare` names a host that cannot take the removed host's control-plane slot.
     #[error("{spare} cannot take the control-plane slot of {removed}: {reason}")]
     SpareRefused {
@@ -111,6 +114,8 @@ impl<S: RaftStore> Node<S> {
 
     /// The spare's id if removing `id` opens a control-plane slot it may take.
     fn check_spare(&self, id: NodeId, name: &str, spare: &str) -> Result<NodeId, RemoveError> {
+        self.site_supports(2)
+            .map_err(RemoveError::SpareNeedsNewerAgents)?;
         let (spare_id, spare_name) = self.resolve_member(spare)?;
         let refuse = |reason: &str| RemoveError::SpareRefused {
             removed: name.into(),
@@ -205,7 +210,15 @@ impl<S: RaftStore> Node<S> {
         }
         if state::member(&self.cluster, r.node_id).is_some() {
             tracing::info!(member = %format_id(r.node_id), by = %format_id(from), "removal forwarded by a member");
-            self.propose_removal(r.node_id, r.spare_id);
+            let spare = match (r.spare_id, self.site_supports(2)) {
+                (0, _) => 0,
+                (s, Ok(())) => s,
+                (_, Err(behind)) => {
+                    tracing::warn!(%behind, "a forwarded removal names a spare, but not every member's agent applies that; removing without it");
+                    0
+                }
+            };
+            self.propose_removal(r.node_id, spare);
         }
     }
 

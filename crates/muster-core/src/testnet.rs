@@ -304,6 +304,11 @@ impl TestNet {
         id
     }
 
+    /// Changes a host's config for its next start (an upgrade or a downgrade of its agent).
+    pub fn reconfigure(&mut self, id: NodeId, tune: impl FnOnce(&mut NodeConfig)) {
+        tune(&mut self.hosts.get_mut(&id).expect("known host").cfg);
+    }
+
     /// Boots a host from its disk.
     pub fn start(&mut self, id: NodeId) {
         let seed = self.rng.random();

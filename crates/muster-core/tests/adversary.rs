@@ -284,6 +284,8 @@ fn hello(pk: &[u8], name: &str, cluster: u64, members: u32) -> Hello {
         formed: cluster != 0,
         // An outsider claiming a healthy API server: no leader ever hands over to it.
         api_health: muster_proto::ApiHealth::Healthy as i32,
+        agent_version: String::new(),
+        protocol: muster_core::PROTOCOL,
     }
 }
 

@@ -395,3 +395,43 @@ fn an_operator_names_the_spare_that_replaces_a_lost_control_plane_host() {
     );
     net.check_i3().expect("I3");
 }
+
+/// Mixed versions: one member runs an agent that announces protocol 1 (it would ignore the
+/// newer commands and its plan would part from the others'). A removal naming a spare is
+/// refused, naming that member; the same removal without `--spare` goes ahead.
+#[test]
+fn a_spare_is_refused_while_a_member_runs_an_older_agent() {
+    let (mut net, ids) = TestNet::formed_site(44, 4, |c| {
+        c.vip = true;
+        c.plan = true;
+    });
+    // A follower runs the older agent: the leader learns it from its hellos.
+    let first_leader = leader(&net, &ids);
+    let old = *ids
+        .iter()
+        .find(|&&i| i != first_leader)
+        .expect("a follower");
+    net.crash(old);
+    let old_cfg = |c: &mut muster_core::NodeConfig| c.announce_protocol_for_tests = 1;
+    net.reconfigure(old, old_cfg);
+    net.start(old);
+    net.run_for(3_000);
+    let leader = leader(&net, &ids);
+    assert_ne!(leader, old, "the older host does not lead here");
+    let lost = *ids
+        .iter()
+        .find(|&&i| i != leader && i != old)
+        .expect("another host");
+    let refused = net.remove_with_spare(
+        leader,
+        &muster_core::format_id(lost),
+        Some(&muster_core::format_id(old)),
+    );
+    let old_name = net.node(old).status().node_name;
+    assert!(
+        matches!(&refused, Err(muster_core::RemoveError::SpareNeedsNewerAgents(b)) if b.contains(&old_name) && b.contains("protocol 1")),
+        "{refused:?}"
+    );
+    net.remove(leader, &muster_core::format_id(lost))
+        .expect("without --spare");
+}

@@ -91,6 +91,8 @@ fn envelopes(site: &Site) -> Vec<(String, Vec<u8>)> {
             vip_held: true,
             formed: true,
             api_health: muster_proto::ApiHealth::Healthy as i32,
+            agent_version: String::new(),
+            protocol: muster_core::PROTOCOL,
         })),
     }
     .encode_to_vec();

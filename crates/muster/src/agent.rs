@@ -95,6 +95,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         &site_key,
         rand::random(),
     ));
+    node_cfg.agent_version = env!("CARGO_PKG_VERSION").into();
     if let Some(k) = &cfg.kubernetes {
         node_cfg.plan = true;
         node_cfg.worker_parallelism = k.worker_parallelism;

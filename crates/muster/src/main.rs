@@ -473,7 +473,10 @@ fn main() -> ExitCode {
             if json {
                 println!("{}", render::json(&status));
             } else {
-                print!("{}", render::human(&status));
+                // Colour only on a terminal, and not when NO_COLOR is set (no-color.org).
+                let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+                print!("{}", render::human_coloured(&status, colour));
             }
             ExitCode::SUCCESS
         }

@@ -27,6 +27,9 @@ pub fn json(s: &StatusResponse) -> Value {
                 "reachable": m.reachable,
                 "joined_unix_ms": m.joined_unix_ms,
                 "api": api_label(m.api_health),
+                "agent_version": (!m.agent_version.is_empty()).then_some(m.agent_version.as_str()),
+                "last_seen_ms_ago": m.last_seen_ms_ago,
+                "protocol": (m.protocol != 0).then_some(m.protocol),
             })
         })
         .collect();
@@ -321,6 +324,34 @@ mod time_tests {
     }
 }
 
+/// The readable view, with problems in red when `colour` (a terminal that wants it).
+pub fn human_coloured(s: &StatusResponse, colour: bool) -> String {
+    let text = human(s);
+    if !colour {
+        return text;
+    }
+    // Whole words the plain view writes in capitals are the problems.
+    const RED: &str = "\x1b[1;31m";
+    const RESET: &str = "\x1b[0m";
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let mut l = line.to_string();
+        for word in [
+            "NO ",
+            "FAILED",
+            "UNHEALTHY",
+            "STALE",
+            "CONFLICT",
+            "REMOVED",
+            "MIXED",
+        ] {
+            l = l.replace(word, &format!("{RED}{word}{RESET}"));
+        }
+        out.push_str(&l);
+    }
+    out
+}
+
 /// The readable view.
 pub fn human(s: &StatusResponse) -> String {
     use std::fmt::Write as _;
@@ -444,13 +475,48 @@ pub fn human(s: &StatusResponse) -> String {
         let _ = writeln!(out, "plan      {}", plan_summary(plan));
     }
     let _ = writeln!(out, "members   {}", s.members.len());
+    let mut versions: Vec<&str> = s
+        .members
+        .iter()
+        .map(|m| m.agent_version.as_str())
+        .filter(|v| !v.is_empty())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.len() > 1 {
+        let _ = writeln!(
+            out,
+            "versions  MIXED: {} (a newer agent waits for every member before it uses a newer command)",
+            versions.join(", ")
+        );
+    }
     if !s.members.is_empty() {
         let _ = writeln!(
             out,
-            "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}  {:<9}",
-            "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE", "API"
+            "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}  {:<6}  {:<9}  {:<8}  STEP",
+            "ID", "NAME", "ADDRESS", "ROLE", "REACHABLE", "SEEN", "API", "VERSION"
         );
-        for m in &s.members {
+        // Problems first: unreachable, then an unhealthy API server or a failed step; then the
+        // leader, voters, learners.
+        let step_of = |id: u64| {
+            s.plan
+                .as_ref()
+                .and_then(|p| p.steps.iter().find(|st| st.node_id == id))
+        };
+        let rank = |m: &&muster_proto::MemberStatus| {
+            let failed =
+                step_of(m.id).is_some_and(|st| st.state == muster_proto::StepState::Failed as i32);
+            let unhealthy = api_label(m.api_health) == "unhealthy";
+            (
+                m.reachable,
+                !(unhealthy || failed),
+                m.id != s.leader_id,
+                !m.voter,
+            )
+        };
+        let mut members: Vec<&muster_proto::MemberStatus> = s.members.iter().collect();
+        members.sort_by_key(rank);
+        for m in members {
             let role = if m.id == s.leader_id {
                 "leader"
             } else if m.voter {
@@ -458,18 +524,42 @@ pub fn human(s: &StatusResponse) -> String {
             } else {
                 "learner"
             };
+            let seen = match m.last_seen_ms_ago {
+                None => "-".to_string(),
+                Some(0) if m.id == s.node_id => "here".to_string(),
+                Some(ms) if ms < 1_000 => "now".to_string(),
+                Some(ms) if ms < 120_000 => format!("{} s", ms / 1_000),
+                Some(ms) => format!("{} m", ms / 60_000),
+            };
+            let step = step_of(m.id).map_or_else(
+                || "-".to_string(),
+                |st| {
+                    let state = match step_label(st) {
+                        "failed" => "FAILED",
+                        other => other,
+                    };
+                    format!("{} {state}", role_label(st.role))
+                },
+            );
+            let version = if m.agent_version.is_empty() {
+                "-"
+            } else {
+                m.agent_version.as_str()
+            };
             let _ = writeln!(
                 out,
-                "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}  {:<9}",
+                "  {:<16}  {:<12}  {:<21}  {:<7}  {:<9}  {:<6}  {:<9}  {:<8}  {step}",
                 format_id(m.id),
                 m.name,
                 m.address,
                 role,
                 if m.reachable { "yes" } else { "NO" },
+                seen,
                 match api_label(m.api_health) {
                     "unhealthy" => "UNHEALTHY",
                     other => other,
-                }
+                },
+                version,
             );
         }
     }
@@ -646,5 +736,51 @@ mod tests {
         assert_eq!(v["dropped"][0]["count"], 3);
         assert_eq!(v["formed_unix_ms"], 5);
         assert_eq!(v["locked"], true);
+    }
+
+    #[test]
+    fn the_members_table_puts_problems_first_and_shows_versions_and_last_seen() {
+        let member = |id: u64, name: &str, reachable: bool, version: &str, seen: Option<u64>| {
+            muster_proto::MemberStatus {
+                id,
+                name: name.into(),
+                voter: true,
+                reachable,
+                agent_version: version.into(),
+                last_seen_ms_ago: seen,
+                ..Default::default()
+            }
+        };
+        let s = StatusResponse {
+            node_id: 1,
+            leader_id: 1,
+            members: vec![
+                member(1, "h1", true, "0.1.0", Some(0)),
+                member(2, "h2", true, "0.1.0", Some(300)),
+                member(3, "h3", false, "0.2.0", Some(9_000)),
+            ],
+            ..Default::default()
+        };
+        let h = human(&s);
+        let rows: Vec<&str> = h.lines().filter(|l| l.starts_with("  0")).collect();
+        assert!(
+            rows[0].contains("h3") && rows[0].contains(" NO ") && rows[0].contains("9 s"),
+            "{h}"
+        );
+        assert!(
+            rows[1].contains("h1") && rows[1].contains("leader") && rows[1].contains("here"),
+            "{h}"
+        );
+        assert!(rows[2].contains("h2") && rows[2].contains("now"), "{h}");
+        assert!(h.contains("versions  MIXED: 0.1.0, 0.2.0"), "{h}");
+        assert!(!h.contains('\x1b'), "no colour unless asked");
+        let c = human_coloured(&s, true);
+        assert!(
+            c.contains("\x1b[1;31mNO \x1b[0m") && c.contains("\x1b[1;31mMIXED"),
+            "{c}"
+        );
+        let v = json(&s);
+        assert_eq!(v["members"][2]["agent_version"], "0.2.0");
+        assert_eq!(v["members"][2]["last_seen_ms_ago"], 9_000);
     }
 }

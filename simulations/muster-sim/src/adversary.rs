@@ -245,6 +245,8 @@ impl Sim {
             vip_held: self.rng.random_bool(0.5),
             formed: cluster != 0,
             api_health: self.rng.random_range(0..3),
+            agent_version: String::new(),
+            protocol: muster_core::PROTOCOL,
         }
     }
 

@@ -208,6 +208,8 @@ impl Adversary {
                     vip_held: true,
                     formed: true,
                     api_health: muster_proto::ApiHealth::Healthy as i32,
+                    agent_version: String::new(),
+                    protocol: 2,
                 }),
             ),
             12 => (
