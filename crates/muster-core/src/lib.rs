@@ -25,6 +25,7 @@ pub mod state;
 pub mod storage;
 #[cfg(feature = "testnet")]
 pub mod testnet;
+pub mod timers;
 pub mod wire;
 
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
