@@ -4,9 +4,9 @@
 //! and status queries into core inputs and carries the outputs out: messages to the libp2p
 //! transport, member addresses to its dialer. The timer sleeps until the core's next deadline
 //! ([`Node::next_tick_ms`]; a member of an idle site wakes every heartbeat interval or so, a
-//! host still forming every 10 ms) or [`MAX_TICK_WAIT`], whichever is sooner. SIGTERM / SIGINT stop it cleanly; a fatal
-//! core error (a store that cannot persist) stops it with an error, since acknowledging writes
-//! that were not made would break Raft.
+//! host still forming every 10 ms) or [`MAX_TICK_WAIT`], whichever is sooner. SIGTERM / SIGINT
+//! stop it cleanly; a fatal core error (a store that cannot persist) stops it with an error,
+//! since acknowledging writes that were not made would break Raft.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

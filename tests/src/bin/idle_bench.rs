@@ -97,8 +97,9 @@ struct Measured {
     label: String,
     hosts: usize,
     samples: Vec<Sample>,
-    /// The leader (muster) or VRRP master (keepalived), by host index.
-    leader: Option<usize>,
+    /// The leader (muster: before and after the window, the same host unless an election
+    /// happened) or VRRP master (keepalived), by host index.
+    leaders: Vec<usize>,
     /// Highest term before and after the window, and whether the leader stayed (muster only).
     terms: Option<(u64, u64, bool)>,
 }
@@ -116,9 +117,13 @@ impl Measured {
         v
     }
 
+    /// The leader's share (the larger, if leadership moved during the window).
     fn leader_cpu(&self) -> Option<f64> {
-        let l = self.leader?;
-        self.samples.iter().find(|s| s.host == l).map(|s| s.cpu_pct)
+        self.samples
+            .iter()
+            .filter(|s| self.leaders.contains(&s.host))
+            .map(|s| s.cpu_pct)
+            .max_by(f64::total_cmp)
     }
 }
 
@@ -251,7 +256,7 @@ fn measure_muster(site: &mut Site, args: &Args) -> Result<Measured> {
         label: "muster".into(),
         hosts: n,
         samples,
-        leader,
+        leaders: leader.into_iter().chain(leader_after).collect(),
         terms: Some((term_before, term_after, leader == leader_after)),
     })
 }
@@ -289,7 +294,7 @@ fn measure_keepalived(site: &mut Site, args: &Args) -> Result<Measured> {
             label: "keepalived (VRRPv3, advert 0.1 s)".into(),
             hosts: n,
             samples,
-            leader: Some(holder),
+            leaders: vec![holder],
             terms: None,
         })
     })();
@@ -395,12 +400,12 @@ fn print_results(args: &Args, results: &[Measured]) {
             .samples
             .iter()
             .map(|s| {
-                let star = if Some(s.host) == m.leader { "*" } else { "" };
+                let star = if m.leaders.contains(&s.host) { "*" } else { "" };
                 format!("h{}{star} {:.2}", s.host, s.cpu_pct)
             })
             .collect();
         println!(
-            "  {} ({} hosts; * leader): {}",
+            "  {} ({} hosts; * leader, before or after): {}",
             m.label,
             m.hosts,
             per_host.join(", ")
