@@ -153,6 +153,11 @@ impl Host {
         }
     }
 
+    /// The agent's pid (also its process group), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.child).as_ref().map(Child::id)
+    }
+
     /// The exit status of the last agent process, once it has exited and been reaped.
     pub fn last_exit(&self) -> Option<ExitStatus> {
         *lock(&self.last_exit)

@@ -182,6 +182,12 @@ impl Keepalived {
         }
     }
 
+    /// The pid of host `i`'s keepalived (also its process group, which its VRRP child shares),
+    /// while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.instances[i].child.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs host `i`'s keepalived (its process group) and reaps it; its VIP stays put.
     pub fn kill(&mut self, i: usize) -> Result<()> {
         let Some(mut child) = self.instances[i].child.take() else {

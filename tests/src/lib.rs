@@ -16,6 +16,7 @@
 //! [`holders`] (the two-holder checker), [`prober`] (the client's 5 ms ICMP prober),
 //! [`partition`] (nftables bridge rules), [`keepalived`] (the comparison peer for the benchmark),
 //! [`bench`] (statistics, RNG and CPU burners of `muster-vip-bench`).
+//! Idle cost: [`procstat`] (CPU time and RSS from `/proc`, for `muster-idle-bench`).
 //! Dynamic DNS: [`bind`] (a real `named` on the site's bridge, the `[ddns]` section pointing at
 //! it, `dig` / `nsupdate` and a fast UDP poller).
 //! Install: [`etcd`] (hooks that form a real etcd cluster in the join order, and etcdctl checks).
@@ -37,6 +38,7 @@ pub mod names;
 pub mod netns;
 pub mod partition;
 pub mod prober;
+pub mod procstat;
 pub mod site;
 pub mod status;
 pub mod timeline;

@@ -11,8 +11,8 @@
 //! measured on that voter's clock. With every clock within ±`drift_pct` percent of real time,
 //! that promise lasts at least `(election_ticks - 1)·tick_ms / (1 + drift)` of real time, while a
 //! lease of `L` ms on the holder's clock lasts at most `L / (1 - drift)`. The holder also notices
-//! the end of its lease only at its next input (the agent ticks every 10 ms), so one raft tick is
-//! kept in reserve:
+//! the end of its lease only at its next input (the agent schedules a tick at the lease end,
+//! `timers.rs`, and ticked every 10 ms before that), so one raft tick is kept in reserve:
 //!
 //! ```text
 //! lease_ms = (election_ticks - 1) · tick_ms · (100 - drift_pct) / (100 + drift_pct) - tick_ms

@@ -26,6 +26,7 @@ pub mod state;
 pub mod storage;
 #[cfg(feature = "testnet")]
 pub mod testnet;
+pub mod timers;
 pub mod wire;
 
 /// The replicated commands this core applies, as hellos announce it (`Hello.protocol`). A

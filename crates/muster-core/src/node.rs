@@ -203,6 +203,10 @@ pub(crate) struct Peer {
     pub raft_heard_ms: Option<u64>,
     /// Whether the peer is a member of our cluster (as applied here).
     pub member: bool,
+    /// Whether the peer is a member that is not a voter (as applied here).
+    pub learner: bool,
+    /// Leader: when raft last sent this learner a heartbeat (`timers.rs`).
+    pub heartbeat_sent_ms: Option<u64>,
     /// Since when the peer's hellos have said, without a break, that it is in no cluster (the
     /// bound on the lowest-id bootstrap rule, `formation.rs`).
     pub unformed_since_ms: Option<u64>,
@@ -224,6 +228,11 @@ pub(crate) enum Phase {
 /// Hellos a host sends to its cluster's members per hello interval, about (see
 /// `Node::member_hello_factor`).
 pub(crate) const HELLO_MEMBERS_PER_INTERVAL: u64 = 64;
+/// Hellos to members go at most every this many hello intervals (1 s with the defaults), which
+/// still gives a member at least 3 hellos per reachability timeout (3 s): over TCP a hello is
+/// lost only with its connection, and every message counts as heard. The idle cost of a site of
+/// 25 is mostly its hellos (README, "Idle cost").
+pub(crate) const MIN_MEMBER_HELLO_INTERVALS: u64 = 2;
 
 /// One host's state machine. `S` is its durable store.
 pub struct Node<S: RaftStore> {
@@ -535,6 +544,20 @@ impl<S: RaftStore> Node<S> {
         for id in missing {
             self.peers.entry(id).or_default().member = true;
         }
+        self.sync_learners();
+    }
+
+    /// Marks which member peers are learners (`timers.rs` thins their heartbeats). Called
+    /// whenever the applied membership changes, before any later raft message goes out.
+    pub(crate) fn sync_learners(&mut self) {
+        for p in self.peers.values_mut() {
+            p.learner = false;
+        }
+        for m in self.cluster.members.iter().filter(|m| !m.voter) {
+            if let Some(p) = self.peers.get_mut(&m.id) {
+                p.learner = true;
+            }
+        }
     }
 
     fn on_tick(&mut self, now_ms: u64, unix_ms: u64) -> Result<(), CoreError> {
@@ -715,18 +738,24 @@ impl<S: RaftStore> Node<S> {
             .max(1)
     }
 
+    /// How many hello intervals apart hellos to members go: `member_hello_factor`, but at
+    /// least [`MIN_MEMBER_HELLO_INTERVALS`].
+    pub(crate) fn member_hello_intervals(&self) -> u64 {
+        self.member_hello_factor().max(MIN_MEMBER_HELLO_INTERVALS)
+    }
+
     /// Sends hellos: to connected peers outside our cluster every `hello_interval_ms`; to our
     /// members (connected or not: sending to a member makes the transport dial its recorded
     /// address, so members keep a mesh and the leader reaches hosts discovery never paired it
-    /// with) every `member_hello_factor` intervals, and at once when this host starts or stops
-    /// holding the VIP (hellos carry `vip_held`, which every host's status shows).
+    /// with) every `member_hello_intervals` intervals, and at once when this host starts or
+    /// stops holding the VIP (hellos carry `vip_held`, which every host's status shows).
     fn maybe_hello(&mut self) {
         let interval = self.cfg.hello_interval_ms;
         let now = self.now_ms;
         let outsiders_due = self.last_hello_ms.is_none_or(|t| now >= t + interval);
         let members_due = self
             .last_member_hello_ms
-            .is_none_or(|t| now >= t + interval * self.member_hello_factor());
+            .is_none_or(|t| now >= t + interval * self.member_hello_intervals());
         if !outsiders_due && !members_due {
             return;
         }

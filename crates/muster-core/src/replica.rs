@@ -308,7 +308,11 @@ impl<S: RaftStore> Node<S> {
     }
 
     fn send_raft(&mut self, raw: &mut RawNode<SharedStore<S>>, msgs: Vec<Message>) {
+        let probing = raw.raft.state == StateRole::Leader && raw.raft.commit_to_current_term();
         for m in msgs {
+            if self.redundant_heartbeat(&m, probing) {
+                continue;
+            }
             let to = m.to;
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             match m.write_to_bytes() {
@@ -443,6 +447,9 @@ impl<S: RaftStore> Node<S> {
         raw.raft.maybe_free_inflight_buffers();
         state::apply_conf_change(&mut self.cluster, cc, index)?;
         self.members_dirty = true;
+        // A promoted learner is a voter from its next heartbeat on, not from the end of the
+        // input (its heartbeats must not be thinned).
+        self.sync_learners();
         self.denied_dirty |= !self.cluster.removed.is_empty();
         for change in cc.get_changes() {
             self.pending_joins.remove(&change.node_id);

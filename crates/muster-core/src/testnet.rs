@@ -58,6 +58,13 @@ pub struct TestNet {
     pub max_latency_ms: u64,
     /// Node tick interval.
     pub tick_interval_ms: u64,
+    /// Tick each host as the agent does instead (`timers.rs`): when its `next_tick_ms` is due,
+    /// and before a message whenever its clock fell a raft tick behind.
+    pub deadline_ticks: bool,
+    /// Ticks handed to hosts so far.
+    pub ticks: u64,
+    /// Messages hosts sent so far (`Output::Send`).
+    pub sends: u64,
     last_discovery_ms: u64,
     /// Hosts that currently hold the VIP (acquired, not yet released, not crashed).
     pub vip_holders: BTreeSet<NodeId>,
@@ -119,6 +126,9 @@ impl TestNet {
             discovery_interval_ms: 250,
             max_latency_ms: 3,
             tick_interval_ms: 10,
+            deadline_ticks: false,
+            ticks: 0,
+            sends: 0,
             last_discovery_ms: 0,
             vip_holders: BTreeSet::new(),
             max_vip_holders: 0,
@@ -440,6 +450,25 @@ impl TestNet {
         self.input(id, Input::LocalHealth { healthy });
     }
 
+    fn node_if_up(&self, id: NodeId) -> Option<&Node<MemStore>> {
+        self.hosts.get(&id).and_then(|h| h.node.as_ref())
+    }
+
+    fn tick(&mut self, id: NodeId) {
+        if self.node_if_up(id).is_none() {
+            return;
+        }
+        self.ticks += 1;
+        let now_ms = self.now_ms;
+        self.input(
+            id,
+            Input::Tick {
+                now_ms,
+                unix_ms: now_ms + self.wall_offset_ms,
+            },
+        );
+    }
+
     fn input(&mut self, id: NodeId, input: Input) {
         let Some(node) = self.hosts.get_mut(&id).and_then(|h| h.node.as_mut()) else {
             return;
@@ -452,6 +481,7 @@ impl TestNet {
         for out in outputs {
             match out {
                 Output::Send { to, envelope } => {
+                    self.sends += 1;
                     let latency = self.rng.random_range(1..=self.max_latency_ms);
                     self.seq += 1;
                     self.in_flight.push(InFlight {
@@ -580,16 +610,16 @@ impl TestNet {
             }
             self.deliver_due();
             self.finish_installs();
-            if self.now_ms.is_multiple_of(self.tick_interval_ms) {
-                let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
-                for id in ids {
-                    self.input(
-                        id,
-                        Input::Tick {
-                            now_ms: self.now_ms,
-                            unix_ms: self.now_ms + self.wall_offset_ms,
-                        },
-                    );
+            let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
+            for id in ids {
+                let due = if self.deadline_ticks {
+                    self.node_if_up(id)
+                        .is_some_and(|n| n.next_tick_ms() <= self.now_ms)
+                } else {
+                    self.now_ms.is_multiple_of(self.tick_interval_ms)
+                };
+                if due {
+                    self.tick(id);
                 }
             }
         }
@@ -662,6 +692,13 @@ impl TestNet {
                 if let Some(inbox) = self.adversaries.get_mut(&m.to) {
                     inbox.push((m.from, m.envelope));
                     continue;
+                }
+                if self.deadline_ticks
+                    && self
+                        .node_if_up(m.to)
+                        .is_some_and(|n| n.clock_behind(self.now_ms))
+                {
+                    self.tick(m.to);
                 }
                 self.input(
                     m.to,

@@ -1,10 +1,12 @@
 //! `muster agent`: wires the core to real I/O.
 //!
-//! One event loop owns the core [`Node`] over a [`DiskStore`]; it turns network events, a 10 ms
-//! timer and status queries into core inputs and carries the outputs out: messages to the
-//! libp2p transport, member addresses to its dialer. SIGTERM / SIGINT stop it cleanly; a fatal
-//! core error (a store that cannot persist) stops it with an error, since acknowledging writes
-//! that were not made would break Raft.
+//! One event loop owns the core [`Node`] over a [`DiskStore`]; it turns network events, a timer
+//! and status queries into core inputs and carries the outputs out: messages to the libp2p
+//! transport, member addresses to its dialer. The timer sleeps until the core's next deadline
+//! ([`Node::next_tick_ms`]; a member of an idle site wakes every heartbeat interval or so, a
+//! host still forming every 10 ms) or [`MAX_TICK_WAIT`], whichever is sooner. SIGTERM / SIGINT
+//! stop it cleanly; a fatal core error (a store that cannot persist) stops it with an error,
+//! since acknowledging writes that were not made would break Raft.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,10 +24,14 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::rpc::{self, Query};
 
-/// Interval of the core's clock input.
-const TICK_INTERVAL: Duration = Duration::from_millis(10);
 /// Clients that may follow `muster events` at once (each holds a bounded buffer).
 const MAX_EVENT_FOLLOWERS: usize = 16;
+/// Longest sleep between two ticks, whatever the core's deadline: the shell's own timers (VIP
+/// add retries, the conflict watch every 200 ms, systemd STATUS every 250 ms, metrics) are looked
+/// at on ticks.
+const MAX_TICK_WAIT: Duration = Duration::from_millis(100);
+/// Tick period while the debug-build test fault is armed (it is polled on ticks).
+const TEST_FAULT_TICK: Duration = Duration::from_millis(10);
 /// How long to wait between looks for the interface's address at boot.
 const ADDRESS_RETRY: Duration = Duration::from_millis(500);
 /// Log the wait for the interface address every this many attempts (every 5 s).
@@ -228,18 +234,21 @@ impl Agent {
         mut queries: mpsc::Receiver<Query>,
         mut install_done: Option<mpsc::Receiver<crate::installer::Done>>,
     ) -> anyhow::Result<()> {
-        let mut tick = tokio::time::interval(TICK_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(tick);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         // systemd: READY once a member, STATUS lines, watchdog pings from this loop (notify.rs).
         let mut notifier = crate::notify::Notifier::from_env();
         loop {
+            let due = self.next_tick();
+            if tick.deadline() != due {
+                tick.as_mut().reset(due);
+            }
             tokio::select! {
-                _ = tick.tick() => {
+                () = &mut tick => {
                     self.test_fault();
-                    let input = Input::Tick { now_ms: self.now_ms(), unix_ms: unix_ms() };
-                    self.step(input).await?;
+                    self.tick().await?;
                     self.vip.retry_if_due(self.node.holds_vip()).await;
                     self.vip.check_conflicts(self.node.vip_holder() != 0);
                     notifier.tick(Instant::now(), || self.node.status());
@@ -352,11 +361,7 @@ impl Agent {
                     Ok((target, outputs)) => {
                         self.carry_out(outputs).await;
                         // raft-rs's transfer messages go out with the next input: feed it now.
-                        let input = Input::Tick {
-                            now_ms: self.now_ms(),
-                            unix_ms: unix_ms(),
-                        };
-                        self.step(input).await?;
+                        self.tick().await?;
                         let _ = reply.send(Ok(muster_proto::TransferResponse { target, from }));
                     }
                     Err(e) => {
@@ -398,6 +403,33 @@ impl Agent {
         Ok(())
     }
 
+    /// Feeds the core its clock.
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        let input = Input::Tick {
+            now_ms: self.now_ms(),
+            unix_ms: unix_ms(),
+        };
+        self.step(input).await
+    }
+
+    /// When the next tick is due: the core's deadline, a VIP add retry, at most
+    /// [`MAX_TICK_WAIT`] away (every [`TEST_FAULT_TICK`] with the test fault armed).
+    fn next_tick(&self) -> tokio::time::Instant {
+        let now = Instant::now();
+        let cap = if self.panic_file.is_some() {
+            TEST_FAULT_TICK
+        } else {
+            MAX_TICK_WAIT
+        };
+        // The core's clock is whole milliseconds since `started`.
+        let core = self.started + Duration::from_millis(self.node.next_tick_ms());
+        let mut due = core.min(now + cap);
+        if let Some(retry) = self.vip.retry_at() {
+            due = due.min(retry.max(now));
+        }
+        due.into()
+    }
+
     /// Panics if the test fault file exists (see [`TEST_PANIC_FILE_ENV`]).
     fn test_fault(&self) {
         if let Some(path) = self.panic_file.as_deref().filter(|p| p.exists()) {
@@ -410,6 +442,10 @@ impl Agent {
     }
 
     async fn on_net_event(&mut self, event: NetEvent) -> anyhow::Result<()> {
+        // Between deadlines the core's clock may lag; bring it up to a raft tick first.
+        if self.node.clock_behind(self.now_ms()) {
+            self.tick().await?;
+        }
         match event {
             NetEvent::Connected { peer, remote } => {
                 let Some(id) = self.learn_peer(peer) else {

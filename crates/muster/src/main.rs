@@ -288,8 +288,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: the event loop, the swarm and the actors hand messages to each other
+            // all the time, and across threads every hand-off is a futex wake-up — at idle, most
+            // of what the agent cost (README, "Idle cost"). Nothing in the agent blocks a worker
+            // for long: the lease fence and the conflict watch are OS threads of their own.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

@@ -171,6 +171,11 @@ impl Vip {
         }
     }
 
+    /// When a failed add is retried next (`retry_if_due`), if one is pending.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
     /// Retries a failed acquire if the core still holds the lease.
     pub async fn retry_if_due(&mut self, core_holds: bool) {
         match self.retry_at {

@@ -176,7 +176,8 @@ impl Default for Boot {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
-    /// Virtual ms between two `Tick` inputs to a node (the agent ticks every 10 ms).
+    /// Virtual ms between two `Tick` inputs to a node. The agent ticked every 10 ms; it now ticks
+    /// at the core's deadlines (`muster_core::timers`), which `TestNet::deadline_ticks` models.
     pub tick_interval_ms: Option<u64>,
     /// A simulation shortcut for big sites: hosts that are not voters (learners, and hosts in
     /// no cluster yet), which neither elect nor hold the VIP, tick at this interval instead.

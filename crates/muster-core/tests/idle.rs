@@ -1,0 +1,137 @@
+//! Idle cost in the core (`timers.rs`): a site ticked only at its nodes' deadlines, as the agent
+//! ticks, behaves like one ticked every 10 ms — it forms, holds one VIP and fails over as fast —
+//! while its idle hosts take few ticks and send one heartbeat per follower per interval.
+
+use std::collections::BTreeSet;
+
+use muster_core::testnet::TestNet;
+use muster_core::NodeId;
+
+fn site(seed: u64, n: usize, deadline_ticks: bool) -> (TestNet, Vec<NodeId>) {
+    let mut net = TestNet::new(seed);
+    net.deadline_ticks = deadline_ticks;
+    let ids: Vec<NodeId> = (0..n)
+        .map(|i| {
+            net.add_host(&format!("h{i}"), |c| {
+                c.expected_nodes = n;
+                c.vip = true;
+            })
+        })
+        .collect();
+    // Real agents start at unrelated moments, so their raft ticks are not in step (with
+    // deadline ticks, hosts started in the same millisecond would tick in lock step for ever).
+    for id in &ids {
+        net.start(*id);
+        net.run_for(7);
+    }
+    let want: BTreeSet<NodeId> = ids.iter().copied().collect();
+    let voters = n.min(3);
+    assert!(
+        net.run_until(20_000, |net| net.formed(&want, voters))
+            .is_some(),
+        "seed {seed}: site of {n} did not form:\n{}",
+        net.describe()
+    );
+    (net, ids)
+}
+
+fn one_holder_is_leader(net: &TestNet) -> bool {
+    let leader = net.node(net.up_ids()[0]).leader_id();
+    leader != 0 && net.vip_holders == BTreeSet::from([leader])
+}
+
+/// Ticks and messages per second of `secs` of idle.
+fn idle_rates(net: &mut TestNet, secs: u64) -> (u64, u64) {
+    let (ticks, sends) = (net.ticks, net.sends);
+    net.run_for(secs * 1000);
+    ((net.ticks - ticks) / secs, (net.sends - sends) / secs)
+}
+
+#[test]
+fn an_idle_site_ticked_at_deadlines_takes_few_ticks_and_one_heartbeat_per_interval() {
+    let (mut net, _) = site(11, 3, true);
+    assert!(net.run_until(5_000, one_holder_is_leader).is_some());
+    net.run_for(2_000);
+    let (ticks, sends) = idle_rates(&mut net, 10);
+    // Fixed 10 ms ticks were 300 a second for 3 hosts. Now: the leader at every lease probe
+    // (40 ms); a follower at least every 100 ms, and before a probe once its clock is a raft
+    // tick behind (no wake-up of its own: it is awake for the message anyway).
+    assert!(ticks <= 100, "{ticks} ticks a second");
+    // One probe per follower per 40 ms and its answer (2 · 2 · 25), plus hellos to members
+    // every second (3 · 2): raft's plain heartbeats, which doubled this, are gone.
+    assert!(sends <= 110, "{sends} messages a second");
+    let (mut fixed, _) = site(11, 3, false);
+    fixed.run_for(2_000);
+    let (fixed_ticks, _) = idle_rates(&mut fixed, 10);
+    assert!(fixed_ticks >= 290, "{fixed_ticks}");
+}
+
+#[test]
+fn learners_get_a_heartbeat_per_ten_intervals() {
+    let (mut net, _) = site(12, 9, true);
+    assert!(net.run_until(10_000, one_holder_is_leader).is_some());
+    net.run_for(2_000);
+    let (_, sends) = idle_rates(&mut net, 10);
+    // Voters: 2 followers · 2 · 25. Learners: 6 · 2 · 2.5. Hellos: 9 · 8 a second.
+    assert!(sends <= 210, "{sends} messages a second");
+}
+
+#[test]
+fn a_site_ticked_at_deadlines_fails_over_as_fast_with_one_holder() {
+    let mut took: Vec<(bool, u64)> = Vec::new();
+    for seed in 0..10 {
+        for deadline_ticks in [false, true] {
+            let (mut net, ids) = site(100 + seed, 3, deadline_ticks);
+            assert!(net.run_until(5_000, one_holder_is_leader).is_some());
+            for round in 0..3 {
+                net.run_for(500 + 137 * round);
+                let leader = net.node(net.up_ids()[0]).leader_id();
+                net.crash(leader);
+                let t = net.run_until(5_000, |n| {
+                    n.vip_holders.len() == 1 && !n.vip_holders.contains(&leader)
+                });
+                let t = t.unwrap_or_else(|| {
+                    panic!(
+                        "seed {seed} round {round}: no new holder\n{}",
+                        net.describe()
+                    )
+                });
+                // Election timeout 200–300 ms, pre-vote, vote, commit, first lease; a split
+                // vote costs another round.
+                assert!(
+                    t <= 1_000,
+                    "seed {seed}: failover took {t} ms ({deadline_ticks})"
+                );
+                took.push((deadline_ticks, t));
+                net.start(leader);
+                assert!(net.run_until(10_000, one_holder_is_leader).is_some());
+            }
+            assert_eq!(net.max_vip_holders, 1, "seed {seed}: two holders");
+            let terms: Vec<u64> = ids.iter().map(|id| net.node(*id).status().term).collect();
+            assert!(
+                terms.iter().all(|t| *t <= 10),
+                "seed {seed}: terms {terms:?}"
+            );
+        }
+    }
+    let median = |d: bool| -> u64 {
+        let mut v: Vec<u64> = took
+            .iter()
+            .filter(|(x, _)| *x == d)
+            .map(|(_, t)| *t)
+            .collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "failover median: {} ms with deadline ticks, {} ms with fixed 10 ms ticks",
+        median(true),
+        median(false)
+    );
+    assert!(
+        median(true) <= median(false) + 20,
+        "deadline ticks fail over slower: median {} ms vs {} ms with fixed ticks",
+        median(true),
+        median(false)
+    );
+}
