@@ -34,7 +34,8 @@ need_tools() {
     # (offline modes: no running systemd needed).
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     # tests/tests/ops.rs: a third-party gRPC client (grpcio, tests/clients/grpc_check.py) lists
-    # the services through reflection and asks the health service, as grpcurl would.
+    # the services through reflection and asks the health service, as grpcurl would (grpcurl
+    # itself is neither a Debian package nor on a registry this machine reaches).
     command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
     if ((${#pkgs[@]})); then
@@ -42,9 +43,10 @@ need_tools() {
         apt-get update
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
     fi
-    if ! python3 -c 'import grpc, grpc_reflection, grpc_health' >/dev/null 2>&1; then
-        echo "installing: grpcio grpcio-reflection grpcio-health-checking (pip)" >&2
-        python3 -m pip install --quiet --break-system-packages grpcio grpcio-reflection grpcio-health-checking
+    # ... and prometheus_client's parser reads /metrics (tests/clients/prom_parse.py).
+    if ! python3 -c 'import grpc, grpc_reflection, grpc_health, prometheus_client' >/dev/null 2>&1; then
+        echo "installing: grpcio grpcio-reflection grpcio-health-checking prometheus-client (pip)" >&2
+        python3 -m pip install --quiet --break-system-packages grpcio grpcio-reflection grpcio-health-checking prometheus-client
     fi
     if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
         export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

@@ -639,3 +639,94 @@ fn grpc_reflection_and_health_answer_a_third_party_client() {
         },
     );
 }
+
+/// `/metrics` of a follower, parsed by prometheus_client's own parser
+/// (`tests/clients/prom_parse.py`), follows what the test did: the leader SIGKILLed →
+/// `muster_leader_changes_total` +1, `muster_elections_total` up, `muster_has_leader` back to 1,
+/// `muster_members{state="unreachable"}` 1.
+#[test]
+fn metrics_follow_a_leader_kill_through_a_prometheus_parser() {
+    let opts = SiteOptions::default()
+        .discovery(Discovery::Bootstrap)
+        .control_plane_count(3);
+    scenario("mo-p", 3, opts, |site| {
+        let all = site.all();
+        for i in all.clone() {
+            let listen = format!("{}:9464", site.ip(i));
+            site.write_config(i, &overrides([("metrics.listen", listen)]))?;
+        }
+        site.start_all()?;
+        site.wait_formed(TIMEOUT, &all)?;
+        let leader_id = site.status_view(0)?.leader_id.context("a leader")?;
+        let leader = *all
+            .iter()
+            .find(|&&i| site.node_id(i).as_deref() == Some(leader_id.as_str()))
+            .context("the leader")?;
+        let watcher = *all.iter().find(|&&i| i != leader).context("a follower")?;
+        let (ns, listen) = (
+            site.namespace(watcher).to_owned(),
+            format!("{}:9464", site.ip(watcher)),
+        );
+        let parsed = || -> Result<serde_json::Value> {
+            let (code, text) = get(&ns, &listen, "/metrics")?;
+            ensure!(code == 200, "/metrics {code}");
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/prom_parse.py");
+            let mut child = std::process::Command::new("python3")
+                .arg(script)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(text.as_bytes())?;
+            let out = child.wait_with_output()?;
+            ensure!(
+                out.status.success(),
+                "the Prometheus parser refused /metrics: {}\n{text}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(serde_json::from_slice(&out.stdout)?)
+        };
+        let value = |v: &serde_json::Value, k: &str| v[k].as_f64();
+        // Metrics are sampled on the agent's ticks: wait for one taken after formation.
+        let deadline = Instant::now() + TIMEOUT;
+        let before = loop {
+            let v = parsed()?;
+            if value(&v, "muster_has_leader") == Some(1.0)
+                && value(&v, "muster_members{state=\"reachable\"}") == Some(3.0)
+            {
+                break v;
+            }
+            if Instant::now() > deadline {
+                bail!("no sample of the formed site: {v:#}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let changes = value(&before, "muster_leader_changes_total").context("leader changes")?;
+        let elections = value(&before, "muster_elections_total").context("elections")?;
+        site.kill(leader)?;
+        let deadline = Instant::now() + TIMEOUT;
+        let after = loop {
+            let v = parsed()?;
+            if value(&v, "muster_leader_changes_total") == Some(changes + 1.0)
+                && value(&v, "muster_has_leader") == Some(1.0)
+                && value(&v, "muster_members{state=\"unreachable\"}") == Some(1.0)
+            {
+                break v;
+            }
+            if Instant::now() > deadline {
+                bail!("/metrics did not follow the kill: {v:#}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        ensure!(
+            value(&after, "muster_elections_total").is_some_and(|e| e > elections),
+            "an election was counted: {after:#}"
+        );
+        Ok(())
+    });
+}
