@@ -473,19 +473,20 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
             "{out}{err}"
         );
 
-        // The admin key hands leadership over, asked of the leader remotely.
+        // The admin key hands leadership over, asked of a follower (forwarded to the leader).
         let leader_id = site.status_view(0)?.leader_id.context("a leader")?;
         let leader = *all
             .iter()
             .find(|&&i| site.node_id(i).as_deref() == Some(leader_id.as_str()))
             .context("the leader")?;
+        let follower = *all.iter().find(|&&i| i != leader).context("a follower")?;
         let (ok, out, err) = muster_in(
             site,
             &client_ns,
             &[
                 "transfer",
                 "--endpoint",
-                &at(leader),
+                &at(follower),
                 "--key",
                 &admin,
                 "--known-hosts",

@@ -657,6 +657,7 @@ impl<S: RaftStore> Node<S> {
             Some(Body::RemoveRequest(r)) => self.on_remove_request(from, r),
             Some(Body::StepReport(r)) => self.on_step_report(from, r),
             Some(Body::PlanActionRequest(r)) => self.on_plan_action_request(from, r),
+            Some(Body::TransferForward(t)) => self.on_transfer_forward(from, t),
             None => tracing::debug!(peer = %crate::format_id(from), "empty envelope ignored"),
         }
         Ok(())

@@ -709,12 +709,75 @@ pub enum TransferError {
     /// The requested target is not a voter of the cluster.
     #[error("{} is not a voter of this cluster", format_id(*.0))]
     NotAVoter(NodeId),
+    /// The requested target leads already.
+    #[error("{} already leads", format_id(*.0))]
+    AlreadyLeads(NodeId),
     /// No other voter is reachable and caught up enough to take over.
     #[error("no other reachable voter to hand over to")]
     NoTarget,
 }
 
 impl<S: RaftStore> Node<S> {
+    /// Operator entry point (`muster transfer`), asked of any member: the leader hands over
+    /// ([`Node::transfer_leadership`]); a follower checks the target and forwards the request to
+    /// its leader. Returns (target, the leader before, outputs); the target is 0 when a
+    /// follower forwarded "the best voter" (the leader picks it).
+    pub fn request_transfer(
+        &mut self,
+        to: Option<NodeId>,
+    ) -> Result<(NodeId, NodeId, Vec<Output>), TransferError> {
+        if self.is_leader() {
+            let (target, outputs) = self.transfer_leadership(to)?;
+            return Ok((target, self.cfg.id, outputs));
+        }
+        let leader = self.leader_id();
+        if leader == 0 || self.cluster.cluster_id == 0 {
+            return Err(TransferError::NotLeader { leader: 0 });
+        }
+        if let Some(t) = to {
+            if t == leader {
+                return Err(TransferError::AlreadyLeads(t));
+            }
+            let voter = crate::state::member(&self.cluster, t).is_some_and(|m| m.voter);
+            if !voter {
+                return Err(TransferError::NotAVoter(t));
+            }
+        }
+        let forward = muster_proto::TransferForward {
+            cluster_id: self.cluster.cluster_id,
+            to: to.unwrap_or(0),
+        };
+        self.send(
+            leader,
+            muster_proto::envelope::Body::TransferForward(forward),
+        );
+        tracing::info!(leader = %format_id(leader), "transfer forwarded to the leader");
+        Ok((to.unwrap_or(0), leader, std::mem::take(&mut self.out)))
+    }
+
+    /// A member forwarded an operator's transfer to us.
+    pub(crate) fn on_transfer_forward(&mut self, from: NodeId, t: muster_proto::TransferForward) {
+        let member = crate::state::member(&self.cluster, from).is_some();
+        if t.cluster_id != self.cluster.cluster_id || !member || !self.is_leader() {
+            self.drops.note(
+                "transfer not from a member, or not to the leader",
+                from,
+                self.now_ms,
+            );
+            return;
+        }
+        let to = (t.to != 0).then_some(t.to);
+        match self.transfer_leadership(to) {
+            Ok((target, outputs)) => {
+                tracing::info!(to = %format_id(target), by = %format_id(from), "transfer forwarded by a member");
+                self.out.extend(outputs);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, by = %format_id(from), "a forwarded transfer cannot be carried out")
+            }
+        }
+    }
+
     /// Planned handover: releases the VIP first (a transfer bypasses the raft-rs lease, see
     /// `lease.rs`), then asks raft-rs to transfer leadership to `to`, or to the most caught-up
     /// reachable voter. Returns the target and the outputs to carry out, in order; raft-rs's

@@ -356,9 +356,8 @@ impl Agent {
                 let _ = reply.send(answer);
             }
             Query::Transfer { to, reply } => {
-                let from = self.node.id();
-                match self.node.transfer_leadership(to) {
-                    Ok((target, outputs)) => {
+                match self.node.request_transfer(to) {
+                    Ok((target, from, outputs)) => {
                         self.carry_out(outputs).await;
                         // raft-rs's transfer messages go out with the next input: feed it now.
                         self.tick().await?;

@@ -153,7 +153,8 @@ enum Command {
         #[arg(long)]
         endpoint_port: Option<u16>,
     },
-    /// Hand leadership (and the VIP) over to another voter; ask the leader's agent.
+    /// Hand leadership (and the VIP) over to another voter; asked of any member's agent (a
+    /// follower forwards it to the leader).
     Transfer {
         /// The agent's status socket.
         #[arg(long, default_value = config::DEFAULT_SOCKET)]
@@ -494,7 +495,16 @@ async fn transfer(socket: &std::path::Path, to: u64) -> anyhow::Result<()> {
     let deadline = started + std::time::Duration::from_secs(5);
     loop {
         let status = rpc::query(socket).await?;
-        if status.leader_id == answer.target {
+        // A forwarded "best voter" transfer names no target: any new leader will do.
+        let moved = match answer.target {
+            0 => status.leader_id != 0 && status.leader_id != answer.from,
+            t => status.leader_id == t,
+        };
+        if moved {
+            let answer = muster_proto::TransferResponse {
+                target: status.leader_id,
+                ..answer
+            };
             let name = |id: u64| {
                 status
                     .members
@@ -515,7 +525,7 @@ async fn transfer(socket: &std::path::Path, to: u64) -> anyhow::Result<()> {
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "leadership did not move to {} within 5 s (leader is now {}); the old leader keeps it",
-                format_id(answer.target),
+                if answer.target == 0 { "another voter".to_string() } else { format_id(answer.target) },
                 format_id(status.leader_id)
             );
         }

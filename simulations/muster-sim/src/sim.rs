@@ -765,6 +765,10 @@ fn hash_envelope(h: &mut crate::trace::Fnv64, e: &Envelope) {
             h.u64(5);
             h.u64(x.node_id);
         }
+        Some(Body::TransferForward(x)) => {
+            h.u64(8);
+            h.u64(x.to);
+        }
         Some(Body::PlanActionRequest(x)) => {
             h.u64(7);
             if let Some(a) = &x.action {
