@@ -170,6 +170,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         install_dir: cfg.data_dir.join(crate::identity::INSTALL_DIR),
         events: crate::events::Events::new(node_id, cfg.name.clone()),
         events_seen_at: None,
+        last_tick: Instant::now(),
         dns,
         metrics,
     };
@@ -216,6 +217,8 @@ struct Agent {
     /// What happened, for `muster events` (`events.rs`), and when it was last compared.
     events: crate::events::Events,
     events_seen_at: Option<Instant>,
+    /// When the tick branch last ran (`next_tick` caps the wait from here).
+    last_tick: Instant,
     /// Results of remove commands this host runs as leader (`installer::spawn_removal`).
     removals: (
         mpsc::Sender<crate::installer::RemovalDone>,
@@ -247,6 +250,7 @@ impl Agent {
             }
             tokio::select! {
                 () = &mut tick => {
+                    self.last_tick = Instant::now();
                     self.test_fault();
                     self.tick().await?;
                     self.vip.retry_if_due(self.node.holds_vip()).await;
@@ -422,7 +426,10 @@ impl Agent {
         };
         // The core's clock is whole milliseconds since `started`.
         let core = self.started + Duration::from_millis(self.node.next_tick_ms());
-        let mut due = core.min(now + cap);
+        // The cap counts from the last tick, not from now: messages arriving more often than
+        // the cap (a follower's heartbeats every 40 ms) must not keep postponing the shell's
+        // own work on ticks (the systemd watchdog, metrics, events, VIP checks).
+        let mut due = core.min(self.last_tick + cap);
         if let Some(retry) = self.vip.retry_at() {
             due = due.min(retry.max(now));
         }

@@ -289,6 +289,9 @@ fn show_status(site: &Site, i: usize) -> Result<()> {
         .output()
         .context("muster events")?;
     print!("{}", String::from_utf8_lossy(&events.stdout));
+    if !events.status.success() {
+        print!("{}", String::from_utf8_lossy(&events.stderr));
+    }
     println!("\n$ muster status --socket {socket} --json");
     println!("{}", serde_json::to_string_pretty(&site.status(i)?)?);
     println!();
