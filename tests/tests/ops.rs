@@ -391,22 +391,14 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
         let at = |i: usize| format!("{}:7947", site.ip(i));
         let ro = ro_key.display().to_string();
         let admin = admin_key.display().to_string();
+        // `muster ARGS --endpoint AT --key KEY --known-hosts FILE` from host 1's namespace.
+        let remote = |args: &[&str], at: &str, key: &str| {
+            let tail = ["--endpoint", at, "--key", key, "--known-hosts", &known_s];
+            muster_in(site, &client_ns, &[args, &tail[..]].concat())
+        };
 
         // Read-only: the whole site, and the agent's key pinned on first use.
-        let (ok, out, err) = muster_in(
-            site,
-            &client_ns,
-            &[
-                "status",
-                "--json",
-                "--endpoint",
-                &at(0),
-                "--key",
-                &ro,
-                "--known-hosts",
-                &known_s,
-            ],
-        )?;
+        let (ok, out, err) = remote(&["status", "--json"], &at(0), &ro)?;
         ensure!(
             ok,
             "remote status: {out}{err}\n{}",
@@ -433,40 +425,14 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
         ensure!(err.contains("pinned the key of"), "{err}");
         let pinned = std::fs::read_to_string(&known)?;
         ensure!(pinned.starts_with(&at(0)), "{pinned}");
-        let (ok, _, err) = muster_in(
-            site,
-            &client_ns,
-            &[
-                "status",
-                "--endpoint",
-                &at(0),
-                "--key",
-                &ro,
-                "--known-hosts",
-                &known_s,
-            ],
-        )?;
+        let (ok, _, err) = remote(&["status"], &at(0), &ro)?;
         ensure!(
             ok && !err.contains("pinned"),
             "the pin is used again: {err}"
         );
 
         // An admin call with the read-only key.
-        let (ok, out, err) = muster_in(
-            site,
-            &client_ns,
-            &[
-                "plan",
-                "retry",
-                "h0",
-                "--endpoint",
-                &at(0),
-                "--key",
-                &ro,
-                "--known-hosts",
-                &known_s,
-            ],
-        )?;
+        let (ok, out, err) = remote(&["plan", "retry", "h0"], &at(0), &ro)?;
         ensure!(
             !ok && err.contains("PlanAct is an admin call")
                 && err.contains("\"fleet\" is read-only"),
@@ -480,19 +446,7 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
             .find(|&&i| site.node_id(i).as_deref() == Some(leader_id.as_str()))
             .context("the leader")?;
         let follower = *all.iter().find(|&&i| i != leader).context("a follower")?;
-        let (ok, out, err) = muster_in(
-            site,
-            &client_ns,
-            &[
-                "transfer",
-                "--endpoint",
-                &at(follower),
-                "--key",
-                &admin,
-                "--known-hosts",
-                &known_s,
-            ],
-        )?;
+        let (ok, out, err) = remote(&["transfer"], &at(follower), &admin)?;
         ensure!(ok, "remote transfer: {out}{err}");
         site.wait_until(TIMEOUT, |s| {
             s.status_view(0)
@@ -502,19 +456,7 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
 
         // A key the agent does not list.
         let stranger = stranger_key.display().to_string();
-        let (ok, out, err) = muster_in(
-            site,
-            &client_ns,
-            &[
-                "status",
-                "--endpoint",
-                &at(0),
-                "--key",
-                &stranger,
-                "--known-hosts",
-                &known_s,
-            ],
-        )?;
+        let (ok, out, err) = remote(&["status"], &at(0), &stranger)?;
         ensure!(
             !ok && err.contains("is this operator key listed"),
             "{out}{err}"
@@ -522,19 +464,7 @@ fn remote_access_needs_a_listed_key_and_admin_calls_an_admin_key() {
         // An agent whose key is not the pinned one (h2's endpoint pinned to h0's key).
         let h0_key = pinned.split_whitespace().nth(1).context("pinned key")?;
         std::fs::write(&known, format!("{} {h0_key}\n", at(2)))?;
-        let (ok, out, err) = muster_in(
-            site,
-            &client_ns,
-            &[
-                "status",
-                "--endpoint",
-                &at(2),
-                "--key",
-                &ro,
-                "--known-hosts",
-                &known_s,
-            ],
-        )?;
+        let (ok, out, err) = remote(&["status"], &at(2), &ro)?;
         ensure!(
             !ok && err.contains("not the pinned") && !out.contains("members"),
             "{out}{err}"

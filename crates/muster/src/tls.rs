@@ -222,73 +222,17 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The client's side: the agent's key must be `pinned`; what it was is kept for the error.
+/// The client's side: the agent's key must be `pinned`; without a pin any key is accepted (the
+/// first contact with an endpoint the known-hosts file does not list yet: trust on first use).
+/// The key presented is recorded either way (for the pin to write, or the mismatch error).
 #[derive(Debug)]
-struct Pinned {
-    pinned: [u8; 32],
+struct AgentKey {
+    pinned: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
-    seen: Arc<std::sync::Mutex<Option<[u8; 32]>>>,
+    seen: Seen,
 }
 
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = key_of_spki(end_entity.as_ref());
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = key;
-        }
-        match key {
-            Some(k) if k == self.pinned => Ok(ServerCertVerified::assertion()),
-            _ => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_raw(message, cert, dss, &self.provider)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        true
-    }
-}
-
-/// Accepts whatever key the agent presents and records it: the first contact with an endpoint
-/// the known-hosts file does not list yet (trust on first use).
-#[derive(Debug)]
-struct FirstUse {
-    provider: Arc<CryptoProvider>,
-    seen: Arc<std::sync::Mutex<Option<[u8; 32]>>>,
-}
-
-impl ServerCertVerifier for FirstUse {
+impl ServerCertVerifier for AgentKey {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -303,7 +247,12 @@ impl ServerCertVerifier for FirstUse {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(key);
         }
-        Ok(ServerCertVerified::assertion())
+        match self.pinned {
+            Some(p) if p != key => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -351,18 +300,15 @@ pub enum Pin {
 /// the config and where the key the agent presented is recorded.
 pub fn client_config(key: &KeyPair, pin: Pin) -> anyhow::Result<(Arc<rustls::ClientConfig>, Seen)> {
     let provider = provider();
-    let seen = Arc::new(std::sync::Mutex::new(None));
-    let verifier: Arc<dyn ServerCertVerifier> = match pin {
-        Pin::Key(pinned) => Arc::new(Pinned {
-            pinned,
-            provider: provider.clone(),
-            seen: seen.clone(),
-        }),
-        Pin::FirstUse => Arc::new(FirstUse {
-            provider: provider.clone(),
-            seen: seen.clone(),
-        }),
-    };
+    let seen: Seen = Arc::new(std::sync::Mutex::new(None));
+    let verifier = Arc::new(AgentKey {
+        pinned: match pin {
+            Pin::Key(k) => Some(k),
+            Pin::FirstUse => None,
+        },
+        provider: provider.clone(),
+        seen: seen.clone(),
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
