@@ -35,7 +35,7 @@ fn lines(out: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn health_passes_on_a_healthy_site_and_names_quorum_once_two_of_three_voters_die() {
+fn health_fails_until_formed_passes_on_a_healthy_site_and_names_quorum_once_two_voters_die() {
     let opts = SiteOptions::default()
         .discovery(Discovery::Bootstrap)
         .control_plane_count(3)
@@ -51,7 +51,31 @@ fn health_passes_on_a_healthy_site_and_names_quorum_once_two_of_three_voters_die
             site.write_config(i, &keys)?;
         }
         let all = site.all();
-        site.start_all()?;
+        // One host of three: not formed, and muster health says so with exit 1.
+        site.start(0)?;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let (code, out) = health(site, 0, &[])?;
+            let failed: Vec<String> = lines(&out)
+                .into_iter()
+                .filter(|(_, r)| r == "FAIL")
+                .map(|(n, _)| n)
+                .collect();
+            if code == 1
+                && matches!(
+                    failed.first().map(String::as_str),
+                    Some("member" | "formed")
+                )
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("muster health on an unformed site: exit {code}\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        site.start(1)?;
+        site.start(2)?;
         site.wait_formed(TIMEOUT, &all)?;
 
         let (code, out) = health(site, 0, &["--wait", "60s"])?;
@@ -81,7 +105,8 @@ fn health_passes_on_a_healthy_site_and_names_quorum_once_two_of_three_voters_die
             ["h0", "h1", "h2"].iter().all(|h| api.contains(h)),
             "every API server reports healthy: {out}"
         );
-        let (code, json) = health(site, 1, &["--json"])?;
+        // Hellos carry each host's API health to the others (every second): wait for them.
+        let (code, json) = health(site, 1, &["--json", "--wait", "30s"])?;
         let v: serde_json::Value = serde_json::from_str(json.trim())?;
         ensure!(code == 0 && v["healthy"] == true, "{json}");
 
