@@ -168,7 +168,11 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         removals: mpsc::channel(4),
         uploads: mpsc::channel(4),
         install_dir: cfg.data_dir.join(crate::identity::INSTALL_DIR),
-        events: crate::events::Events::new(node_id, cfg.name.clone()),
+        events: crate::events::Events::new(
+            node_id,
+            cfg.name.clone(),
+            crate::events::take_last_stop(&cfg.data_dir),
+        ),
         events_seen_at: None,
         last_tick: Instant::now(),
         dns,
@@ -187,7 +191,11 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
     }
     match &result {
         Ok(()) => tracing::info!("stopped"),
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "stopped on a fatal error"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "stopped on a fatal error");
+            // The next start tells `muster events` (a store error, say, ends the agent).
+            crate::events::record_last_stop(&cfg.data_dir, unix_ms(), &format!("{e:#}"));
+        }
     }
     result
 }

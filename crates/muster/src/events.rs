@@ -134,16 +134,25 @@ pub struct Events {
 }
 
 impl Events {
-    /// An empty history for this host.
-    pub fn new(host_id: u64, host_name: String) -> Events {
-        Events {
+    /// An empty history for this host; `last_stop` is how the previous run ended, if on a
+    /// fatal error (`take_last_stop`), told as the first event.
+    pub fn new(host_id: u64, host_name: String, last_stop: Option<(u64, String)>) -> Events {
+        let mut events = Events {
             host_id,
             host_name,
             seq: 0,
             history: VecDeque::with_capacity(64),
             followers: Vec::new(),
             prev: None,
+        };
+        if let Some((unix_ms, error)) = last_stop {
+            events.push(
+                unix_ms,
+                "agent",
+                format!("the previous run stopped on a fatal error: {error}"),
+            );
         }
+        events
     }
 
     /// Records what changed since the last observation (at the first, that the agent started).
@@ -215,6 +224,40 @@ impl Events {
         // A follower that is gone or does not keep up is dropped (its stream ends).
         self.followers.retain(|f| f.try_send(event.clone()).is_ok());
     }
+}
+
+/// File in `data_dir` where a run that stops on a fatal error (a store error, say) leaves it
+/// for the next start's events.
+pub const LAST_STOP_FILE: &str = "last-stop";
+
+/// Longest error text kept.
+const MAX_LAST_STOP_BYTES: usize = 2048;
+
+/// Records that this run stops on `error` (best effort: the agent is exiting anyway).
+pub fn record_last_stop(data_dir: &std::path::Path, unix_ms: u64, error: &str) {
+    let mut text: String = error.chars().filter(|c| !c.is_control()).collect();
+    if text.len() > MAX_LAST_STOP_BYTES {
+        let mut cut = MAX_LAST_STOP_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let path = data_dir.join(LAST_STOP_FILE);
+    let _ = std::fs::remove_file(&path);
+    if let Err(e) = crate::identity::write_private(&path, format!("{unix_ms}\n{text}\n").as_bytes())
+    {
+        tracing::warn!(error = %format!("{e:#}"), "cannot record the fatal error for the next start");
+    }
+}
+
+/// How the previous run ended, if on a fatal error; the record is removed (told once).
+pub fn take_last_stop(data_dir: &std::path::Path) -> Option<(u64, String)> {
+    let path = data_dir.join(LAST_STOP_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let (when, error) = text.split_once('\n')?;
+    Some((when.trim().parse().ok()?, error.trim().to_owned()))
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -485,7 +528,7 @@ mod tests {
 
     #[test]
     fn changes_become_events_in_order_and_nothing_new_is_silent() {
-        let mut ev = Events::new(1, "h1".into());
+        let mut ev = Events::new(1, "h1".into(), None);
         let mut s = status();
         ev.observe(&s, 1);
         ev.observe(&s, 2);
@@ -535,8 +578,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fatal_stop_is_the_next_runs_first_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(take_last_stop(dir.path()), None);
+        record_last_stop(
+            dir.path(),
+            42,
+            "raft store: fsync failed: Input/output error\u{1b}[31m",
+        );
+        let last = take_last_stop(dir.path()).expect("recorded");
+        assert_eq!(
+            last,
+            (
+                42,
+                "raft store: fsync failed: Input/output error[31m".to_string()
+            )
+        );
+        assert_eq!(take_last_stop(dir.path()), None, "told once");
+        let mut ev = Events::new(1, "h1".into(), Some(last));
+        ev.observe(&status(), 50);
+        assert_eq!(
+            texts(&mut ev)[..],
+            [
+                "agent the previous run stopped on a fatal error: raft store: fsync failed: Input/output error[31m",
+                "agent agent 0.1.0 started (member)",
+            ]
+        );
+    }
+
+    #[test]
     fn history_is_bounded_and_followers_that_lag_are_cut_off() {
-        let mut ev = Events::new(1, "h1".into());
+        let mut ev = Events::new(1, "h1".into(), None);
         let mut s = status();
         ev.observe(&s, 0);
         let mut follower = ev.subscribe(0, true);
