@@ -98,7 +98,7 @@ pub(crate) struct Lease {
     pub fence_ms: u64,
 }
 
-/// The site rule waits until no new host was heard of for this many hello intervals.
+/// The site lock (`site.rs`) waits until no new host was heard of for this many hello intervals.
 const KNOWLEDGE_SETTLE_INTERVALS: u64 = 4;
 
 /// The site rule (module docs) as last evaluated on this node.
@@ -192,7 +192,7 @@ impl<S: RaftStore> Node<S> {
         };
     }
 
-    /// Whether no new site host was heard of for the settle time (module docs).
+    /// Whether no new site host was heard of for the settle time (the site lock, `site.rs`).
     pub(crate) fn knowledge_settled(&self) -> bool {
         let settle = KNOWLEDGE_SETTLE_INTERVALS * self.cfg.hello_interval_ms;
         self.now_ms >= self.known_hosts_changed_ms + settle
