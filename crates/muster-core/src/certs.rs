@@ -176,7 +176,7 @@ impl<S: RaftStore> Node<S> {
                 return;
             }
             // Members that do not apply uploads would part from the others' plan.
-            if let Err(behind) = self.site_supports(2) {
+            if let Err(behind) = self.site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES) {
                 self.upload.sent_ms = Some(now);
                 tracing::warn!(%behind, "the certificates are due for an upload, but not every member's agent applies uploads yet; the join goes ahead with the old key");
                 return;

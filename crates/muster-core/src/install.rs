@@ -496,7 +496,7 @@ impl<S: RaftStore> Node<S> {
         &mut self,
         who: &str,
     ) -> Result<(crate::ActionTarget, Vec<Output>), PlanActionError> {
-        self.site_supports(2)
+        self.site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES)
             .map_err(|behind| PlanActionError::OlderAgents { behind })?;
         let plan = self.cluster.plan.as_ref().ok_or(PlanActionError::NoPlan)?;
         let m = crate::parse_id(who)
@@ -610,7 +610,10 @@ impl<S: RaftStore> Node<S> {
         }
         if let Some(action) = r.action {
             let promote = action.kind == muster_proto::PlanActionKind::Promote as i32;
-            if let (true, Err(behind)) = (promote, self.site_supports(2)) {
+            if let (true, Err(behind)) = (
+                promote,
+                self.site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES),
+            ) {
                 tracing::warn!(%behind, "a forwarded plan promote needs a newer agent on every member; dropped");
                 return;
             }

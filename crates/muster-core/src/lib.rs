@@ -38,6 +38,9 @@ pub mod wire;
 ///   `RemoveMember.spare_id`.
 pub const PROTOCOL: u32 = 2;
 
+/// The protocol that brought certificate uploads, `PROMOTE` and `spare_id` (see [`PROTOCOL`]).
+pub(crate) const PROTOCOL_UPLOADS_AND_SPARES: u32 = 2;
+
 pub use config::{format_id, node_id_from_public_key, parse_id, NodeConfig, NodeId};
 pub use install::PlanActionError;
 pub use node::{ActionTarget, CoreError, Input, Node, Output, MAX_KNOWN_HOSTS, MAX_PEERS};

@@ -114,7 +114,7 @@ impl<S: RaftStore> Node<S> {
 
     /// The spare's id if removing `id` opens a control-plane slot it may take.
     fn check_spare(&self, id: NodeId, name: &str, spare: &str) -> Result<NodeId, RemoveError> {
-        self.site_supports(2)
+        self.site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES)
             .map_err(RemoveError::SpareNeedsNewerAgents)?;
         let (spare_id, spare_name) = self.resolve_member(spare)?;
         let refuse = |reason: &str| RemoveError::SpareRefused {
@@ -210,7 +210,10 @@ impl<S: RaftStore> Node<S> {
         }
         if state::member(&self.cluster, r.node_id).is_some() {
             tracing::info!(member = %format_id(r.node_id), by = %format_id(from), "removal forwarded by a member");
-            let spare = match (r.spare_id, self.site_supports(2)) {
+            let spare = match (
+                r.spare_id,
+                self.site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES),
+            ) {
                 (0, _) => 0,
                 (s, Ok(())) => s,
                 (_, Err(behind)) => {

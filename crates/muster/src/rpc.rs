@@ -543,11 +543,7 @@ async fn remote_client(remote: &Remote) -> anyhow::Result<StatusClient<tonic::tr
         Some(k) => Some(k),
         None => crate::tls::known_host(&remote.known_hosts, &remote.endpoint)?,
     };
-    let pin = match known {
-        Some(k) => crate::tls::Pin::Key(k),
-        None => crate::tls::Pin::FirstUse,
-    };
-    let (config, seen) = crate::tls::client_config(&key, pin)?;
+    let (config, seen) = crate::tls::client_config(&key, known)?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let endpoint = remote.endpoint.clone();
     let host = endpoint

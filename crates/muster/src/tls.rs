@@ -287,25 +287,17 @@ impl ServerCertVerifier for AgentKey {
 /// Where the client records the key the agent presented.
 pub type Seen = Arc<std::sync::Mutex<Option<[u8; 32]>>>;
 
-/// How the client checks the agent's key.
-#[derive(Debug, Clone, Copy)]
-pub enum Pin {
-    /// Exactly this key.
-    Key([u8; 32]),
-    /// Any key, recorded in `seen` (first use).
-    FirstUse,
-}
-
-/// The client config: the operator's key, and the agent's key checked against `pin`. Returns
-/// the config and where the key the agent presented is recorded.
-pub fn client_config(key: &KeyPair, pin: Pin) -> anyhow::Result<(Arc<rustls::ClientConfig>, Seen)> {
+/// The client config: the operator's key, and the agent's key checked against `pinned` (any
+/// key when `None`: first use). Returns the config and where the key the agent presented is
+/// recorded.
+pub fn client_config(
+    key: &KeyPair,
+    pinned: Option<[u8; 32]>,
+) -> anyhow::Result<(Arc<rustls::ClientConfig>, Seen)> {
     let provider = provider();
     let seen: Seen = Arc::new(std::sync::Mutex::new(None));
     let verifier = Arc::new(AgentKey {
-        pinned: match pin {
-            Pin::Key(k) => Some(k),
-            Pin::FirstUse => None,
-        },
+        pinned,
         provider: provider.clone(),
         seen: seen.clone(),
     });
