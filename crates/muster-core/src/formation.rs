@@ -1,8 +1,8 @@
 //! Formation: how hosts that are in no cluster end up in exactly one.
 //!
 //! Each host tells its connected peers (hello) which cluster it is in, if any. A host in no
-//! cluster that sees one asks to join the best cluster it sees (most members, then lowest cluster
-//! id). A host that sees no cluster waits until it sees `expected_nodes` hosts or `settle_ms` has
+//! cluster that sees one asks to join the best cluster it sees (a locked one, then most members,
+//! then lowest cluster id). A host that sees no cluster waits until it sees `expected_nodes` hosts or `settle_ms` has
 //! passed since boot; then the lowest id among the hosts it sees bootstraps a one-voter cluster and
 //! the others join it. If two clusters meet anyway (partial discovery), the members of the worse
 //! one dissolve their raft state and join the better one — never once a host is locked (its log
@@ -55,9 +55,11 @@ pub(crate) struct MergeProbe {
 /// than `settle_ms` plus this grace is squatting and no longer holds others back.
 pub const SQUAT_GRACE_MS: u64 = 2_000;
 
-/// Ranks clusters for joining and merging: more members first, then the lower cluster id.
-fn rank(member_count: u32, cluster_id: u64) -> (u32, std::cmp::Reverse<u64>) {
-    (member_count, std::cmp::Reverse(cluster_id))
+/// Ranks clusters for joining and merging: a locked one first (it never dissolves, so the others
+/// must come to it for the site to become one cluster; a member count can be inflated by a host
+/// admitted that never came), then more members, then the lower cluster id.
+fn rank(locked: bool, member_count: u32, cluster_id: u64) -> (bool, u32, std::cmp::Reverse<u64>) {
+    (locked, member_count, std::cmp::Reverse(cluster_id))
 }
 
 impl<S: RaftStore> Node<S> {
@@ -193,8 +195,8 @@ impl<S: RaftStore> Node<S> {
             .filter(|(id, p)| self.peer_reachable(p) && self.trusted(**id))
             .filter_map(|(_, p)| p.hello.as_ref())
             .filter(|h| h.cluster_id != 0)
+            .max_by_key(|h| rank(h.locked, h.member_count, h.cluster_id))
             .map(|h| (h.cluster_id, h.member_count))
-            .max_by_key(|(id, count)| rank(*count, *id))
     }
 
     /// Sends a join request every `join_retry_ms`, to the leader if known, else to a member.
@@ -366,14 +368,16 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// Whether `h` names another cluster ranked above ours (we are in one). A claim, not a fact:
-    /// it may make an unlocked host leave its cluster, never a locked one; the sender's `locked`
-    /// is never read (it reports the sender's own state).
+    /// it may make an unlocked host leave its cluster, never a locked one. The sender's `locked`
+    /// and member count rank its cluster; a false claim costs a join that no leader admits, after
+    /// which the sender is distrusted (module docs).
     pub(crate) fn outranks_ours(&self, h: &muster_proto::Hello) -> bool {
         let ours = self.cluster.cluster_id;
         ours != 0
             && h.cluster_id != 0
             && h.cluster_id != ours
-            && rank(h.member_count, h.cluster_id) > rank(self.cluster.members.len() as u32, ours)
+            && rank(h.locked, h.member_count, h.cluster_id)
+                > rank(self.locked(), self.cluster.members.len() as u32, ours)
     }
 
     /// If a reachable peer is in a better cluster that may still take ours in, ask to join it

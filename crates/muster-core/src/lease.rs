@@ -164,19 +164,7 @@ impl<S: RaftStore> Node<S> {
         // The site has fewer than 2 × expected_nodes hosts (the operator's premise, DESIGN I1),
         // so a cluster with expected_nodes fresh members holds a majority of any such site.
         let known = self.known_hosts.len().max(2 * self.cfg.expected_nodes - 1);
-        let window = self.cfg.election_ticks as u64 * self.cfg.tick_ms;
-        let fresh = 1 + self
-            .cluster
-            .members
-            .iter()
-            .filter(|m| m.id != self.cfg.id)
-            .filter(|m| {
-                self.peers
-                    .get(&m.id)
-                    .and_then(|p| p.raft_heard_ms)
-                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= window)
-            })
-            .count();
+        let fresh = self.fresh_members(self.cfg.election_ticks as u64 * self.cfg.tick_ms);
         let ok = fresh * 2 > known;
         self.site_rule = SiteRule {
             ok,
@@ -190,6 +178,25 @@ impl<S: RaftStore> Node<S> {
                 )
             },
         };
+    }
+
+    /// This leader and the members whose raft answered it within `window_ms`: the hosts that
+    /// really run this cluster's log now. A member admitted while it was leaving another
+    /// cluster, whose join never completed, counts in the membership but not here.
+    pub(crate) fn fresh_members(&self, window_ms: u64) -> usize {
+        let window = window_ms;
+        1 + self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != self.cfg.id)
+            .filter(|m| {
+                self.peers
+                    .get(&m.id)
+                    .and_then(|p| p.raft_heard_ms)
+                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= window)
+            })
+            .count()
     }
 
     /// Whether no new site host was heard of for the settle time (the site lock, `site.rs`).

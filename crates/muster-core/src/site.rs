@@ -3,13 +3,17 @@
 //!
 //! Two replicated commands, both proposed by the leader:
 //!
-//! 1. `LockSite`, once the membership lists at least `expected_nodes` hosts — at once unless this
-//!    host has itself heard from at least 2 × `expected_nodes` hosts (only then can a better
+//! 1. `LockSite`, once at least `expected_nodes` members answer the leader's raft (this leader
+//!    and the members heard from within a learner's heartbeat interval plus an election timeout,
+//!    `Node::fresh_members`; the
+//!    membership alone is not enough: a host admitted while it was joining another cluster may
+//!    never come, and a cluster locked counting it could neither form nor merge) — at once unless
+//!    this host has itself heard from at least 2 × `expected_nodes` hosts (only then can a better
 //!    cluster exist); then once discovery has settled (no visible cluster outranks ours, and every
 //!    host heard of is a member or none was new for the site rule's settle time), at most
-//!    [`LOCK_DEFER_MAX_MS`] after the membership reached `expected_nodes`, whatever peers claim. A host whose log holds this entry (persisted
-//!    before it acknowledged it, or applied) is *locked*: it never dissolves its cluster again,
-//!    whatever any peer says.
+//!    [`LOCK_DEFER_MAX_MS`] after the membership reached `expected_nodes`, whatever peers claim.
+//!    A host whose log holds this entry (persisted before it acknowledged it, or applied) is
+//!    *locked*: it never dissolves its cluster again, whatever any peer says.
 //! 2. `SiteFormed`, once at least `expected_nodes` members hold the lock entry — the leader reads
 //!    that from its progress tracker (`matched ≥ lock index`: each of them persisted the entry
 //!    before acknowledging it). From then on the cluster is the site; its leader's right to the
@@ -132,7 +136,14 @@ impl<S: RaftStore> Node<S> {
     /// Whether the leader may lock now (module docs).
     fn lock_ready(&mut self) -> bool {
         let members = self.cluster.members.len();
-        if members < self.site_quorum() {
+        // Counted are the members that answer this leader's raft, not the membership: a host
+        // admitted while it was joining another cluster may never come, and a cluster locked
+        // with it would wait for it forever, never formed and never merging.
+        // Learners answer heartbeats only every `LEARNER_HEARTBEAT_INTERVALS` (timers.rs).
+        let window = (crate::timers::LEARNER_HEARTBEAT_INTERVALS * self.cfg.heartbeat_ticks as u64
+            + self.cfg.election_ticks as u64)
+            * self.cfg.tick_ms;
+        if self.fresh_members(window) < self.site_quorum() {
             self.site.lock_ready_since_ms = None;
             return false;
         }

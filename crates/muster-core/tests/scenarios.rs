@@ -178,6 +178,101 @@ fn form_apart<'a>(
     (left, right)
 }
 
+/// A host the leader admitted but that never took part (here cut off right after its join
+/// request; in the simulator's `more-hosts-slow-discovery`, one that joined another cluster
+/// meanwhile) is in the membership but answers nothing. The site must not lock on it: a locked
+/// cluster never dissolves, so one locked short of `expected_nodes` answering hosts could never
+/// form nor merge into the cluster its other hosts should join.
+#[test]
+fn a_member_that_never_answered_does_not_count_for_the_site_lock() {
+    let (mut net, ids) = site(11, 6, 6, |_| {});
+    let (first, late) = ids.split_at(5);
+    for id in first {
+        net.start(*id);
+    }
+    let five = set(first);
+    net.run_until(20_000, |n| {
+        n.clusters().len() == 1
+            && five
+                .iter()
+                .all(|id| n.node(*id).status().members.len() == 5)
+    })
+    .unwrap_or_else(|| panic!("five hosts did not gather:\n{}", describe(&net)));
+    let late = late[0];
+    net.start(late);
+    // Cut the late host off the moment the leader has admitted it, before it can answer.
+    let mut admitted = false;
+    for _ in 0..20_000 {
+        net.run_for(1);
+        if first
+            .iter()
+            .any(|id| net.node(*id).status().members.iter().any(|m| m.id == late))
+        {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(
+        admitted,
+        "the late host was never admitted:\n{}",
+        describe(&net)
+    );
+    for id in first {
+        net.cut(late, *id);
+    }
+    net.run_for(10_000);
+    for id in first {
+        let st = net.node(*id).status();
+        assert!(
+            !st.locked,
+            "{} locked the site with a member that never answered:\n{}",
+            st.node_name,
+            describe(&net)
+        );
+    }
+    net.heal();
+    assert_forms(&mut net, &ids, 3, 60_000);
+    assert_eq!(net.clusters().len(), 1);
+}
+
+/// A locked cluster never dissolves, so a bigger unlocked one must come to it: here three hosts
+/// an operator started (`muster plan start`) while four others of the same site, out of sight,
+/// gathered without reaching `expected_nodes`. Ranked by members alone, the four would wait for
+/// the three to join them, which they never can, and the site would stay two clusters.
+#[test]
+fn an_unlocked_cluster_joins_a_locked_one_even_when_it_has_more_members() {
+    let (mut net, ids) = site(12, 7, 5, |_| {});
+    let (four, three) = ids.split_at(4);
+    for a in four {
+        for b in three {
+            net.cut(*a, *b);
+        }
+    }
+    for id in &ids {
+        net.start(*id);
+    }
+    let gathered = |n: &TestNet, group: &[NodeId]| {
+        let c = n.node(group[0]).status().cluster_id;
+        c != 0
+            && group.iter().all(|id| {
+                let st = n.node(*id).status();
+                st.cluster_id == c && st.members.len() == group.len()
+            })
+    };
+    net.run_until(30_000, |n| gathered(n, four) && gathered(n, three))
+        .unwrap_or_else(|| panic!("the groups did not gather:\n{}", describe(&net)));
+    net.plan_action(three[0], "", muster_proto::PlanActionKind::Start)
+        .expect("plan start");
+    net.run_until(10_000, |n| {
+        three.iter().all(|id| n.node(*id).status().locked)
+    })
+    .unwrap_or_else(|| panic!("plan start did not lock:\n{}", describe(&net)));
+    assert!(four.iter().all(|id| !net.node(*id).status().locked));
+    net.heal();
+    assert_forms(&mut net, &ids, 3, 60_000);
+    assert_eq!(net.clusters().len(), 1);
+}
+
 #[test]
 fn clusters_formed_apart_merge_into_one_when_they_meet() {
     // Neither side reaches expected_nodes, so neither is locked: they merge.

@@ -43,6 +43,10 @@ enum Cmd {
         /// At the end, describe every host that is not a member of the main cluster.
         #[arg(long)]
         dump: bool,
+        /// Print the cores' log to stderr, each line with its host and virtual ms; the value is
+        /// a tracing filter such as `info` or `muster_core=debug`.
+        #[arg(long)]
+        log: Option<String>,
     },
     /// Run many seeds; report every failing seed with its replay command.
     Search {
@@ -82,6 +86,7 @@ fn write(path: &Option<String>, what: &str, text: &str) -> Result<(), String> {
 
 #[allow(clippy::too_many_arguments)]
 fn run(
+    log: Option<String>,
     dump: bool,
     svg_window: Option<(u64, u64)>,
     scenario: &str,
@@ -91,8 +96,20 @@ fn run(
     trace: Option<String>,
 ) -> Result<bool, String> {
     let sc = muster_sim::Scenario::load(std::path::Path::new(scenario))?;
+    if let Some(filter) = &log {
+        let filter = tracing_subscriber::EnvFilter::try_new(filter)
+            .map_err(|e| format!("--log {filter:?}: {e}"))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .init();
+    }
     let opts = muster_sim::SimOptions {
         trace_text: trace.is_some(),
+        log_spans: log.is_some(),
         ..Default::default()
     };
     let (sim, rep) = muster_sim::run(&sc, scenario, seed, &opts)?;
@@ -185,7 +202,8 @@ fn main() -> ExitCode {
             trace,
             dump,
             svg_window,
-        } => run(dump, svg_window, &scenario, seed, report, svg, trace),
+            log,
+        } => run(log, dump, svg_window, &scenario, seed, report, svg, trace),
         Cmd::Search {
             scenario,
             seeds,

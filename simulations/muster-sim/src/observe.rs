@@ -178,11 +178,22 @@ impl Sim {
             .filter_map(|i| {
                 let node = self.hosts[i].node.as_ref()?;
                 let st = node.status();
-                if st.cluster_id == main && main != 0 {
+                if st.cluster_id == main && main != 0 && std::env::var_os("SIM_DUMP_ALL").is_none()
+                {
                     return None;
                 }
+                let members: Vec<String> = st
+                    .members
+                    .iter()
+                    .map(|m| {
+                        self.hosts
+                            .iter()
+                            .find(|h| h.id == m.id)
+                            .map_or_else(|| format!("{:016x}", m.id), |h| h.name.clone())
+                    })
+                    .collect();
                 Some(format!(
-                    "{} {:016x}: phase {} cluster {:016x} leader {:016x} term {} members {}; \
+                    "{} {:016x}: phase {} cluster {:016x} leader {:016x} term {} members {} ({}); \
                      core sees {} peers connected; network: {} connections, {} addresses known",
                     self.hosts[i].name,
                     self.hosts[i].id,
@@ -191,6 +202,7 @@ impl Sim {
                     st.leader_id,
                     st.term,
                     st.members.len(),
+                    members.join(" "),
                     st.peers_connected,
                     self.net.peers(i).count(),
                     (0..self.hosts.len())

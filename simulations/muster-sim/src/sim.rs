@@ -35,6 +35,9 @@ pub struct SimOptions {
     pub trace_text: bool,
     /// Virtual ms between site-wide checks.
     pub check_interval_ms: u64,
+    /// Run each host's core inside a `host` span naming the host and the virtual time, so that
+    /// the core's tracing events (`run --log`) say whose they are.
+    pub log_spans: bool,
 }
 
 impl Default for SimOptions {
@@ -42,6 +45,7 @@ impl Default for SimOptions {
         SimOptions {
             trace_text: false,
             check_interval_ms: 10,
+            log_spans: false,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Sim {
     pub metrics: Metrics,
     /// The event trace.
     pub trace: Trace,
+    /// See [`SimOptions::log_spans`].
+    log_spans: bool,
     pub(crate) schedule: Vec<(u64, Action)>,
     tick_ms: u64,
     non_voter_tick_ms: u64,
@@ -218,6 +224,7 @@ impl Sim {
             checker,
             metrics: Metrics::new(n),
             trace: Trace::new(opts.trace_text),
+            log_spans: opts.log_spans,
             scenario,
             seed,
             rng,
@@ -607,11 +614,15 @@ impl Sim {
             self.q.push(host.paused_until, ev);
             return;
         }
+        let span = self.log_spans.then(|| {
+            tracing::info_span!("host", n = %self.hosts[i].name, t = self.now_ms).entered()
+        });
         let Some(node) = self.hosts[i].node.as_mut() else {
             return;
         };
         // A panic in the core would kill the agent; here it kills the host and is reported.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.handle(input)));
+        drop(span);
         let outputs = match fatal(result) {
             Ok(o) => o,
             Err(e) => {
