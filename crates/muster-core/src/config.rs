@@ -81,6 +81,10 @@ pub struct NodeConfig {
     pub certificate_key_refresh_ms: u64,
     /// The agent's version, announced in hellos and shown in status ("" in the simulator).
     pub agent_version: String,
+    /// This host's identity was created at this start (a first boot, or after `muster reset`):
+    /// no cluster can be counting an id that did not exist, so formation skips the quiet wait
+    /// after boot (`lease.rs`).
+    pub new_identity: bool,
     /// Tests only: announce this protocol instead of [`crate::PROTOCOL`] (an older agent);
     /// 0 = the real one.
     pub announce_protocol_for_tests: u32,
@@ -119,6 +123,7 @@ impl NodeConfig {
             role_pin: muster_proto::RolePin::Any,
             certificate_key_refresh_ms: 0,
             agent_version: String::new(),
+            new_identity: false,
             announce_protocol_for_tests: 0,
         }
     }

@@ -45,7 +45,9 @@
 //!
 //! A host takes part in one raft group at a time and drops raft messages of any other. When it
 //! leaves a cluster (dissolving to merge, or after a wiped disk) it waits `Q =
-//! formation_quiet_ms` — after boot too — before it joins or bootstraps anything, and `Q` exceeds
+//! formation_quiet_ms` — after boot too, unless its identity was created at this start
+//! (`NodeConfig::new_identity`: no cluster can count an id that did not exist; this saves a
+//! new site's first boot `Q`) — before it joins or bootstraps anything, and `Q` exceeds
 //! `W` plus a tick plus the one-way message delay (assumed below 300 ms with the defaults), so the
 //! cluster it left stops counting it before another can start counting it: the fresh sets of two
 //! clusters are disjoint at every instant. Two disjoint sets of at least `expected_nodes` hosts

@@ -566,7 +566,9 @@ impl<S: RaftStore> Node<S> {
         if self.boot_ms.is_none() {
             self.boot_ms = Some(self.now_ms);
             self.last_raft_tick_ms = self.now_ms;
-            self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());
+            if !self.cfg.new_identity {
+                self.quiet_until_ms = Some(self.now_ms + self.formation_quiet_ms());
+            }
         }
         if self.phase == Phase::Removed {
             return Ok(());

@@ -153,7 +153,7 @@ fn worker_leader_hands_over(seed: u64, gates: bool) {
     net.transfer(leader, Some(worker))
         .expect("transfer to the worker");
     assert!(
-        net.run_until(5_000, |net| net.node(ids[1]).leader_id() == worker)
+        net.run_until(5_000, |net| net.node(worker).leader_id() == worker)
             .is_some(),
         "the worker leads:\n{}",
         net.describe()

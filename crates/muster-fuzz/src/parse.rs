@@ -69,7 +69,7 @@ pub fn identity_load(data: &[u8]) {
         "loading never rewrites identity.key"
     );
     let key = match loaded {
-        Ok(key) => key,
+        Ok((key, _created)) => key,
         Err(e) => {
             let message = format!("{e:#}");
             assert!(
@@ -87,7 +87,7 @@ pub fn identity_load(data: &[u8]) {
         ..Default::default()
     };
     let data_of = muster_core::state::encode_state(&state);
-    let again = identity::load_for_store(dir, cfg, "h0", 9, &data_of)
+    let (again, _) = identity::load_for_store(dir, cfg, "h0", 9, &data_of)
         .expect("the store's own member identity loads");
     assert_eq!(
         again.public(),

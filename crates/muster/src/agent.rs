@@ -67,7 +67,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         )
     })?;
     let applied = store.applied();
-    let keypair = crate::identity::load_for_store(
+    let (keypair, new_identity) = crate::identity::load_for_store(
         &cfg.data_dir,
         config_path,
         &cfg.name,
@@ -102,6 +102,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         rand::random(),
     ));
     node_cfg.agent_version = env!("CARGO_PKG_VERSION").into();
+    node_cfg.new_identity = new_identity;
     if let Some(k) = &cfg.kubernetes {
         node_cfg.plan = true;
         node_cfg.worker_parallelism = k.worker_parallelism;

@@ -133,7 +133,7 @@ pub fn load_for_store(
     node_name: &str,
     applied_index: u64,
     state_data: &[u8],
-) -> anyhow::Result<Keypair> {
+) -> anyhow::Result<(Keypair, bool)> {
     let path = data_dir.join(IDENTITY_FILE);
     let existing = read(&path)?;
     if applied_index > 0 {
@@ -151,8 +151,8 @@ pub fn load_for_store(
         }
     }
     match existing {
-        Some(key) => Ok(key),
-        None => create(&path),
+        Some(key) => Ok((key, false)),
+        None => Ok((create(&path)?, true)),
     }
 }
 
@@ -342,8 +342,12 @@ mod tests {
             "created an identity anyway"
         );
 
-        let key = load_for_store(dir.path(), &cfg, "edge-1", 0, &[]).unwrap();
+        let (key, created) = load_for_store(dir.path(), &cfg, "edge-1", 0, &[]).unwrap();
+        assert!(created, "the first load creates the identity");
         assert!(dir.path().join(IDENTITY_FILE).exists());
+        let (again, created) = load_for_store(dir.path(), &cfg, "edge-1", 0, &[]).unwrap();
+        assert!(!created, "the second load reads it");
+        assert_eq!(public_key(&again).unwrap(), public_key(&key).unwrap());
         let e = load_for_store(dir.path(), &cfg, "edge-1", 3, &data).unwrap_err();
         let id = node_id_from_public_key(&public_key(&key).unwrap());
         assert_eq!(e.downcast_ref::<StartRefused>().unwrap().identity, Some(id));

@@ -457,7 +457,9 @@ impl Sim {
         }
         let seed: u64 = self.rng.random();
         let kept = disk.clone();
-        let cfg = host.cfg.clone();
+        let mut cfg = host.cfg.clone();
+        // The first boot's identity is new (a wiped disk keeps the host's identity here).
+        cfg.new_identity = host.inc == 0;
         match fatal(std::panic::catch_unwind(move || Node::new(cfg, disk, seed))) {
             Ok(node) => host.node = Some(node),
             Err(e) => {
