@@ -70,6 +70,16 @@ impl Muster {
         )
     }
 
+    /// The binary at `path`, which must exist.
+    pub fn at(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            bail!("{} does not exist or is not a file", path.display());
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The binary's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod etcd;
 pub mod formed;
+pub mod formlog;
 pub mod holders;
 pub mod host;
 pub mod interrupt;

@@ -103,6 +103,14 @@ impl Prober {
         self.lock().replies.last().copied()
     }
 
+    /// Waits until a reply arrives after `after`; returns the arrival time of the first one.
+    pub fn wait_first_reply_after(&self, after: Instant, timeout: Duration) -> Result<Instant> {
+        self.wait_reply_after(after, timeout)?;
+        let log = self.lock();
+        let first = log.replies.partition_point(|t| *t <= after);
+        Ok(log.replies[first])
+    }
+
     /// Waits until a reply arrives after `after`; returns its arrival time.
     pub fn wait_reply_after(&self, after: Instant, timeout: Duration) -> Result<Instant> {
         let deadline = Instant::now() + timeout;

@@ -60,6 +60,8 @@ pub struct SiteOptions {
     pub vip: Option<VipAddresses>,
     /// Whether to add a client namespace `<prefix>-c` (10.77.0.250, no agent) on the bridge.
     pub client: bool,
+    /// The `muster` binary the agents run; `None`: [`Muster::locate`].
+    pub muster_bin: Option<std::path::PathBuf>,
 }
 
 /// The `[vip]` section every host of a site gets.
@@ -80,6 +82,7 @@ impl Default for SiteOptions {
             listen_port: LISTEN_PORT,
             vip: None,
             client: false,
+            muster_bin: None,
         }
     }
 }
@@ -118,6 +121,13 @@ impl SiteOptions {
         self.client = true;
         self
     }
+
+    /// Runs the agents from this `muster` binary (e.g. an earlier release, for a benchmark's
+    /// peer) instead of the located one.
+    pub fn muster_bin(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.muster_bin = Some(path.into());
+        self
+    }
 }
 
 /// A running testbed site. See the module docs.
@@ -150,7 +160,10 @@ impl Site {
         names::validate_prefix(prefix)?;
         names::validate_hosts(hosts)?;
         preflight()?;
-        let muster = Muster::locate()?;
+        let muster = match &opts.muster_bin {
+            Some(path) => Muster::at(path)?,
+            None => Muster::locate()?,
+        };
         let stale = netns::sweep_stale(prefix)?;
         if !stale.is_empty() {
             eprintln!("muster-testbed: removed stale namespaces {stale:?}");

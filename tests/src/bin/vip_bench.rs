@@ -3,6 +3,11 @@
 //! Site: 3 hosts and a client in network namespaces (`mvb-*`), the client sending an ICMP echo
 //! to the VIP 10.77.0.100 every 5 ms ([`muster_testbed::prober`]). Measured, in this order:
 //!
+//! 0. Cold starts (`--cold-starts N`, default 10 each): every agent started at once, the time
+//!    from just before the first start to the client's first reply from the VIP — for a new
+//!    site's first boot (each host's identity and raft store deleted, as `muster reset` does)
+//!    and for the formed site restarted all at once (SIGTERM, as after a power cut); then the
+//!    same for keepalived (VRRPv3, advert 0.1 s).
 //! 1. muster failovers: at a random moment in steady state the holder's cable is pulled and its
 //!    agent SIGKILLed; the outage is the client's longest gap between replies. Then the host is
 //!    restarted (cable still out, so it removes its stale VIP), plugged back in, and the site
@@ -25,9 +30,9 @@
 //! Prints one table and the issue's targets with "ok" / "MISSED"; exits 0 whatever the figures
 //! (it is a benchmark), 1 only if the testbed itself failed. Needs root, iproute2, keepalived,
 //! and a release build: `cargo build --release --bin muster` (or `MUSTER_BIN`).
-//! Options: `--failovers N` (keepalived, default 10), `--muster-failovers N` (default 20, the
+//! Options: `--cold-starts N` (default 10), `--failovers N` (keepalived, default 10), `--muster-failovers N` (default 20, the
 //! issue's "none over 1.2 s in 20"), `--handovers N` (10), `--quiet-secs S` (60), `--seed S`,
-//! `--only muster|keepalived`.
+//! `--only muster|keepalived|cold` (`cold`: only the cold starts, of both).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -55,8 +60,11 @@ const AFTER_RESUME: Duration = Duration::from_millis(300);
 const TARGET_MEDIAN: Duration = Duration::from_millis(300);
 const TARGET_WORST: Duration = Duration::from_millis(1200);
 const TARGET_HANDOVER: Duration = Duration::from_millis(50);
+/// Issue 12: the VIP answers within 1 s of 3 hosts booting together (median).
+const TARGET_COLD_START: Duration = Duration::from_secs(1);
 
 struct Args {
+    cold_starts: usize,
     failovers: usize,
     muster_failovers: usize,
     handovers: usize,
@@ -71,6 +79,7 @@ fn parse_args() -> Result<Args> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
     let mut a = Args {
+        cold_starts: 10,
         failovers: 10,
         muster_failovers: 20,
         handovers: 10,
@@ -87,21 +96,25 @@ fn parse_args() -> Result<Args> {
                 .with_context(|| format!("{flag} {v}: not a number"))
         };
         match flag.as_str() {
+            "--cold-starts" => a.cold_starts = value()? as usize,
             "--failovers" => a.failovers = value()? as usize,
             "--muster-failovers" => a.muster_failovers = value()? as usize,
             "--handovers" => a.handovers = value()? as usize,
             "--quiet-secs" => a.quiet = Duration::from_secs(value()?),
             "--seed" => a.seed = value()?,
             "--only" => {
-                let v = it.next().context("--only needs muster or keepalived")?;
-                if v != "muster" && v != "keepalived" {
-                    bail!("--only {v}: use muster or keepalived");
+                let v = it
+                    .next()
+                    .context("--only needs muster, keepalived or cold")?;
+                if !["muster", "keepalived", "cold"].contains(&v.as_str()) {
+                    bail!("--only {v}: use muster, keepalived or cold");
                 }
                 a.only = Some(v.clone());
             }
             other => bail!(
-                "unknown argument {other:?}; options: --failovers N --muster-failovers N \
-                 --handovers N --quiet-secs S --seed S --only muster|keepalived"
+                "unknown argument {other:?}; options: --cold-starts N --failovers N \
+                 --muster-failovers N --handovers N --quiet-secs S --seed S \
+                 --only muster|keepalived|cold"
             ),
         }
     }
@@ -111,6 +124,10 @@ fn parse_args() -> Result<Args> {
 /// Everything measured; printed at the end even when a later phase failed.
 #[derive(Default)]
 struct Results {
+    /// Cold starts: a new site's first boot, the formed site restarted, keepalived (tuned).
+    cold_new: Series,
+    cold_restart: Series,
+    cold_keepalived: Series,
     muster: Series,
     handover: Option<Result<Series, String>>,
     idle: Option<Quiet>,
@@ -189,10 +206,20 @@ fn prepare() -> Result<()> {
 
 fn run(site: &mut Site, args: &Args, rng: &mut Rng, results: &mut Results) -> Result<()> {
     let prober = site.prober()?;
-    if args.only.as_deref() != Some("keepalived") {
+    let only = args.only.as_deref();
+    if only != Some("keepalived") {
+        muster_cold_starts(site, &prober, args.cold_starts, results)?;
+    }
+    if only.is_none() || only == Some("cold") {
+        results.cold_keepalived = keepalived_cold_starts(site, &prober, args.cold_starts)?;
+    }
+    if only == Some("cold") {
+        return prober.stop();
+    }
+    if only != Some("keepalived") {
         run_muster(site, &prober, args, rng, results)?;
     }
-    if args.only.as_deref() != Some("muster") {
+    if only != Some("muster") {
         for timing in [Timing::Default, Timing::Tuned] {
             let series = keepalived_failovers(site, &prober, timing, args.failovers, rng)?;
             results.keepalived.push((timing, series));
@@ -226,6 +253,99 @@ fn run_muster(
     results.busy = Some(quiet(site, prober, args.quiet)?);
     drop(burners);
     stop_muster(site)
+}
+
+/// Deletes every host's muster state (what `muster reset` deletes: the identity and the raft
+/// store), so that the next start is a new site's first boot. Agents must be stopped.
+fn wipe_site(site: &Site) -> Result<()> {
+    for i in site.all() {
+        let data = &site.host(i).data_dir;
+        for file in ["identity.key"] {
+            match std::fs::remove_file(data.join(file)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e)
+                        .with_context(|| format!("deleting {}", data.join(file).display()))
+                }
+                _ => {}
+            }
+        }
+        match std::fs::remove_dir_all(data.join("raft")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("deleting {}", data.join("raft").display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Starts every agent at once and returns the time from just before the first spawn to the
+/// client's first echo reply from the VIP.
+fn boot_to_first_reply(site: &mut Site, prober: &Prober) -> Result<Duration> {
+    if !site.vip_holders()?.is_empty() {
+        bail!("a host holds the VIP before the boot");
+    }
+    let t0 = Instant::now();
+    site.start_all()?;
+    let first = prober.wait_first_reply_after(t0, FORM_TIMEOUT)?;
+    Ok(first - t0)
+}
+
+/// VIP cold starts of muster, `n` of each: a new site's first boot (state wiped), and the
+/// formed site restarted all at once (SIGTERM, then every agent started together, as after a
+/// power cut). Leaves the agents stopped and the state wiped for the failover phase.
+fn muster_cold_starts(
+    site: &mut Site,
+    prober: &Prober,
+    n: usize,
+    results: &mut Results,
+) -> Result<()> {
+    for k in 0..n {
+        stop_muster(site)?;
+        wipe_site(site)?;
+        let outcome = boot_to_first_reply(site, prober).map(|d| (d, false));
+        interrupt::check()?;
+        report("muster cold start, new site", k, &outcome);
+        results.cold_new.push(outcome.map_err(|e| format!("{e:#}")));
+        muster_steady(site, prober).context("the new site did not settle")?;
+        stop_muster(site)?;
+        let outcome = boot_to_first_reply(site, prober).map(|d| (d, false));
+        interrupt::check()?;
+        report("muster cold start, formed site restarted", k, &outcome);
+        results
+            .cold_restart
+            .push(outcome.map_err(|e| format!("{e:#}")));
+        muster_steady(site, prober).context("the restarted site did not settle")?;
+    }
+    stop_muster(site)?;
+    wipe_site(site)
+}
+
+/// VIP cold starts of keepalived (VRRPv3, advert 0.1 s): every instance started at once, the
+/// time to the client's first reply; then all stopped and the VIP removed.
+fn keepalived_cold_starts(site: &mut Site, prober: &Prober, n: usize) -> Result<Series> {
+    let timing = Timing::Tuned;
+    let mut ka = Keepalived::new(site, timing)?;
+    let mut series = Series::default();
+    for k in 0..n {
+        for i in site.all() {
+            drop_vip(site, i)?;
+        }
+        let t0 = Instant::now();
+        ka.start_all()?;
+        let outcome = prober
+            .wait_first_reply_after(t0, FORM_TIMEOUT)
+            .map(|t| (t - t0, false));
+        interrupt::check()?;
+        report(&format!("{} cold start", timing.label()), k, &outcome);
+        series.push(outcome.map_err(|e| format!("{e:#}")));
+        keepalived_steady(site, prober, timing)?;
+        ka.stop_all()?;
+    }
+    for i in site.all() {
+        drop_vip(site, i)?;
+    }
+    Ok(series)
 }
 
 fn progress(msg: &str) {
@@ -607,6 +727,37 @@ fn print_results(site: &Site, args: &Args, r: &Results) {
     );
     println!();
     println!(
+        "Cold start: every agent (or keepalived instance) started at once; time from just before"
+    );
+    println!("the first start to the client's first echo reply from the VIP");
+    println!(
+        "{:<42} {:>3} {:>9} {:>9}  per start (ms)",
+        "system", "n", "median", "worst"
+    );
+    for (label, s) in [
+        ("muster, a new site's first boot", &r.cold_new),
+        ("muster, the formed site restarted", &r.cold_restart),
+        (Timing::Tuned.label(), &r.cold_keepalived),
+    ] {
+        let fails = if s.failures() > 0 {
+            format!("  ({} FAILED)", s.failures())
+        } else {
+            String::new()
+        };
+        println!(
+            "{label:<42} {:>3} {:>9} {:>9}  {}{fails}",
+            s.values().len(),
+            secs(s.median()),
+            secs(s.worst()),
+            s.list_ms()
+        );
+    }
+    println!(
+        "ratio muster new site / keepalived tuned: median {}",
+        ratio(r.cold_new.median(), r.cold_keepalived.median())
+    );
+    println!();
+    println!(
         "Failover: holder's cable pulled + process SIGKILLed at a random moment in steady state;"
     );
     println!("outage = longest gap between the client's echo replies (5 ms = no loss)");
@@ -703,12 +854,18 @@ fn print_results(site: &Site, args: &Args, r: &Results) {
         }
     }
     println!();
-    println!("Targets (issue 4)");
+    println!("Targets (issue 4; the cold start: issue 12)");
     let tm = tuned.and_then(Series::median);
     let line = |what: &str, got: String, ok: Option<bool>| {
         let v = ok.map_or("not measured", verdict);
         println!("  {what:<52} {got:<28} {v}");
     };
+    let cold = r.cold_new.median();
+    line(
+        "VIP reachable ≤ 1.0 s after a new site boots (median)",
+        secs(cold),
+        cold.map(|c| c <= TARGET_COLD_START && r.cold_new.failures() == 0),
+    );
     line(
         "muster median failover ≤ 0.300 s",
         secs(mm),
