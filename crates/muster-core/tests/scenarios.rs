@@ -76,6 +76,24 @@ fn three_hosts_booting_together_form_one_cluster_quickly() {
     }
 }
 
+/// A host waits `formation_quiet_ms` (500 ms) after boot before it joins or bootstraps, so that
+/// a cluster it may have just left stops counting it (`lease.rs`) — unless its identity is new:
+/// no cluster can count an id that did not exist. A new site's first boot is not held back.
+#[test]
+fn a_new_site_forms_without_waiting_out_the_quiet_time() {
+    for seed in 0..10 {
+        let (mut net, ids) = site(300 + seed, 3, 3, |_| {});
+        for id in &ids {
+            net.start(*id);
+        }
+        let t = assert_forms(&mut net, &ids, 3, 10_000);
+        assert!(
+            t < 500,
+            "seed {seed}: a new site took {t} ms of virtual time to form"
+        );
+    }
+}
+
 #[test]
 fn staggered_boots_over_minutes_join_the_first_cluster() {
     let (mut net, ids) = site(7, 5, 5, |_| {});
