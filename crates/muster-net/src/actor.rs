@@ -1,7 +1,8 @@
 //! The swarm actor: one Tokio task that owns the libp2p `Swarm` and serves the
 //! [`crate::NetHandle`]s held by the agent binary (`crates/muster`).
 //!
-//! It turns handle commands into dials and request-response requests, turns swarm events into
+//! It turns handle commands into dials and frames queued on the message behaviour
+//! (`messages.rs`), turns swarm events into
 //! [`NetEvent`]s, keeps the address book and per-address dial backoff, and re-dials the static
 //! bootstrap addresses until they are connected. All of its state is owned by the task; the
 //! handles only share the atomic counters.
@@ -16,20 +17,18 @@ use libp2p::core::ConnectedPoint;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, mdns, request_response, Multiaddr, PeerId, Swarm, TransportError};
+use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm, TransportError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::codec::MessageCodec;
 use crate::dialer::{multiaddr_of, socket_addr_of, AddressBook, Backoff, BootstrapPeer};
+use crate::messages;
 use crate::sink::EventSink;
 use crate::transport::link_failure;
 use crate::{Counters, NetEvent};
 
 /// Protocol version announced through identify; peers with another version are logged.
 pub(crate) const PROTOCOL_VERSION: &str = "/muster/1.0.0";
-/// Requests to one peer that may await their ack; beyond this new messages are dropped.
-const MAX_IN_FLIGHT_PER_PEER: usize = 256;
 /// How often the bootstrap list is checked for addresses due for a (re-)dial.
 const REDIAL_TICK: Duration = Duration::from_millis(250);
 
@@ -40,7 +39,8 @@ pub(crate) struct Behaviour {
     pub(crate) blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     /// Connections per peer, in total and pending (limits in `lib.rs`).
     pub(crate) limits: libp2p::connection_limits::Behaviour,
-    pub(crate) messages: request_response::Behaviour<MessageCodec>,
+    /// Message streams; after `blocked` and `limits`, which must see a connection first.
+    pub(crate) messages: messages::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -61,8 +61,6 @@ pub(crate) struct Actor {
     book: AddressBook,
     backoff: Backoff,
     bootstrap: Vec<BootstrapPeer>,
-    /// Requests sent per peer that have neither been acked nor failed yet.
-    in_flight: std::collections::HashMap<PeerId, usize>,
 }
 
 impl Actor {
@@ -82,7 +80,6 @@ impl Actor {
             book: AddressBook::default(),
             backoff: Backoff::default(),
             bootstrap,
-            in_flight: Default::default(),
         }
     }
 
@@ -97,11 +94,7 @@ impl Actor {
                     Some(Command::AddAddress { peer, addr }) => {
                         self.learn_address(peer, addr, "handle");
                     }
-                    Some(Command::Block(peer)) => {
-                        if self.swarm.behaviour_mut().blocked.block_peer(peer) {
-                            info!(%peer, "peer refused from now on");
-                        }
-                    }
+                    Some(Command::Block(peer)) => self.block(peer),
                     Some(Command::Shutdown(done)) => break Some(done),
                     None => break None,
                 },
@@ -135,16 +128,24 @@ impl Actor {
         if to == *self.swarm.local_peer_id() {
             return self.drop_message(&to, "addressed to self");
         }
-        let in_flight = self.in_flight.get(&to).copied().unwrap_or(0);
-        if in_flight >= MAX_IN_FLIGHT_PER_PEER {
-            return self.drop_message(&to, "too many unacknowledged messages");
+        if self.swarm.behaviour().blocked.blocked_peers().contains(&to) {
+            return self.drop_message(&to, "peer refused");
         }
         if !self.swarm.is_connected(&to) && !self.dial_peer(to) {
             return self.drop_message(&to, "not connected and no dialable address");
         }
-        // If a dial is under way the request waits for its connection and fails with it.
-        self.swarm.behaviour_mut().messages.send_request(&to, bytes);
-        self.in_flight.insert(to, in_flight + 1);
+        // If a dial is under way the frame waits for its connection and is dropped with it.
+        if let Err(error) = self.swarm.behaviour_mut().messages.send(to, &bytes) {
+            self.drop_message(&to, error.reason());
+        }
+    }
+
+    fn block(&mut self, peer: PeerId) {
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.messages.refuse(&peer);
+        if behaviour.blocked.block_peer(peer) {
+            info!(%peer, "peer refused from now on");
+        }
     }
 
     /// Starts a dial to `peer` over its known addresses that are not backing off. Returns true
@@ -398,61 +399,11 @@ impl Actor {
             .control(NetEvent::HandshakeRejected { remote, error });
     }
 
-    fn on_message_event(&mut self, event: request_response::Event<Vec<u8>, ()>) {
-        use request_response::{Event, InboundFailure, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let len = request.len();
-                if self.sink.message(NetEvent::Message {
-                    from: peer,
-                    bytes: request,
-                }) {
-                    // Ack only what the consumer will see; a dropped message is not acked.
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .messages
-                        .send_response(channel, ());
-                } else {
-                    debug!(peer = %peer, len, "event channel full; inbound message dropped");
-                }
-            }
-            Event::Message {
-                peer,
-                message: Message::Response { .. },
-                ..
-            } => self.request_finished(&peer),
-            Event::OutboundFailure { peer, error, .. } => {
-                self.request_finished(&peer);
-                debug!(peer = %peer, %error, "message not acknowledged");
-            }
-            Event::InboundFailure {
-                peer,
-                error: InboundFailure::Io(error),
-                ..
-            } if error.kind() == std::io::ErrorKind::InvalidData => {
-                warn!(peer = %peer, %error, "inbound message refused");
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                debug!(peer = %peer, %error, "inbound message failed");
-            }
-            Event::ResponseSent { .. } => {}
-        }
-    }
-
-    fn request_finished(&mut self, peer: &PeerId) {
-        if let Some(count) = self.in_flight.get_mut(peer) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.in_flight.remove(peer);
-            }
+    fn on_message_event(&mut self, event: messages::Event) {
+        let messages::Event::Message { peer, bytes } = event;
+        let len = bytes.len();
+        if !self.sink.message(NetEvent::Message { from: peer, bytes }) {
+            debug!(peer = %peer, len, "event channel full; inbound message dropped");
         }
     }
 

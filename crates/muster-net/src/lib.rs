@@ -5,26 +5,37 @@
 //! TCP → pnet (site key) → noise (host identity) → yamux, listening only on the configured LAN
 //! address. Peers are found through static bootstrap addresses, mDNS, addresses handed in with
 //! [`NetHandle::add_address`] (e.g. from replicated membership) and identify. Messages are opaque
-//! byte strings carried one per request-response stream and acked; delivery is best effort and
-//! unordered across messages.
+//! byte strings, length-prefixed, written back to back on one long-lived stream per connection
+//! (`/muster/msg/2.0.0`) with no reply. Delivery is best effort: a message is dropped (and
+//! counted) when its peer's queue is full or its stream breaks; messages to one peer arrive in
+//! the order sent while their connection lasts. Older agents'
+//! one-message-per-stream protocol (`/muster/msg/1.0.0`, acked) is still spoken, in both
+//! directions, so a site can be upgraded host by host.
 //!
 //! The agent binary (`crates/muster`) is the only user: it sends the encoded `proto/` messages
 //! of muster-core through a [`NetHandle`], reads [`NetEvent`]s from the returned receiver, and
 //! maps peer ids to Raft node ids with [`node_id_of`]. A host without the site key never
 //! completes a handshake: each attempt shows up as [`NetEvent::HandshakeRejected`].
 //!
-//! Modules: `transport` (the connection stack and failure classification), `codec` (wire
-//! format), `actor` (the swarm task), `dialer` (address book, backoff, bootstrap), `sink`
-//! (event delivery), `site_key` and `ids` (key file and identity helpers), `error`.
+//! Modules: `transport` (the connection stack and failure classification), `framing` (wire
+//! format), `messages` (the behaviour that picks a connection per message), `handler` (one
+//! connection's message streams), `outbox` (the bounded queue between the two), `actor` (the
+//! swarm task), `dialer` (address book, backoff, bootstrap), `sink` (event delivery),
+//! `site_key` and `ids` (key file and identity helpers), `error`.
 
 mod actor;
-mod codec;
 mod dialer;
 mod error;
+mod framing;
+mod handler;
 mod ids;
+mod messages;
+mod outbox;
 mod sink;
 mod site_key;
 mod transport;
+#[cfg(test)]
+mod wire_tests;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -34,7 +45,7 @@ use std::time::Duration;
 
 use libp2p::identity::KeyType;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{identify, mdns, request_response};
+use libp2p::{identify, mdns};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -52,8 +63,6 @@ pub const EVENT_QUEUE_LEN: usize = 4096;
 /// Connections are kept open this long without traffic. Dead peers are noticed by TCP
 /// keepalive and `TCP_USER_TIMEOUT` (about 20 s, see `transport`), not by this timeout.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Concurrent request-response streams per connection.
-const MAX_CONCURRENT_STREAMS: usize = 128;
 /// Established connections per peer (both sides may dial at once, and one may be closing).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 3;
 /// Established connections in total.
@@ -80,7 +89,9 @@ pub struct NetConfig {
     /// How often mDNS queries the network (default 500 ms). Records are announced with a TTL
     /// of ten intervals (at least 2 s), so a vanished host's record expires within seconds.
     pub mdns_query_interval: Duration,
-    /// How long a sent message may wait for its ack before it counts as failed (default 5 s).
+    /// How long opening (negotiating) a message stream may take (default 5 s). An older
+    /// agent (`/muster/msg/1.0.0`) is the only one that acks; there this bounds each exchange's
+    /// negotiation, and the old agent's own timeout bounds its ack.
     pub request_timeout: Duration,
     /// Largest message accepted or sent (default 4 MiB). Larger inbound messages are refused
     /// from their length prefix, without allocating; larger outbound ones are dropped.
@@ -182,10 +193,11 @@ pub enum NetEvent {
 pub struct NetStats {
     /// Connections (either direction) that failed authentication.
     pub handshakes_rejected: u64,
-    /// Outbound messages dropped: queue full, too large, no address, too many unacked.
+    /// Outbound messages dropped: too large, per-peer queue full, no address, refused peer,
+    /// or lost with a stream or connection that broke while they were queued or being written.
     pub messages_dropped: u64,
-    /// Events not delivered because the event receiver was full (inbound messages, which
-    /// then go unacked, and control events beyond the backlog).
+    /// Events not delivered because the event receiver was full (inbound messages and
+    /// control events beyond the backlog).
     pub events_dropped: u64,
     /// Peers with at least one open connection.
     pub connected_peers: usize,
@@ -304,7 +316,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
     check_listen_address(cfg.listen)?;
 
     let local_peer_id = cfg.keypair.public().to_peer_id();
-    let behaviour = build_behaviour(&cfg, local_peer_id)?;
+    let counters = Arc::new(Counters::default());
+    let behaviour = build_behaviour(&cfg, local_peer_id, counters.clone())?;
     let psk = libp2p::pnet::PreSharedKey::new(cfg.psk);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
@@ -323,7 +336,6 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
             source: std::io::Error::other(error.to_string()),
         })?;
 
-    let counters = Arc::new(Counters::default());
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (event_tx, event_rx, queued_bytes) = sink::channel(EVENT_QUEUE_LEN);
     let bootstrap = cfg
@@ -352,14 +364,16 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn build_behaviour(cfg: &NetConfig, local_peer_id: PeerId) -> Result<actor::Behaviour, NetError> {
-    let messages = request_response::Behaviour::with_codec(
-        codec::MessageCodec::new(cfg.max_message_bytes),
-        [(codec::PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(cfg.request_timeout)
-            .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
-    );
+fn build_behaviour(
+    cfg: &NetConfig,
+    local_peer_id: PeerId,
+    counters: Arc<Counters>,
+) -> Result<actor::Behaviour, NetError> {
+    let handler = handler::HandlerConfig {
+        max_message_bytes: cfg.max_message_bytes,
+        open_timeout: cfg.request_timeout,
+    };
+    let messages = messages::Behaviour::new(handler, counters);
     let identify = identify::Behaviour::new(
         identify::Config::new(actor::PROTOCOL_VERSION.to_owned(), cfg.keypair.public())
             .with_agent_version(format!("muster-net/{}", env!("CARGO_PKG_VERSION"))),

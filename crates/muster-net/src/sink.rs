@@ -2,7 +2,7 @@
 //! ever blocking the swarm task.
 //!
 //! Messages are best effort: if the bounded event channel is full the message is dropped and
-//! counted (and not acked, so the sender sees a failed request). Control events (`Connected`,
+//! counted. Control events (`Connected`,
 //! `Disconnected`, `HandshakeRejected`) must not be lost, or the consumer's view of who is
 //! connected goes wrong; they wait in a small bounded backlog that the actor drains with
 //! `Sender::reserve_owned` in its `select!` as the consumer catches up. While the backlog is

@@ -1,0 +1,204 @@
+//! The message behaviour: which connection carries the frames for each peer.
+//!
+//! The swarm actor (`actor.rs`) calls [`Behaviour::send`], which encodes the message and
+//! queues it in the [`Outbox`] of the peer's oldest connection, whose handler (`handler.rs`)
+//! writes it to that connection's long-lived stream. Frames sent while the peer's first
+//! connection is still being dialled wait in a small bounded queue and move to the connection
+//! once it is up (or are dropped if the dial fails). Messages read by the handlers come back
+//! as [`Event::Message`]. Every drop is counted in `messages_dropped`.
+//!
+//! Field order in the actor's derived behaviour matters: `blocked` and `limits` come first, so
+//! a connection they deny never reaches [`Behaviour`] and never gets an outbox.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::swarm::{
+    ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, NetworkBehaviour,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+
+use crate::framing;
+use crate::handler::{Handler, HandlerConfig};
+use crate::outbox::{Outbox, PushError};
+use crate::Counters;
+
+/// Frames per peer that may wait for its first connection.
+const MAX_WAITING_FRAMES: usize = 64;
+/// Peers with frames waiting for a connection.
+const MAX_WAITING_PEERS: usize = 1024;
+/// Received messages waiting for the swarm to take them (it does on its next poll).
+const MAX_EVENTS: usize = 1024;
+
+/// What the behaviour reports to the swarm actor.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// One message read from `peer`.
+    Message { peer: PeerId, bytes: Vec<u8> },
+}
+
+/// See the module doc.
+pub(crate) struct Behaviour {
+    config: HandlerConfig,
+    counters: Arc<Counters>,
+    /// Each peer's connections with a handler, oldest first.
+    connections: HashMap<PeerId, Vec<(ConnectionId, Arc<Outbox>)>>,
+    /// Frames for peers being dialled.
+    waiting: HashMap<PeerId, Vec<Vec<u8>>>,
+    events: VecDeque<Event>,
+}
+
+impl Behaviour {
+    pub(crate) fn new(config: HandlerConfig, counters: Arc<Counters>) -> Self {
+        Self {
+            config,
+            counters,
+            connections: HashMap::new(),
+            waiting: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn dropped(&self, count: usize) {
+        if count > 0 {
+            self.counters
+                .messages_dropped
+                .fetch_add(count as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues `bytes` for `peer`: on its oldest connection, or, if it has none (a dial is
+    /// under way), until one is up. Never blocks; the caller counts an `Err` as a drop.
+    pub(crate) fn send(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), PushError> {
+        let frame = framing::encode(bytes);
+        if let Some((_, outbox)) = self.connections.get(&peer).and_then(|c| c.first()) {
+            return outbox.push(frame);
+        }
+        let peers = self.waiting.len();
+        match self.waiting.entry(peer) {
+            Entry::Occupied(entry) if entry.get().len() >= MAX_WAITING_FRAMES => {
+                Err(PushError::Full)
+            }
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().push(frame);
+                Ok(())
+            }
+            Entry::Vacant(_) if peers >= MAX_WAITING_PEERS => Err(PushError::Full),
+            Entry::Vacant(entry) => {
+                entry.insert(vec![frame]);
+                Ok(())
+            }
+        }
+    }
+
+    /// `peer` is refused: its outboxes close (its handlers stop reading and writing while the
+    /// connections close) and nothing more is queued for it.
+    pub(crate) fn refuse(&mut self, peer: &PeerId) {
+        let mut dropped = self.waiting.remove(peer).map_or(0, |frames| frames.len());
+        for (_, outbox) in self.connections.get(peer).into_iter().flatten() {
+            dropped += outbox.close();
+        }
+        self.dropped(dropped);
+    }
+
+    fn new_handler(&mut self, connection: ConnectionId, peer: PeerId) -> Handler {
+        let outbox = Arc::new(Outbox::default());
+        let mut dropped = 0;
+        for frame in self.waiting.remove(&peer).into_iter().flatten() {
+            dropped += usize::from(outbox.push(frame).is_err());
+        }
+        self.dropped(dropped);
+        self.connections
+            .entry(peer)
+            .or_default()
+            .push((connection, outbox.clone()));
+        Handler::new(peer, self.config, outbox, self.counters.clone())
+    }
+
+    fn on_connection_closed(&mut self, peer: PeerId, connection: ConnectionId) {
+        let Some(connections) = self.connections.get_mut(&peer) else {
+            return;
+        };
+        let mut dropped = 0;
+        connections.retain(|(id, outbox)| {
+            if *id == connection {
+                dropped = outbox.close();
+            }
+            *id != connection
+        });
+        if connections.is_empty() {
+            self.connections.remove(&peer);
+        }
+        self.dropped(dropped);
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Event;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.new_handler(connection, peer))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.new_handler(connection, peer))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => self.on_connection_closed(peer_id, connection_id),
+            FromSwarm::DialFailure(DialFailure {
+                peer_id: Some(peer),
+                ..
+            }) if !self.connections.contains_key(&peer) => {
+                let dropped = self.waiting.remove(&peer).map_or(0, |frames| frames.len());
+                self.dropped(dropped);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        _: ConnectionId,
+        bytes: THandlerOutEvent<Self>,
+    ) {
+        if self.events.len() >= MAX_EVENTS {
+            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.events.push_back(Event::Message { peer, bytes });
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        match self.events.pop_front() {
+            Some(event) => Poll::Ready(ToSwarm::GenerateEvent(event)),
+            None => Poll::Pending,
+        }
+    }
+}
