@@ -705,6 +705,22 @@ fn drop_vip(site: &Site, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// One table row: the label, how many succeeded, median, worst, each value in ms, failures.
+fn print_series_row(label: &str, s: &Series) {
+    let fails = if s.failures() > 0 {
+        format!("  ({} FAILED)", s.failures())
+    } else {
+        String::new()
+    };
+    println!(
+        "{label:<42} {:>3} {:>9} {:>9}  {}{fails}",
+        s.values().len(),
+        secs(s.median()),
+        secs(s.worst()),
+        s.list_ms()
+    );
+}
+
 fn print_results(site: &Site, args: &Args, r: &Results) {
     let ka_version = Command::new(keepalived::KEEPALIVED)
         .arg("--version")
@@ -739,18 +755,7 @@ fn print_results(site: &Site, args: &Args, r: &Results) {
         ("muster, the formed site restarted", &r.cold_restart),
         (Timing::Tuned.label(), &r.cold_keepalived),
     ] {
-        let fails = if s.failures() > 0 {
-            format!("  ({} FAILED)", s.failures())
-        } else {
-            String::new()
-        };
-        println!(
-            "{label:<42} {:>3} {:>9} {:>9}  {}{fails}",
-            s.values().len(),
-            secs(s.median()),
-            secs(s.worst()),
-            s.list_ms()
-        );
+        print_series_row(label, s);
     }
     println!(
         "ratio muster new site / keepalived tuned: median {}",
@@ -770,18 +775,7 @@ fn print_results(site: &Site, args: &Args, r: &Results) {
         rows.push((t.label(), s));
     }
     for (label, s) in &rows {
-        let fails = if s.failures() > 0 {
-            format!("  ({} FAILED)", s.failures())
-        } else {
-            String::new()
-        };
-        println!(
-            "{label:<42} {:>3} {:>9} {:>9}  {}{fails}",
-            s.values().len(),
-            secs(s.median()),
-            secs(s.worst()),
-            s.list_ms()
-        );
+        print_series_row(label, s);
     }
     if rows.iter().any(|(_, s)| s.marks() > 0) {
         println!("  * the client's replies resumed, then stopped again before settling");
