@@ -207,8 +207,23 @@ fn metrics_are_scraped_from_one_agent() {
         );
         ensure!(text.contains("muster_build_info{version=\""), "{text}");
         ensure!(text.ends_with("# EOF\n"), "{text}");
-        let (code, body) = get(&ns, &listen, "/readyz")?;
-        ensure!(code == 200, "/readyz {code}: {body}");
+        // Ready once the site is recorded formed, a few ms after it has a leader: a probe
+        // retries, as a load balancer's or kubelet's would.
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let (code, body) = get(&ns, &listen, "/readyz")?;
+            if code == 200 {
+                break;
+            }
+            ensure!(
+                code == 503 && body.contains("site not formed yet"),
+                "/readyz {code}: {body}"
+            );
+            if Instant::now() > deadline {
+                bail!("/readyz still {code} after {TIMEOUT:?}: {body}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let (code, _) = get(&ns, &listen, "/healthz")?;
         ensure!(code == 200, "/healthz {code}");
         let (code, _) = get(&ns, &listen, "/other")?;
