@@ -134,6 +134,31 @@ async fn write_raw(stream: &mut libp2p::Stream, bytes: &[u8]) -> std::io::Result
     stream.flush().await
 }
 
+/// A frame written on `stream` reaches `receiver` as a message from `peer`, the link to it is
+/// still up; then `receiver` shuts down.
+async fn delivers_and_stays_up(
+    receiver: &mut Node,
+    stream: &mut libp2p::Stream,
+    peer: PeerId,
+    bytes: &[u8],
+) {
+    write_raw(stream, &framing::encode(bytes))
+        .await
+        .expect("write");
+    let event = receiver
+        .expect(WAIT, |e| matches!(e, NetEvent::Message { .. }))
+        .await;
+    assert_eq!(
+        event,
+        NetEvent::Message {
+            from: peer,
+            bytes: bytes.to_vec()
+        }
+    );
+    assert_eq!(receiver.handle.stats().connected_peers, 1);
+    receiver.handle.shutdown().await;
+}
+
 /// True if the remote has closed or reset `stream` within `within`.
 async fn ended(stream: &mut libp2p::Stream, within: Duration) -> bool {
     let mut byte = [0u8; 1];
@@ -209,21 +234,7 @@ async fn peer_opening_many_streams_is_bounded() {
         "{alive} streams kept"
     );
     let newest = streams.last_mut().expect("streams");
-    write_raw(newest, &framing::encode(b"still here"))
-        .await
-        .expect("write");
-    let event = receiver
-        .expect(WAIT, |e| matches!(e, NetEvent::Message { .. }))
-        .await;
-    assert_eq!(
-        event,
-        NetEvent::Message {
-            from: peer,
-            bytes: b"still here".to_vec()
-        }
-    );
-    assert_eq!(receiver.handle.stats().connected_peers, 1);
-    receiver.handle.shutdown().await;
+    delivers_and_stays_up(&mut receiver, newest, peer, b"still here").await;
 }
 
 /// Garbage on message streams (a 4 GiB prefix, a frame just over the limit, truncations,
@@ -275,21 +286,7 @@ async fn bad_bytes_close_only_their_stream() {
     assert!(delivered.iter().all(|m| m.len() <= 1024));
 
     let mut good = control.open_stream(target, PROTOCOL).await.expect("open");
-    write_raw(&mut good, &framing::encode(b"fine"))
-        .await
-        .expect("write");
-    let event = receiver
-        .expect(WAIT, |e| matches!(e, NetEvent::Message { .. }))
-        .await;
-    assert_eq!(
-        event,
-        NetEvent::Message {
-            from: peer,
-            bytes: b"fine".to_vec()
-        }
-    );
-    assert_eq!(receiver.handle.stats().connected_peers, 1);
-    receiver.handle.shutdown().await;
+    delivers_and_stays_up(&mut receiver, &mut good, peer, b"fine").await;
 }
 
 /// The request-response codec of the previous release, as its agents speak it.
