@@ -157,6 +157,24 @@ pub(crate) struct UploadState {
 }
 
 impl<S: RaftStore> Node<S> {
+    /// Leader only: whether `node`'s control-plane join must wait for an upload this leader
+    /// will ask for (`upload_needed`, with what `certificate_upload_duties` needs to ask).
+    /// The leader checks it before proposing the join's start: the host becomes eligible the
+    /// moment the previous join's success applies, which may be before the leader's next tick.
+    pub(crate) fn upload_due_before(&self, node: crate::config::NodeId) -> bool {
+        self.cfg.plan
+            && self.runs_healthy_control_plane()
+            && self
+                .site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES)
+                .is_ok()
+            && self
+                .cluster
+                .plan
+                .as_ref()
+                .and_then(|p| upload_needed(p, self.unix_ms))
+                .is_some_and(|(id, _)| id == node)
+    }
+
     /// Leader only, running a healthy control plane: asks for an upload when the next
     /// control-plane join needs one, then starts, resumes or takes over the upload.
     pub(crate) fn certificate_upload_duties(&mut self) {

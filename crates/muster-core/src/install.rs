@@ -644,6 +644,13 @@ impl<S: RaftStore> Node<S> {
             return;
         }
         if let Some(p) = r.progress {
+            if p.state == StepState::Running as i32 && self.upload_due_before(p.node_id) {
+                // The join would start with certificates past their refresh: ask for the upload
+                // first (the join's host repeats its report and waits for the upload).
+                tracing::debug!(host = %format_id(from), "control-plane join held back until the certificates are uploaded again");
+                self.certificate_upload_duties();
+                return;
+            }
             tracing::debug!(host = %format_id(from), state = p.state, attempt = p.attempt, "step report");
             self.propose_command(Command {
                 kind: Some(muster_proto::command::Kind::StepProgress(p)),
