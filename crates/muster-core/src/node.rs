@@ -987,6 +987,7 @@ impl<S: RaftStore> Node<S> {
                 .collect(),
             locked: self.locked(),
             formed_unix_ms: self.cluster.formed_unix_ms,
+            kubernetes: self.cfg.plan,
             site_conflict: self.site_conflict(),
             removed: self
                 .cluster

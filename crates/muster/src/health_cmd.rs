@@ -319,6 +319,9 @@ pub fn site_conflict(s: &StatusResponse) -> Result<String, String> {
 /// The join plan, if there is one, is done: every step not removed succeeded.
 pub fn plan(s: &StatusResponse) -> Result<String, String> {
     let Some(plan) = &s.plan else {
+        if s.kubernetes {
+            return Err("no join plan yet: the leader makes it once the site is formed".into());
+        }
         return Ok("no join plan".into());
     };
     let step = |st: &muster_proto::PlanStep| {

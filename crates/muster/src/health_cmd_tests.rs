@@ -201,6 +201,9 @@ fn plan_names_failed_and_waiting_steps_and_ignores_removed_ones() {
     let mut s = healthy_site();
     s.plan = None;
     assert_eq!(plan(&s).unwrap(), "no join plan");
+    // A host that installs Kubernetes: a formed site without a plan yet is not done.
+    s.kubernetes = true;
+    assert!(plan(&s).unwrap_err().contains("no join plan yet"));
     let mut s = healthy_site();
     let p = s.plan.as_mut().unwrap();
     p.steps[3].state = StepState::Failed as i32;

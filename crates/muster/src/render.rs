@@ -49,6 +49,7 @@ pub fn json(s: &StatusResponse) -> Value {
         "members": members,
         "locked": s.locked,
         "formed_unix_ms": (s.formed_unix_ms != 0).then_some(s.formed_unix_ms),
+        "kubernetes": s.kubernetes,
         "site_conflict": (!s.site_conflict.is_empty()).then_some(s.site_conflict.as_str()),
         "removed": s
             .removed
