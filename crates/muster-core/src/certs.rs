@@ -157,13 +157,18 @@ pub(crate) struct UploadState {
 }
 
 impl<S: RaftStore> Node<S> {
+    /// Whether this host asks for and runs certificate uploads: the leader of a site that
+    /// installs Kubernetes, running a healthy control plane.
+    fn may_run_uploads(&self) -> bool {
+        self.cfg.plan && self.is_leader() && self.runs_healthy_control_plane()
+    }
+
     /// Leader only: whether `node`'s control-plane join must wait for an upload this leader
     /// will ask for (`upload_needed`, with what `certificate_upload_duties` needs to ask).
     /// The leader checks it before proposing the join's start: the host becomes eligible the
     /// moment the previous join's success applies, which may be before the leader's next tick.
     pub(crate) fn upload_due_before(&self, node: crate::config::NodeId) -> bool {
-        self.cfg.plan
-            && self.runs_healthy_control_plane()
+        self.may_run_uploads()
             && self
                 .site_supports(crate::PROTOCOL_UPLOADS_AND_SPARES)
                 .is_ok()
@@ -178,7 +183,7 @@ impl<S: RaftStore> Node<S> {
     /// Leader only, running a healthy control plane: asks for an upload when the next
     /// control-plane join needs one, then starts, resumes or takes over the upload.
     pub(crate) fn certificate_upload_duties(&mut self) {
-        if !self.cfg.plan || !self.is_leader() || !self.runs_healthy_control_plane() {
+        if !self.may_run_uploads() {
             return;
         }
         let Some(plan) = self.cluster.plan.as_ref() else {

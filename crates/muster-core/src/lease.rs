@@ -186,7 +186,6 @@ impl<S: RaftStore> Node<S> {
     /// really run this cluster's log now. A member admitted while it was leaving another
     /// cluster, whose join never completed, counts in the membership but not here.
     pub(crate) fn fresh_members(&self, window_ms: u64) -> usize {
-        let window = window_ms;
         1 + self
             .cluster
             .members
@@ -196,7 +195,7 @@ impl<S: RaftStore> Node<S> {
                 self.peers
                     .get(&m.id)
                     .and_then(|p| p.raft_heard_ms)
-                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= window)
+                    .is_some_and(|t| self.now_ms.saturating_sub(t) <= window_ms)
             })
             .count()
     }

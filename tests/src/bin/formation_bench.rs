@@ -237,11 +237,11 @@ fn print_stage_medians(n: usize, stages: &[Stages]) {
             })
             .collect();
         let show = |m: Option<u64>| m.map_or("-".into(), |v| v.to_string());
+        let hosts = at.len();
         println!(
-            "    {name:<11} {:>6}  (step {:>5}, {} hosts)",
-            show(median(at.clone())),
+            "    {name:<11} {:>6}  (step {:>5}, {hosts} hosts)",
+            show(median(at)),
             show(median(step)),
-            at.len()
         );
     }
 }

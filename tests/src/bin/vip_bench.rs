@@ -255,26 +255,14 @@ fn run_muster(
     stop_muster(site)
 }
 
-/// Deletes every host's muster state (what `muster reset` deletes: the identity and the raft
-/// store), so that the next start is a new site's first boot. Agents must be stopped.
+/// Deletes every host's muster state with `muster reset --yes` (its identity and raft store),
+/// so that the next start is a new site's first boot. Agents must be stopped.
 fn wipe_site(site: &Site) -> Result<()> {
     for i in site.all() {
-        let data = &site.host(i).data_dir;
-        for file in ["identity.key"] {
-            match std::fs::remove_file(data.join(file)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e)
-                        .with_context(|| format!("deleting {}", data.join(file).display()))
-                }
-                _ => {}
-            }
-        }
-        match std::fs::remove_dir_all(data.join("raft")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("deleting {}", data.join("raft").display()))
-            }
-            _ => {}
-        }
+        let config = site.host(i).config_path.display().to_string();
+        site.muster()
+            .run(&["reset", "--config", &config, "--yes"])
+            .with_context(|| format!("resetting host {i}"))?;
     }
     Ok(())
 }
