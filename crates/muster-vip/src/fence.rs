@@ -167,15 +167,22 @@ impl Fence {
 
     /// Arms the fence (or moves it): the VIP goes at `deadline` unless renewed or disarmed.
     /// Ignored after [`FenceReleaser::release_now`].
+    /// A later deadline does not wake the fence thread: it wakes at the earlier one, finds the
+    /// new one and sleeps on (a leader renews every probe, and a wake-up each time was a thread
+    /// switch per renewal).
     pub fn arm(&self, deadline: Instant) {
-        {
+        let sooner = {
             let mut state = self.shared.lock();
             if state.released_for_good {
                 return;
             }
+            let sooner = state.deadline.is_none_or(|old| deadline < old);
             state.deadline = Some(deadline);
+            sooner
+        };
+        if sooner {
+            self.shared.wake.notify_all();
         }
-        self.shared.wake.notify_all();
     }
 
     /// A handle for [`FenceReleaser::release_now`] (the agent's panic hook keeps one).

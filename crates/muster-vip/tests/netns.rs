@@ -236,7 +236,11 @@ fn fence_removes_the_vip_when_the_lease_ends_during_a_stall() {
         assert!(vip.is_present().await.unwrap(), "disarmed fence fired");
         assert_eq!(fence.fired(), 0);
 
-        // Stall: armed for 400 ms, then this thread blocks polling the kernel with `ip`.
+        // Stall: armed for 400 ms, then this thread blocks polling the kernel with `ip`. The
+        // fence first sleeps towards a deadline a minute away, so the 400 ms must wake it (a
+        // later deadline does not; a sooner one must).
+        fence.arm(Instant::now() + Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(50));
         let armed = Instant::now();
         fence.arm(armed + Duration::from_millis(400));
         let mut gone_after = None;

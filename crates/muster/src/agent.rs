@@ -160,6 +160,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         node,
         net: net.clone(),
         peers: HashMap::new(),
+        node_ids: HashMap::new(),
         started: Instant::now(),
         vip,
         panic_file: test_panic_file(),
@@ -206,6 +207,9 @@ struct Agent {
     net: NetHandle,
     /// Node id → libp2p peer, learned from connections and from the replicated membership.
     peers: HashMap<NodeId, PeerId>,
+    /// Peer → node id for the peers that connected: reading the id out of a peer id decodes
+    /// (decompresses) its ed25519 key, tens of µs, and every message needs it.
+    node_ids: HashMap<PeerId, NodeId>,
     started: Instant,
     vip: crate::vip::Vip,
     /// See [`TEST_PANIC_FILE_ENV`]; always `None` in release builds.
@@ -470,7 +474,7 @@ impl Agent {
                 self.step(Input::PeerConnected { id }).await
             }
             NetEvent::Disconnected { peer } => {
-                let Some(id) = muster_net::node_id_of(&peer) else {
+                let Some(id) = self.learn_peer(peer) else {
                     return Ok(());
                 };
                 tracing::debug!(peer = %format_id(id), "peer disconnected");
@@ -496,9 +500,14 @@ impl Agent {
     }
 
     fn learn_peer(&mut self, peer: PeerId) -> Option<NodeId> {
+        if let Some(&id) = self.node_ids.get(&peer) {
+            self.peers.insert(id, peer);
+            return Some(id);
+        }
         match muster_net::node_id_of(&peer) {
             Some(id) => {
                 self.peers.insert(id, peer);
+                self.node_ids.insert(peer, id);
                 Some(id)
             }
             None => {

@@ -224,12 +224,17 @@ enum Command {
     },
 }
 
+/// The log filter without `RUST_LOG`. netlink-packet-route warns on every link dump that the
+/// kernel sends more IPv6 settings than it knows (`IFLA_INET6_CONF`), which a VIP holder reads
+/// twice a second: not actionable, and it buried the journal.
+const DEFAULT_LOG_FILTER: &str = "info,netlink_packet_route=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
