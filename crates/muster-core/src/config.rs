@@ -7,6 +7,15 @@
 /// Identifies a node: the first 8 bytes (big endian) of its ed25519 public key, never 0.
 pub type NodeId = u64;
 
+/// Default raft tick: 10 ms. Ticks are the resolution of the timers below, not a wake-up rate
+/// (an idle agent sleeps until its next deadline, `timers.rs`).
+pub const DEFAULT_TICK_MS: u64 = 10;
+/// Default election timeout base: 16 ticks (160 ms; each timeout drawn from 160–230 ms). Also
+/// how long a voter refuses votes after hearing the leader, which bounds the lease.
+pub const DEFAULT_ELECTION_TICKS: usize = 16;
+/// Default heartbeat (and lease probe) interval: 6 ticks (60 ms).
+pub const DEFAULT_HEARTBEAT_TICKS: usize = 6;
+
 /// Everything a [`crate::Node`] needs to know that does not come from the network.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -101,9 +110,9 @@ impl NodeConfig {
             public_key,
             expected_nodes: 3,
             control_plane_count: 3,
-            tick_ms: 20,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
+            tick_ms: DEFAULT_TICK_MS,
+            election_ticks: DEFAULT_ELECTION_TICKS,
+            heartbeat_ticks: DEFAULT_HEARTBEAT_TICKS,
             settle_ms: 10_000,
             hello_interval_ms: 500,
             join_retry_ms: 300,
@@ -243,13 +252,14 @@ mod tests {
     }
 
     #[test]
-    fn lease_is_the_documented_142_ms_and_must_outlast_a_heartbeat() {
+    fn lease_is_the_documented_125_ms_and_must_outlast_a_heartbeat() {
         let mut c = NodeConfig::new("a", "10.0.0.1:7946", vec![7; 32]);
         c.vip = true;
-        // (10 - 1) · 20 ms · 95 / 105 = 162 ms, less one tick.
-        assert_eq!(c.lease_ms(), 142);
+        // (16 - 1) · 10 ms · 95 / 105 = 135 ms, less one tick.
+        assert_eq!(c.lease_ms(), 125);
         assert!(c.validate().is_ok());
-        c.election_ticks = 3;
+        // 7 · 10 · 95 / 105 - 10 = 53 ms, under the 60 ms heartbeat.
+        c.election_ticks = 8;
         let e = c.validate().unwrap_err();
         assert!(
             e.contains("election_ticks") && e.contains("heartbeat"),

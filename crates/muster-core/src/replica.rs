@@ -29,6 +29,14 @@ const MAX_READY_ROUNDS: usize = 8;
 /// `[base, 1.5·base)` ticks is drawn from the node's seeded RNG instead. The narrower spread than
 /// raft-rs's `[base, 2·base)` halves the worst detection time; with pre-vote and 3–5 voters a
 /// split vote costs one more short round.
+///
+/// A candidate (it won its pre-vote and asked for votes) times out after `(base/2, base]` ticks:
+/// its timeout only ends a split vote, where two pre-candidates granted each other and then each
+/// voted for itself. raft-rs allows no timeout under `base`, so the candidate's timer is started
+/// part-way (`election_elapsed`, which nothing else reads while there is no leader). Nothing
+/// rests on a candidate waiting `base`: it became one only after its own timeout, `base` or more
+/// after it last heard a leader, so its own promise to refuse votes had already run out, and the
+/// other voters keep theirs whatever it does.
 pub(crate) fn reseed_election_timeout<T: raft::Storage>(
     raw: &mut RawNode<T>,
     rng: &mut rand::rngs::StdRng,
@@ -39,9 +47,40 @@ pub(crate) fn reseed_election_timeout<T: raft::Storage>(
     let now = (raw.raft.term, raw.raft.state, raw.raft.leader_id);
     if *last != Some(now) {
         *last = Some(now);
-        let spread = (base / 2).max(1);
-        raw.raft
-            .set_randomized_election_timeout(rng.random_range(base..base + spread));
+        if raw.raft.state == StateRole::Candidate {
+            raw.raft.set_randomized_election_timeout(base);
+            raw.raft.election_elapsed = rng.random_range(0..(base / 2).max(1));
+        } else {
+            let spread = (base / 2).max(1);
+            raw.raft
+                .set_randomized_election_timeout(rng.random_range(base..base + spread));
+        }
+    }
+}
+
+/// A pre-candidate asks for pre-votes again every this many ticks (see [`retry_pre_vote`]).
+pub const PRE_VOTE_RETRY_TICKS: usize = 1;
+
+/// A pre-candidate whose pre-vote a voter ignored — raft-rs ignores, without answering, a
+/// pre-vote from anyone while it heard the leader within `election_ticks` (the promise the VIP
+/// lease rests on) — would otherwise ask again only at its next randomized election timeout,
+/// 160–230 ms later. After a leader dies, the first follower to time out often asks a moment
+/// before the other voters' promise runs out (they heard the last heartbeat a little later, or
+/// it drew the shortest timeout), so the failover took the other voters' own timeouts instead.
+/// It now asks again every [`PRE_VOTE_RETRY_TICKS`] ticks during the first `election_ticks` of
+/// each attempt; a voter still inside its promise ignores the repeat as it did the first, so
+/// nothing about the lease changes, and a pre-vote changes no term. Called after every tick.
+pub(crate) fn retry_pre_vote<T: raft::Storage>(raw: &mut RawNode<T>, election_ticks: usize) {
+    let r = &raw.raft;
+    let elapsed = r.election_elapsed;
+    if r.state == StateRole::PreCandidate
+        && elapsed > 0
+        && elapsed < election_ticks
+        && elapsed % PRE_VOTE_RETRY_TICKS == 0
+    {
+        if let Err(e) = raw.campaign() {
+            tracing::debug!(error = %e, "pre-vote retry refused");
+        }
     }
 }
 
@@ -62,6 +101,7 @@ impl<S: RaftStore> Node<S> {
                 &mut self.raft_role,
                 self.cfg.election_ticks,
             );
+            retry_pre_vote(raw, self.cfg.election_ticks);
         }
     }
 

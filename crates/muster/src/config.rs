@@ -365,7 +365,7 @@ impl Config {
         };
         let tick = match &file.timing.tick {
             Some(t) => parse_duration(t).map_err(|m| invalid("timing.tick", m))?,
-            None => Duration::from_millis(20),
+            None => Duration::from_millis(muster_core::config::DEFAULT_TICK_MS),
         };
         if !(Duration::from_millis(5)..=Duration::from_secs(1)).contains(&tick) {
             return Err(invalid(
@@ -373,14 +373,20 @@ impl Config {
                 format!("must be between 5ms and 1s, got {tick:?}"),
             ));
         }
-        let election_ticks = file.timing.election_ticks.unwrap_or(10);
+        let election_ticks = file
+            .timing
+            .election_ticks
+            .unwrap_or(muster_core::config::DEFAULT_ELECTION_TICKS as i64);
         if !(3..=100).contains(&election_ticks) {
             return Err(invalid(
                 "timing.election_ticks",
                 format!("must be 3-100, got {election_ticks}"),
             ));
         }
-        let heartbeat_ticks = file.timing.heartbeat_ticks.unwrap_or(2);
+        let heartbeat_ticks = file
+            .timing
+            .heartbeat_ticks
+            .unwrap_or(muster_core::config::DEFAULT_HEARTBEAT_TICKS as i64);
         if heartbeat_ticks < 1 || heartbeat_ticks.saturating_mul(2) > election_ticks {
             return Err(invalid(
                 "timing.heartbeat_ticks",
@@ -1000,7 +1006,7 @@ address = "10.0.0.100/24"
         let timing = |t: &str| err(&format!("{GOOD}\n[timing]\n{t}\n"));
         assert!(timing("tick = \"1ms\"").contains("timing.tick"));
         assert!(timing("election_ticks = 2").contains("timing.election_ticks"));
-        assert!(timing("heartbeat_ticks = 6").contains("timing.heartbeat_ticks"));
+        assert!(timing("heartbeat_ticks = 9").contains("timing.heartbeat_ticks"));
         assert!(timing("tick = \"soon\"").contains("timing.tick"));
         // Found by fuzzing (crates/muster-fuzz/regressions/config): these overflowed.
         assert!(timing("tick = \"310000000000000000m\"").contains("timing.tick"));
