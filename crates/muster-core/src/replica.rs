@@ -58,26 +58,19 @@ pub(crate) fn reseed_election_timeout<T: raft::Storage>(
     }
 }
 
-/// A pre-candidate asks for pre-votes again every this many ticks (see [`retry_pre_vote`]).
-pub const PRE_VOTE_RETRY_TICKS: usize = 1;
-
 /// A pre-candidate whose pre-vote a voter ignored — raft-rs ignores, without answering, a
 /// pre-vote from anyone while it heard the leader within `election_ticks` (the promise the VIP
 /// lease rests on) — would otherwise ask again only at its next randomized election timeout,
 /// 160–230 ms later. After a leader dies, the first follower to time out often asks a moment
 /// before the other voters' promise runs out (they heard the last heartbeat a little later, or
 /// it drew the shortest timeout), so the failover took the other voters' own timeouts instead.
-/// It now asks again every [`PRE_VOTE_RETRY_TICKS`] ticks during the first `election_ticks` of
-/// each attempt; a voter still inside its promise ignores the repeat as it did the first, so
-/// nothing about the lease changes, and a pre-vote changes no term. Called after every tick.
+/// It now asks again at every tick during the first `election_ticks` of each attempt; a voter
+/// still inside its promise ignores the repeat as it did the first, so nothing about the lease
+/// changes, and a pre-vote changes no term. Called after every tick.
 pub(crate) fn retry_pre_vote<T: raft::Storage>(raw: &mut RawNode<T>, election_ticks: usize) {
     let r = &raw.raft;
     let elapsed = r.election_elapsed;
-    if r.state == StateRole::PreCandidate
-        && elapsed > 0
-        && elapsed < election_ticks
-        && elapsed % PRE_VOTE_RETRY_TICKS == 0
-    {
+    if r.state == StateRole::PreCandidate && elapsed > 0 && elapsed < election_ticks {
         if let Err(e) = raw.campaign() {
             tracing::debug!(error = %e, "pre-vote retry refused");
         }
