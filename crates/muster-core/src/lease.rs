@@ -18,9 +18,11 @@
 //! lease_ms = (election_ticks - 1) · tick_ms · (100 - drift_pct) / (100 + drift_pct) - tick_ms
 //! ```
 //!
-//! With the defaults (20 ms ticks, 10-tick election timeout, 5 %): the voters' promise is 180 ms
-//! on their clocks (≥ 171 ms real); the lease is 142 ms on the holder's clock (≤ 150 ms real),
-//! dropped within 10 ms more (≤ 160 ms real).
+//! With the defaults (10 ms ticks, 16-tick election timeout, 5 %): the voters' promise is 150 ms
+//! on their clocks (≥ 142.5 ms real); the lease is 125 ms on the holder's clock (≤ 131.25 ms
+//! real), dropped within 10 ms more (≤ 141.25 ms real). A pre-candidate that asks again while a
+//! voter keeps its promise (`replica.rs`, `retry_pre_vote`) is ignored again: the promise is the
+//! voter's, not the asker's.
 //!
 //! A restarted voter has forgotten when it last heard the leader; it ignores (pre-)vote requests
 //! for `election_ticks · tick_ms` after boot (`Node::vote_guard_active`), restoring the promise.
@@ -48,7 +50,7 @@
 //! formation_quiet_ms` — after boot too, unless its identity was created at this start
 //! (`NodeConfig::new_identity`: no cluster can count an id that did not exist; this saves a
 //! new site's first boot `Q`) — before it joins or bootstraps anything, and `Q` exceeds
-//! `W` plus a tick plus the one-way message delay (assumed below 300 ms with the defaults), so the
+//! `W` plus a tick plus the one-way message delay (assumed below 250 ms with the defaults: `Q` = 420 ms, `W` = 160 ms), so the
 //! cluster it left stops counting it before another can start counting it: the fresh sets of two
 //! clusters are disjoint at every instant. Two disjoint sets of at least `expected_nodes` hosts
 //! each need `2 × expected_nodes` hosts, more than the site has: two clusters never hold at once.

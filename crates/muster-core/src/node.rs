@@ -248,6 +248,8 @@ pub struct Node<S: RaftStore> {
     pub(crate) join_started_ms: Option<u64>,
     /// (term, role, leader) when the election timeout was last drawn from `rng`.
     pub(crate) raft_role: Option<(u64, raft::StateRole, u64)>,
+    /// Pre-vote repeats left in this pre-candidacy (`replica::retry_pre_vote`).
+    pub(crate) pre_vote_retries: usize,
     pub(crate) peers: BTreeMap<NodeId, Peer>,
     pub(crate) now_ms: u64,
     pub(crate) unix_ms: u64,
@@ -336,6 +338,7 @@ impl<S: RaftStore> Node<S> {
             cluster: ClusterState::default(),
             raft_cluster_id: 0,
             raft_role: None,
+            pre_vote_retries: 0,
             join_started_ms: None,
             peers: BTreeMap::new(),
             now_ms: 0,

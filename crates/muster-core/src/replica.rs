@@ -64,16 +64,25 @@ pub(crate) fn reseed_election_timeout<T: raft::Storage>(
 /// 160–230 ms later. After a leader dies, the first follower to time out often asks a moment
 /// before the other voters' promise runs out (they heard the last heartbeat a little later, or
 /// it drew the shortest timeout), so the failover took the other voters' own timeouts instead.
-/// It now asks again at every tick during the first `election_ticks` of each attempt; a voter
-/// still inside its promise ignores the repeat as it did the first, so nothing about the lease
-/// changes, and a pre-vote changes no term. Called after every tick.
-pub(crate) fn retry_pre_vote<T: raft::Storage>(raw: &mut RawNode<T>, election_ticks: usize) {
-    let r = &raw.raft;
-    let elapsed = r.election_elapsed;
-    if r.state == StateRole::PreCandidate && elapsed > 0 && elapsed < election_ticks {
-        if let Err(e) = raw.campaign() {
-            tracing::debug!(error = %e, "pre-vote retry refused");
+/// It now asks again at every tick for `election_ticks` ticks after it stopped being a follower;
+/// a voter still inside its promise ignores the repeat as it did the first, so nothing about the
+/// lease changes, and a pre-vote changes no term. The budget (`left`) refills only while it is a
+/// follower, so a host cut off from everyone asks at raft-rs's own pace after its first attempt.
+/// Called after every tick.
+pub(crate) fn retry_pre_vote<T: raft::Storage>(
+    raw: &mut RawNode<T>,
+    left: &mut usize,
+    election_ticks: usize,
+) {
+    match raw.raft.state {
+        StateRole::Follower => *left = election_ticks,
+        StateRole::PreCandidate if *left > 0 && raw.raft.election_elapsed > 0 => {
+            *left -= 1;
+            if let Err(e) = raw.campaign() {
+                tracing::debug!(error = %e, "pre-vote retry refused");
+            }
         }
+        _ => {}
     }
 }
 
@@ -94,7 +103,7 @@ impl<S: RaftStore> Node<S> {
                 &mut self.raft_role,
                 self.cfg.election_ticks,
             );
-            retry_pre_vote(raw, self.cfg.election_ticks);
+            retry_pre_vote(raw, &mut self.pre_vote_retries, self.cfg.election_ticks);
         }
     }
 
