@@ -61,6 +61,10 @@ pub struct Obs {
     pub formed: bool,
 }
 
+/// How long a site may stay unformed at the liveness deadline before I6 counts it (see
+/// [`Checker::site`]).
+pub const DEADLINE_GRACE_MS: u64 = 1_000;
+
 /// The whole site at one instant, computed by the simulator.
 #[derive(Debug, Clone, Default)]
 pub struct SiteView {
@@ -127,7 +131,8 @@ pub struct Checker {
     vip_holders: BTreeMap<usize, u64>,
     quiet_ms: u64,
     bound_ms: u64,
-    deadline_seen: bool,
+    /// The first site check at or after the liveness deadline.
+    deadline_at: Option<u64>,
     unformed_since: Option<u64>,
     multi_since: Option<u64>,
     reported_unformed: bool,
@@ -157,7 +162,7 @@ impl Checker {
             vip_holders: BTreeMap::new(),
             quiet_ms,
             bound_ms,
-            deadline_seen: false,
+            deadline_at: None,
             unformed_since: None,
             multi_since: None,
             reported_unformed: false,
@@ -447,17 +452,29 @@ impl Checker {
         }
         self.counts.i1_one_cluster += 1;
         self.counts.i6_liveness += 1;
-        let first = !self.deadline_seen;
-        self.deadline_seen = true;
+        let first = self.deadline_at.is_none();
+        let deadline = *self.deadline_at.get_or_insert(t);
+        debug_assert!(deadline <= t);
         if site.formed {
             self.unformed_since = None;
             self.reported_unformed = false;
         } else {
             let since = *self.unformed_since.get_or_insert(t);
-            if (first || t - since >= self.bound_ms) && !self.reported_unformed {
+            // Unformed at the deadline counts once it lasts DEADLINE_GRACE_MS: a formed site's
+            // view blips under message loss (a follower that lost two heartbeats in a row is a
+            // pre-candidate, with no leader, until the next one), which is not a site that
+            // failed to form. A spell that starts later must last the whole bound.
+            let at_deadline = self.deadline_at == Some(since);
+            if ((at_deadline && t - since >= DEADLINE_GRACE_MS) || t - since >= self.bound_ms)
+                && !self.reported_unformed
+            {
                 self.reported_unformed = true;
-                let when = if first {
-                    format!("{} ms after the last fault", self.bound_ms)
+                let when = if at_deadline {
+                    format!(
+                        "{} ms after the last fault (and {} ms later)",
+                        self.bound_ms,
+                        t - since
+                    )
                 } else {
                     format!("for {} ms", t - since)
                 };
@@ -606,6 +623,34 @@ mod tests {
         assert!(c.violations.is_empty());
         c.site(1_000, &site);
         let kinds: Vec<_> = c.violations.iter().map(|v| v.invariant).collect();
-        assert_eq!(kinds, vec!["I6", "I1"]);
+        assert_eq!(kinds, vec!["I1"]);
+        // Still unformed a grace period after the deadline: a liveness failure.
+        c.site(1_000 + DEADLINE_GRACE_MS, &site);
+        let kinds: Vec<_> = c.violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(kinds, vec!["I1", "I6"]);
+    }
+
+    #[test]
+    fn a_formed_site_blipping_at_the_deadline_is_live() {
+        let mut c = checker();
+        let blip = SiteView {
+            up: 3,
+            clusters: 1,
+            ..SiteView::default()
+        };
+        let formed = SiteView {
+            formed: true,
+            ..blip.clone()
+        };
+        c.site(1_000, &blip);
+        c.site(1_100, &formed);
+        c.site(1_000 + DEADLINE_GRACE_MS, &formed);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        // A spell that starts later must last the whole bound (1 s here).
+        c.site(3_000, &blip);
+        c.site(3_500, &blip);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        c.site(4_000, &blip);
+        assert_eq!(c.violations[0].invariant, "I6");
     }
 }
