@@ -224,18 +224,36 @@ enum Command {
     },
 }
 
-/// The log filter without `RUST_LOG`. netlink-packet-route warns on every link dump that the
-/// kernel sends more IPv6 settings than it knows (`IFLA_INET6_CONF`), which a VIP holder reads
-/// twice a second: not actionable, and it buried the journal.
-const DEFAULT_LOG_FILTER: &str = "info,netlink_packet_route=error";
+/// The log filter without `RUST_LOG`.
+const DEFAULT_LOG_FILTER: &str = "info";
+/// netlink-packet-route warns on every link dump that the kernel sends more IPv6 settings than it
+/// knows (`IFLA_INET6_CONF`), and a VIP holder reads the link twice a second: not actionable, and
+/// it buried the journal. Added to any filter that does not name the crate itself.
+const NETLINK_PARSE_QUIET: &str = "netlink_packet_route=error";
+
+/// `RUST_LOG` (else [`DEFAULT_LOG_FILTER`]) with [`NETLINK_PARSE_QUIET`] unless it names
+/// netlink_packet_route. An invalid `RUST_LOG` falls back to the default.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_default();
+    let base = if wanted.trim().is_empty() {
+        DEFAULT_LOG_FILTER.to_string()
+    } else {
+        wanted
+    };
+    let text = if base.contains("netlink_packet_route") {
+        base
+    } else {
+        format!("{base},{NETLINK_PARSE_QUIET}")
+    };
+    tracing_subscriber::EnvFilter::try_new(&text).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{DEFAULT_LOG_FILTER},{NETLINK_PARSE_QUIET}"))
+    })
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
