@@ -10,7 +10,7 @@ pub type NodeId = u64;
 /// Default raft tick: 10 ms. Ticks are the resolution of the timers below, not a wake-up rate
 /// (an idle agent sleeps until its next deadline, `timers.rs`).
 pub const DEFAULT_TICK_MS: u64 = 10;
-/// Default election timeout base: 16 ticks (160 ms; each timeout drawn from 160–230 ms). Also
+/// Default election timeout base: 16 ticks (160 ms; each timeout drawn from 160–190 ms). Also
 /// how long a voter refuses votes after hearing the leader, which bounds the lease.
 pub const DEFAULT_ELECTION_TICKS: usize = 16;
 /// Default heartbeat (and lease probe) interval: 6 ticks (60 ms).
@@ -34,7 +34,7 @@ pub struct NodeConfig {
     pub control_plane_count: usize,
     /// Length of one raft tick.
     pub tick_ms: u64,
-    /// Election timeout base in ticks; each timeout is drawn from [base, 1.5·base) with the
+    /// Election timeout base in ticks; each timeout is drawn from [base, 1.25·base) with the
     /// node's seeded RNG. A voter also refuses votes for `base` ticks after hearing the leader,
     /// which is what the VIP lease rests on (see `lease.rs`).
     pub election_ticks: usize,

@@ -141,7 +141,7 @@ fn a_site_ticked_at_deadlines_fails_over_as_fast_with_one_holder() {
 /// which ignores the request. It asks again until the promise runs out, so the site fails over
 /// about one election timeout after the other voter last heard the leader, not at whichever of
 /// the two followers' next randomized timeouts comes first (up to 1.5 election timeouts later).
-/// Over 40 seeds: 36 within one election timeout of the crash with the repeats, 16 without.
+/// Over 40 seeds: 38 within one election timeout of the crash with the repeats, 28 without.
 #[test]
 fn a_pre_vote_ignored_under_the_other_voters_promise_is_asked_again() {
     let cfg = muster_core::NodeConfig::new("defaults", "", vec![1; 32]);
@@ -172,7 +172,7 @@ fn a_pre_vote_ignored_under_the_other_voters_promise_is_asked_again() {
         took.push(t);
     }
     assert!(
-        within >= 30,
+        within >= 34,
         "{within} of 40 failovers within {election_ms} ms of the crash: {took:?}"
     );
 }
