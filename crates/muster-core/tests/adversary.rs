@@ -286,6 +286,8 @@ fn hello(pk: &[u8], name: &str, cluster: u64, members: u32) -> Hello {
         api_health: muster_proto::ApiHealth::Healthy as i32,
         agent_version: String::new(),
         protocol: muster_core::PROTOCOL,
+        // Claims to stay reachable for weeks without a word (believed up to a bound).
+        hello_interval_ms: u32::MAX,
     }
 }
 
