@@ -361,7 +361,7 @@ impl<S: RaftStore> Node<S> {
 
     /// Remembers a peer whose hello names a better-ranked cluster that may still take ours in
     /// (not locked), for `merge_check` at the next tick.
-    pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &muster_proto::Hello) {
+    pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &crate::hello::PeerHello) {
         if self.outranks_ours(h) && self.trusted(from) {
             self.merge_hint = Some(from);
         }
@@ -371,7 +371,7 @@ impl<S: RaftStore> Node<S> {
     /// it may make an unlocked host leave its cluster, never a locked one. The sender's `locked`
     /// and member count rank its cluster; a false claim costs a join that no leader admits, after
     /// which the sender is distrusted (module docs).
-    pub(crate) fn outranks_ours(&self, h: &muster_proto::Hello) -> bool {
+    pub(crate) fn outranks_ours(&self, h: &crate::hello::PeerHello) -> bool {
         let ours = self.cluster.cluster_id;
         ours != 0
             && h.cluster_id != 0

@@ -44,6 +44,40 @@ pub const PEER_TIMEOUT_HELLOS: u64 = 3;
 /// could otherwise claim to stay reachable for days while connected).
 pub const MAX_ANNOUNCED_HELLO_INTERVAL_MS: u64 = 120_000;
 
+/// What the node keeps of a peer's latest hello: the fields read after it arrived (its name,
+/// address, public key and member ids are checked and used when it arrives, never read from
+/// here, and would be most of a large site's peer tables — a `Hello` is three times the size).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PeerHello {
+    pub cluster_id: u64,
+    pub leader_id: NodeId,
+    pub member_count: u32,
+    pub api_health: i32,
+    pub protocol: u32,
+    pub hello_interval_ms: u32,
+    pub locked: bool,
+    pub vip_held: bool,
+    pub formed: bool,
+    pub agent_version: String,
+}
+
+impl From<Hello> for PeerHello {
+    fn from(h: Hello) -> Self {
+        PeerHello {
+            cluster_id: h.cluster_id,
+            leader_id: h.leader_id,
+            member_count: h.member_count,
+            api_health: h.api_health,
+            protocol: h.protocol,
+            hello_interval_ms: h.hello_interval_ms,
+            locked: h.locked,
+            vip_held: h.vip_held,
+            formed: h.formed,
+            agent_version: h.agent_version,
+        }
+    }
+}
+
 impl<S: RaftStore> Node<S> {
     /// How many times `hello_interval_ms` apart hellos to members (and their reachability
     /// timeout, for peers that announce no interval) are: 1 up to [`HELLOS_PER_INTERVAL`]
@@ -84,7 +118,7 @@ impl<S: RaftStore> Node<S> {
         let mut hello = self.hello(!member);
         hello.hello_interval_ms = ms as u32;
         if let Some(p) = self.peers.get_mut(&id) {
-            p.hello_due_ms = Some(now + ms);
+            p.hello_due_ms = now + ms;
         }
         self.send(id, Body::Hello(hello));
     }
@@ -158,10 +192,10 @@ impl<S: RaftStore> Node<S> {
             }
             // Sent at the last round before the announced interval runs out (half a round
             // early at most, so a schedule of whole rounds keeps its rounds).
-            let due = p.hello_due_ms.is_none_or(|d| now + base_ms / 2 >= d);
+            let due = now + base_ms / 2 >= p.hello_due_ms;
             if all || due {
                 let ms = interval_for(p, 0, outsiders_ms, base_ms);
-                p.hello_due_ms = Some(now + ms);
+                p.hello_due_ms = now + ms;
                 to.push((*id, ms));
             }
         }

@@ -192,11 +192,9 @@ pub enum CoreError {
 pub(crate) struct Peer {
     pub connected: bool,
     pub last_heard_ms: Option<u64>,
-    /// Its latest hello, boxed (the peer table is walked often, and a small entry keeps a walk
-    /// over a thousand peers in few cache lines), kept without its name, address, public key and
-    /// member ids: they are checked and used when the hello arrives, never read from here, and
-    /// would be most of a large site's peer tables.
-    pub hello: Option<Box<Hello>>,
+    /// What we keep of its latest hello, boxed: the peer table is walked often, and a small
+    /// entry keeps a walk over a thousand peers in few cache lines.
+    pub hello: Option<Box<crate::hello::PeerHello>>,
     /// Its id is in `known_hosts` (which only grows), so its hellos need not look it up there.
     pub known_host: bool,
     /// When a valid raft message of our current cluster last came from this peer.
@@ -207,9 +205,9 @@ pub(crate) struct Peer {
     pub learner: bool,
     /// Leader: when raft last sent this learner a heartbeat (`timers.rs`).
     pub heartbeat_sent_ms: Option<u64>,
-    /// When our next hello to it is due at the latest: when the interval our last hello to it
-    /// announced runs out (`hello.rs`); `None` until greeted.
-    pub hello_due_ms: Option<u64>,
+    /// Outsiders: when our next hello to it is due at the latest, as our last hello to it
+    /// announced (`hello.rs`); 0 until greeted.
+    pub hello_due_ms: u64,
     /// Since when the peer's hellos have said, without a break, that it is in no cluster (the
     /// bound on the lowest-id bootstrap rule, `formation.rs`).
     pub unformed_since_ms: Option<u64>,
@@ -525,10 +523,6 @@ impl<S: RaftStore> Node<S> {
     /// the peers' `member` flags (every member has a peer entry, so hellos reach it).
     fn sync_members(&mut self) {
         let mut ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
-        // Our own members are not news for the site rule's settle wait (`lease.rs`): they raise
-        // the count of hosts known and of our members alike. So a restarted host, which knows
-        // its members from its store, is not held back by it either.
-        self.known_hosts.extend(ids.iter().copied());
         // One ordered walk of the peer table beside the sorted ids (O(n), not a look-up each);
         // members without a peer entry get one.
         ids.sort_unstable();
@@ -536,29 +530,48 @@ impl<S: RaftStore> Node<S> {
         let me = self.cfg.id;
         let mut next = ids.iter().copied().filter(|id| *id != me).peekable();
         let mut missing = Vec::new();
+        // Our own members are not news for the site rule's settle wait (`lease.rs`): they raise
+        // the count of hosts known and of our members alike. So a restarted host, which knows
+        // its members from its store, is not held back by it either. A peer already flagged
+        // known needs no look-up in `known_hosts`.
+        let mut new_known = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             while let Some(m) = next.next_if(|m| m < id) {
                 missing.push(m);
             }
             p.member = next.next_if_eq(id).is_some();
+            if p.member && !p.known_host {
+                p.known_host = true;
+                new_known.push(*id);
+            }
         }
         missing.extend(next);
-        for id in missing {
-            self.peers.entry(id).or_default().member = true;
+        for id in &missing {
+            let p = self.peers.entry(*id).or_default();
+            p.member = true;
+            p.known_host = true;
         }
+        self.known_hosts.extend(new_known);
+        self.known_hosts.extend(missing);
         self.sync_learners();
     }
 
     /// Marks which member peers are learners (`timers.rs` thins their heartbeats). Called
-    /// whenever the applied membership changes, before any later raft message goes out.
+    /// whenever the applied membership changes, before any later raft message goes out. One
+    /// ordered walk of the peer table beside the sorted learner ids.
     pub(crate) fn sync_learners(&mut self) {
-        for p in self.peers.values_mut() {
-            p.learner = false;
-        }
-        for m in self.cluster.members.iter().filter(|m| !m.voter) {
-            if let Some(p) = self.peers.get_mut(&m.id) {
-                p.learner = true;
-            }
+        let mut learners: Vec<NodeId> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| !m.voter)
+            .map(|m| m.id)
+            .collect();
+        learners.sort_unstable();
+        let mut next = learners.into_iter().peekable();
+        for (id, p) in self.peers.iter_mut() {
+            while next.next_if(|l| l < id).is_some() {}
+            p.learner = next.next_if_eq(id).is_some();
         }
     }
 
@@ -666,11 +679,12 @@ impl<S: RaftStore> Node<S> {
         Ok(())
     }
 
-    fn on_hello(&mut self, from: NodeId, hello: Hello) {
+    fn on_hello(&mut self, from: NodeId, full: Hello) {
         let known = self.peers.get(&from).is_some_and(|p| p.known_host);
-        let known = self.learn_hosts(from, known, &hello.member_ids);
+        let known = self.learn_hosts(from, known, &full.member_ids);
+        self.note_site_conflict(from, &full);
+        let hello = crate::hello::PeerHello::from(full);
         self.note_merge_hint(from, &hello);
-        self.note_site_conflict(from, &hello);
         let now = self.now_ms;
         if let Some(p) = self.peers.get_mut(&from) {
             if hello.cluster_id != 0 {
@@ -679,13 +693,6 @@ impl<S: RaftStore> Node<S> {
                 p.unformed_since_ms = Some(now);
             }
             p.known_host = known;
-            let hello = Hello {
-                name: String::new(),
-                address: String::new(),
-                member_ids: Vec::new(),
-                public_key: Vec::new(),
-                ..hello
-            };
             match p.hello.as_mut() {
                 Some(b) => **b = hello,
                 None => p.hello = Some(Box::new(hello)),
