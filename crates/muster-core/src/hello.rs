@@ -58,7 +58,7 @@ pub(crate) struct PeerHello {
     pub locked: bool,
     pub vip_held: bool,
     pub formed: bool,
-    pub agent_version: String,
+    pub agent_version: Box<str>,
 }
 
 impl From<Hello> for PeerHello {
@@ -73,7 +73,7 @@ impl From<Hello> for PeerHello {
             locked: h.locked,
             vip_held: h.vip_held,
             formed: h.formed,
-            agent_version: h.agent_version,
+            agent_version: h.agent_version.into_boxed_str(),
         }
     }
 }

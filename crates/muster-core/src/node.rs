@@ -763,7 +763,7 @@ impl<S: RaftStore> Node<S> {
         self.peers
             .get(&id)
             .and_then(|p| p.hello.as_ref())
-            .map(|h| h.agent_version.clone())
+            .map(|h| h.agent_version.to_string())
             .unwrap_or_default()
     }
 
