@@ -252,10 +252,7 @@ impl<S: RaftStore> Node<S> {
         } else {
             self.cfg.peer_timeout_ms
         };
-        let announced = p.hello.as_ref().map_or(0, |h| {
-            u64::from(h.hello_interval_ms).min(MAX_ANNOUNCED_HELLO_INTERVAL_MS)
-        });
-        own.max(PEER_TIMEOUT_HELLOS * announced)
+        own.max(PEER_TIMEOUT_HELLOS * u64::from(p.hello_interval_ms))
     }
 
     /// The longest interval the hellos of another cluster's connected leader announce (0 if

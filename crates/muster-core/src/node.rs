@@ -205,6 +205,10 @@ pub(crate) struct Peer {
     pub learner: bool,
     /// Leader: when raft last sent this learner a heartbeat (`timers.rs`).
     pub heartbeat_sent_ms: Option<u64>,
+    /// The interval its latest hello announced, at most `MAX_ANNOUNCED_HELLO_INTERVAL_MS` (0:
+    /// none, or an older agent); beside the flags rather than in `hello`, so the reachability
+    /// check in every peer-table walk reads no second cache line (`hello.rs`).
+    pub hello_interval_ms: u32,
     /// Outsiders: when our next hello to it is due at the latest, as our last hello to it
     /// announced (`hello.rs`); 0 until greeted.
     pub hello_due_ms: u64,
@@ -693,6 +697,9 @@ impl<S: RaftStore> Node<S> {
                 p.unformed_since_ms = Some(now);
             }
             p.known_host = known;
+            p.hello_interval_ms = hello
+                .hello_interval_ms
+                .min(crate::hello::MAX_ANNOUNCED_HELLO_INTERVAL_MS as u32);
             match p.hello.as_mut() {
                 Some(b) => **b = hello,
                 None => p.hello = Some(Box::new(hello)),
