@@ -44,6 +44,14 @@ const MAX_DISTRUSTED: usize = 256;
 /// Most advertisers remembered for one join attempt.
 const MAX_JOIN_ADVERTISERS: usize = 64;
 
+/// A peer that advertised a cluster we asked to join, and since when (one join attempt).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Advertiser {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub since_ms: u64,
+}
+
 /// A better cluster this member asked to join while staying in its own.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct MergeProbe {
@@ -94,11 +102,16 @@ impl<S: RaftStore> Node<S> {
                     }
                 };
                 let new = self.advertisers(cluster_id);
+                let now = self.now_ms;
                 for id in new {
                     if self.join_advertisers.len() < MAX_JOIN_ADVERTISERS
-                        && !self.join_advertisers.contains(&id)
+                        && !self.join_advertisers.iter().any(|a| a.id == id)
                     {
-                        self.join_advertisers.push(id);
+                        self.join_advertisers.push(Advertiser {
+                            id,
+                            cluster_id,
+                            since_ms: now,
+                        });
                     }
                 }
                 self.phase = Phase::Joining {
@@ -156,11 +169,39 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// No leader of `cluster_id` admitted us since `since_ms`: distrust every peer that advertised
-    /// it when we chose it, or advertises it now.
+    /// it when we chose it, or advertises it now, and every peer that advertised a cluster we
+    /// switched to on the way — but not one we first heard advertise a cluster less than
+    /// [`JOIN_ADMIT_TIMEOUT_MS`] ago that still advertises it: that cluster had no fair chance
+    /// to admit us (peers naming ever better clusters made us switch away from it), and an
+    /// honest one keeps naming its own. (A peer that names a new cluster every time is
+    /// distrusted as before; one that keeps a false claim costs one more attempt.)
     fn distrust_advertisers(&mut self, cluster_id: u64, since_ms: u64) {
         let now = self.now_ms;
-        let mut liars = self.advertisers(cluster_id);
-        liars.extend(std::mem::take(&mut self.join_advertisers));
+        let collected = std::mem::take(&mut self.join_advertisers);
+        let fair = |at: u64| now >= at + JOIN_ADMIT_TIMEOUT_MS;
+        let chosen_ms = collected
+            .iter()
+            .filter(|a| a.cluster_id == cluster_id)
+            .map(|a| a.since_ms)
+            .min()
+            .unwrap_or(since_ms);
+        let mut liars = if fair(chosen_ms) {
+            self.advertisers(cluster_id)
+        } else {
+            Vec::new()
+        };
+        let still_names = |a: &Advertiser| {
+            self.peers
+                .get(&a.id)
+                .and_then(|p| p.hello.as_ref())
+                .is_some_and(|h| h.cluster_id == a.cluster_id)
+        };
+        liars.extend(
+            collected
+                .iter()
+                .filter(|a| fair(a.since_ms) || !still_names(a))
+                .map(|a| a.id),
+        );
         liars.sort_unstable();
         liars.dedup();
         tracing::warn!(
@@ -409,7 +450,16 @@ impl<S: RaftStore> Node<S> {
                 cluster_id: other,
                 since_ms: self.now_ms,
             });
-            self.join_advertisers = self.advertisers(other);
+            let now = self.now_ms;
+            self.join_advertisers = self
+                .advertisers(other)
+                .into_iter()
+                .map(|id| Advertiser {
+                    id,
+                    cluster_id: other,
+                    since_ms: now,
+                })
+                .collect();
             self.last_join_ms = None;
             self.join_target = None;
         }

@@ -289,8 +289,9 @@ pub struct Node<S: RaftStore> {
     pub(crate) distrusted: BTreeMap<NodeId, (u64, u32)>,
     /// A better cluster we asked to join while still in ours (`formation.rs`, join before leave).
     pub(crate) merge_probe: Option<crate::formation::MergeProbe>,
-    /// The peers that advertised the cluster we are asking to join, when we chose it.
-    pub(crate) join_advertisers: Vec<NodeId>,
+    /// The peers that advertised the clusters we asked to join in this attempt, with the
+    /// cluster and when (`formation.rs`).
+    pub(crate) join_advertisers: Vec<crate::formation::Advertiser>,
     /// Leader only: when it first saw each removed host still in the membership.
     pub(crate) removal_seen_ms: BTreeMap<NodeId, u64>,
     /// Leader only, removed itself: when it last tried to hand leadership over.
