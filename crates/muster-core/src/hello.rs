@@ -3,10 +3,11 @@
 //!
 //! A hello (`Hello`: cluster, member count, leader, lock, VIP, ...) goes to every connected peer
 //! outside our cluster (an *outsider*) and to every member of it (connected or not: sending to a
-//! member makes the transport dial its recorded address). Rounds run every `hello_interval_ms`
-//! (`Node::maybe_hello`), but each peer has its own schedule: a peer gets its next hello when
-//! the interval its last hello announced (`Hello.hello_interval_ms`) is about to run out, so a
-//! peer first greeted on connect is not greeted again at the next round.
+//! member makes the transport dial its recorded address). Members are greeted all together,
+//! every few intervals. Outsider rounds run every `hello_interval_ms` (`Node::maybe_hello`), but
+//! each outsider has its own schedule: it gets its next hello when the interval its last hello
+//! announced (`Hello.hello_interval_ms`) is about to run out, so a peer first greeted on connect
+//! is not greeted again at the next round.
 //!
 //! The interval grows with the site, so a host sends about [`HELLOS_PER_INTERVAL`] hellos per
 //! interval to each kind of peer whatever the site's size (a full mesh of 1000 hosts would
