@@ -14,7 +14,8 @@
 //!   says it leads it) contacts it over raft — an admission, not a claim.
 //! - A peer whose advertised cluster does not admit us within [`JOIN_ADMIT_TIMEOUT_MS`] is
 //!   distrusted: its hellos no longer count for formation, for [`DISTRUST_MS`], doubling each
-//!   time (up to 16×).
+//!   time (up to 16×). The time runs from the first cluster asked, across switches; a peer first
+//!   heard advertising less than that before the timeout, and still naming its cluster, is spared.
 //! - A lower-id peer that stays unformed longer than an honest one could
 //!   ([`squatting`](Node::squatting)) no longer holds the lowest-id bootstrap back.
 //! - Only a peer that says it leads the cluster we asked to join can start our raft group.
