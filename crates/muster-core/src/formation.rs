@@ -14,7 +14,8 @@
 //!   says it leads it) contacts it over raft — an admission, not a claim.
 //! - A peer whose advertised cluster does not admit us within [`JOIN_ADMIT_TIMEOUT_MS`] is
 //!   distrusted: its hellos no longer count for formation, for [`DISTRUST_MS`], doubling each
-//!   time (up to 16×).
+//!   time (up to 16×). The time runs from the first cluster asked, across switches; a peer first
+//!   heard advertising less than that before the timeout, and still naming its cluster, is spared.
 //! - A lower-id peer that stays unformed longer than an honest one could
 //!   ([`squatting`](Node::squatting)) no longer holds the lowest-id bootstrap back.
 //! - Only a peer that says it leads the cluster we asked to join can start our raft group.
@@ -43,6 +44,14 @@ const MAX_DISTRUSTED: usize = 256;
 
 /// Most advertisers remembered for one join attempt.
 const MAX_JOIN_ADVERTISERS: usize = 64;
+
+/// A peer that advertised a cluster we asked to join, and since when (one join attempt).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Advertiser {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub since_ms: u64,
+}
 
 /// A better cluster this member asked to join while staying in its own.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,11 +103,16 @@ impl<S: RaftStore> Node<S> {
                     }
                 };
                 let new = self.advertisers(cluster_id);
+                let now = self.now_ms;
                 for id in new {
                     if self.join_advertisers.len() < MAX_JOIN_ADVERTISERS
-                        && !self.join_advertisers.contains(&id)
+                        && !self.join_advertisers.iter().any(|a| a.id == id)
                     {
-                        self.join_advertisers.push(id);
+                        self.join_advertisers.push(Advertiser {
+                            id,
+                            cluster_id,
+                            since_ms: now,
+                        });
                     }
                 }
                 self.phase = Phase::Joining {
@@ -156,11 +170,39 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// No leader of `cluster_id` admitted us since `since_ms`: distrust every peer that advertised
-    /// it when we chose it, or advertises it now.
+    /// it when we chose it, or advertises it now, and every peer that advertised a cluster we
+    /// switched to on the way — but not one we first heard advertise a cluster less than
+    /// [`JOIN_ADMIT_TIMEOUT_MS`] ago that still advertises it: that cluster had no fair chance
+    /// to admit us (peers naming ever better clusters made us switch away from it), and an
+    /// honest one keeps naming its own. (A peer that names a new cluster every time is
+    /// distrusted as before; one that keeps a false claim costs one more attempt.)
     fn distrust_advertisers(&mut self, cluster_id: u64, since_ms: u64) {
         let now = self.now_ms;
-        let mut liars = self.advertisers(cluster_id);
-        liars.extend(std::mem::take(&mut self.join_advertisers));
+        let collected = std::mem::take(&mut self.join_advertisers);
+        let fair = |at: u64| now >= at + JOIN_ADMIT_TIMEOUT_MS;
+        let chosen_ms = collected
+            .iter()
+            .filter(|a| a.cluster_id == cluster_id)
+            .map(|a| a.since_ms)
+            .min()
+            .unwrap_or(since_ms);
+        let mut liars = if fair(chosen_ms) {
+            self.advertisers(cluster_id)
+        } else {
+            Vec::new()
+        };
+        let still_names = |a: &Advertiser| {
+            self.peers
+                .get(&a.id)
+                .and_then(|p| p.hello.as_ref())
+                .is_some_and(|h| h.cluster_id == a.cluster_id)
+        };
+        liars.extend(
+            collected
+                .iter()
+                .filter(|a| fair(a.since_ms) || !still_names(a))
+                .map(|a| a.id),
+        );
         liars.sort_unstable();
         liars.dedup();
         tracing::warn!(
@@ -361,7 +403,7 @@ impl<S: RaftStore> Node<S> {
 
     /// Remembers a peer whose hello names a better-ranked cluster that may still take ours in
     /// (not locked), for `merge_check` at the next tick.
-    pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &muster_proto::Hello) {
+    pub(crate) fn note_merge_hint(&mut self, from: NodeId, h: &crate::hello::PeerHello) {
         if self.outranks_ours(h) && self.trusted(from) {
             self.merge_hint = Some(from);
         }
@@ -371,7 +413,7 @@ impl<S: RaftStore> Node<S> {
     /// it may make an unlocked host leave its cluster, never a locked one. The sender's `locked`
     /// and member count rank its cluster; a false claim costs a join that no leader admits, after
     /// which the sender is distrusted (module docs).
-    pub(crate) fn outranks_ours(&self, h: &muster_proto::Hello) -> bool {
+    pub(crate) fn outranks_ours(&self, h: &crate::hello::PeerHello) -> bool {
         let ours = self.cluster.cluster_id;
         ours != 0
             && h.cluster_id != 0
@@ -409,7 +451,16 @@ impl<S: RaftStore> Node<S> {
                 cluster_id: other,
                 since_ms: self.now_ms,
             });
-            self.join_advertisers = self.advertisers(other);
+            let now = self.now_ms;
+            self.join_advertisers = self
+                .advertisers(other)
+                .into_iter()
+                .map(|id| Advertiser {
+                    id,
+                    cluster_id: other,
+                    since_ms: now,
+                })
+                .collect();
             self.last_join_ms = None;
             self.join_target = None;
         }

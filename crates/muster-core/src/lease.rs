@@ -204,7 +204,9 @@ impl<S: RaftStore> Node<S> {
 
     /// Whether no new site host was heard of for the settle time (the site lock, `site.rs`).
     pub(crate) fn knowledge_settled(&self) -> bool {
-        let settle = KNOWLEDGE_SETTLE_INTERVALS * self.cfg.hello_interval_ms;
+        // Another cluster's leader lists its hosts at its own (thinned) rate (`hello.rs`).
+        let settle = (KNOWLEDGE_SETTLE_INTERVALS * self.cfg.hello_interval_ms)
+            .max(self.longest_leader_hello_ms());
         self.now_ms >= self.known_hosts_changed_ms + settle
     }
 

@@ -13,6 +13,7 @@ mod duty;
 mod formation;
 pub mod guard;
 pub mod health;
+pub mod hello;
 mod install;
 mod lease;
 mod log;

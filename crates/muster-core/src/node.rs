@@ -192,11 +192,9 @@ pub enum CoreError {
 pub(crate) struct Peer {
     pub connected: bool,
     pub last_heard_ms: Option<u64>,
-    /// Its latest hello, boxed (the peer table is walked often, and a small entry keeps a walk
-    /// over a thousand peers in few cache lines), kept without its name, address, public key and
-    /// member ids: they are checked and used when the hello arrives, never read from here, and
-    /// would be most of a large site's peer tables.
-    pub hello: Option<Box<Hello>>,
+    /// What we keep of its latest hello, boxed: the peer table is walked often, and a small
+    /// entry keeps a walk over a thousand peers in few cache lines.
+    pub hello: Option<Box<crate::hello::PeerHello>>,
     /// Its id is in `known_hosts` (which only grows), so its hellos need not look it up there.
     pub known_host: bool,
     /// When a valid raft message of our current cluster last came from this peer.
@@ -207,6 +205,13 @@ pub(crate) struct Peer {
     pub learner: bool,
     /// Leader: when raft last sent this learner a heartbeat (`timers.rs`).
     pub heartbeat_sent_ms: Option<u64>,
+    /// The interval its latest hello announced, at most `MAX_ANNOUNCED_HELLO_INTERVAL_MS` (0:
+    /// none, or an older agent); beside the flags rather than in `hello`, so the reachability
+    /// check in every peer-table walk reads no second cache line (`hello.rs`).
+    pub hello_interval_ms: u32,
+    /// Outsiders: when our next hello to it is due at the latest, as our last hello to it
+    /// announced (`hello.rs`); 0 until greeted.
+    pub hello_due_ms: u64,
     /// Since when the peer's hellos have said, without a break, that it is in no cluster (the
     /// bound on the lowest-id bootstrap rule, `formation.rs`).
     pub unformed_since_ms: Option<u64>,
@@ -224,15 +229,6 @@ pub(crate) enum Phase {
     /// Removed by an operator: takes part in nothing until `muster reset` (`removal.rs`).
     Removed,
 }
-
-/// Hellos a host sends to its cluster's members per hello interval, about (see
-/// `Node::member_hello_factor`).
-pub(crate) const HELLO_MEMBERS_PER_INTERVAL: u64 = 64;
-/// Hellos to members go at most every this many hello intervals (1 s with the defaults), which
-/// still gives a member at least 3 hellos per reachability timeout (3 s): over TCP a hello is
-/// lost only with its connection, and every message counts as heard. The idle cost of a site of
-/// 25 is mostly its hellos (README, "Idle cost").
-pub(crate) const MIN_MEMBER_HELLO_INTERVALS: u64 = 2;
 
 /// One host's state machine. `S` is its durable store.
 pub struct Node<S: RaftStore> {
@@ -255,10 +251,16 @@ pub struct Node<S: RaftStore> {
     pub(crate) unix_ms: u64,
     pub(crate) boot_ms: Option<u64>,
     pub(crate) last_raft_tick_ms: u64,
-    /// When hellos last went to peers outside our cluster (and to members, in a small cluster).
+    /// When the last hello round ran (`hello.rs`; each peer has its own schedule within it,
+    /// `Peer::hello_due_ms`); cleared: greet every outsider at the next tick.
     pub(crate) last_hello_ms: Option<u64>,
-    /// When hellos last went to the members of our cluster.
+    /// Cleared: greet every member at the next tick (the VIP came or went, `lease.rs`).
     pub(crate) last_member_hello_ms: Option<u64>,
+    /// The cluster our last hello round announced (a change is news for every outsider).
+    pub(crate) hello_cluster_id: u64,
+    /// Connected peers outside our cluster: counted at each hello round, raised by each new
+    /// one between rounds (the outsider hello interval follows it).
+    pub(crate) outsiders_estimate: usize,
     /// A peer whose hello named a better-ranked cluster than ours (see `merge_check`).
     pub(crate) merge_hint: Option<NodeId>,
     pub(crate) last_join_ms: Option<u64>,
@@ -289,8 +291,9 @@ pub struct Node<S: RaftStore> {
     pub(crate) distrusted: BTreeMap<NodeId, (u64, u32)>,
     /// A better cluster we asked to join while still in ours (`formation.rs`, join before leave).
     pub(crate) merge_probe: Option<crate::formation::MergeProbe>,
-    /// The peers that advertised the cluster we are asking to join, when we chose it.
-    pub(crate) join_advertisers: Vec<NodeId>,
+    /// The peers that advertised the clusters we asked to join in this attempt, with the
+    /// cluster and when (`formation.rs`).
+    pub(crate) join_advertisers: Vec<crate::formation::Advertiser>,
     /// Leader only: when it first saw each removed host still in the membership.
     pub(crate) removal_seen_ms: BTreeMap<NodeId, u64>,
     /// Leader only, removed itself: when it last tried to hand leadership over.
@@ -347,6 +350,8 @@ impl<S: RaftStore> Node<S> {
             last_raft_tick_ms: 0,
             last_hello_ms: None,
             last_member_hello_ms: None,
+            hello_cluster_id: 0,
+            outsiders_estimate: 0,
             merge_hint: None,
             last_join_ms: None,
             pending_joins: BTreeMap::new(),
@@ -526,10 +531,6 @@ impl<S: RaftStore> Node<S> {
     /// the peers' `member` flags (every member has a peer entry, so hellos reach it).
     fn sync_members(&mut self) {
         let mut ids: Vec<NodeId> = self.cluster.members.iter().map(|m| m.id).collect();
-        // Our own members are not news for the site rule's settle wait (`lease.rs`): they raise
-        // the count of hosts known and of our members alike. So a restarted host, which knows
-        // its members from its store, is not held back by it either.
-        self.known_hosts.extend(ids.iter().copied());
         // One ordered walk of the peer table beside the sorted ids (O(n), not a look-up each);
         // members without a peer entry get one.
         ids.sort_unstable();
@@ -537,29 +538,48 @@ impl<S: RaftStore> Node<S> {
         let me = self.cfg.id;
         let mut next = ids.iter().copied().filter(|id| *id != me).peekable();
         let mut missing = Vec::new();
+        // Our own members are not news for the site rule's settle wait (`lease.rs`): they raise
+        // the count of hosts known and of our members alike. So a restarted host, which knows
+        // its members from its store, is not held back by it either. A peer already flagged
+        // known needs no look-up in `known_hosts`.
+        let mut new_known = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             while let Some(m) = next.next_if(|m| m < id) {
                 missing.push(m);
             }
             p.member = next.next_if_eq(id).is_some();
+            if p.member && !p.known_host {
+                p.known_host = true;
+                new_known.push(*id);
+            }
         }
         missing.extend(next);
-        for id in missing {
-            self.peers.entry(id).or_default().member = true;
+        for id in &missing {
+            let p = self.peers.entry(*id).or_default();
+            p.member = true;
+            p.known_host = true;
         }
+        self.known_hosts.extend(new_known);
+        self.known_hosts.extend(missing);
         self.sync_learners();
     }
 
     /// Marks which member peers are learners (`timers.rs` thins their heartbeats). Called
-    /// whenever the applied membership changes, before any later raft message goes out.
+    /// whenever the applied membership changes, before any later raft message goes out. One
+    /// ordered walk of the peer table beside the sorted learner ids.
     pub(crate) fn sync_learners(&mut self) {
-        for p in self.peers.values_mut() {
-            p.learner = false;
-        }
-        for m in self.cluster.members.iter().filter(|m| !m.voter) {
-            if let Some(p) = self.peers.get_mut(&m.id) {
-                p.learner = true;
-            }
+        let mut learners: Vec<NodeId> = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| !m.voter)
+            .map(|m| m.id)
+            .collect();
+        learners.sort_unstable();
+        let mut next = learners.into_iter().peekable();
+        for (id, p) in self.peers.iter_mut() {
+            while next.next_if(|l| l < id).is_some() {}
+            p.learner = next.next_if_eq(id).is_some();
         }
     }
 
@@ -611,12 +631,11 @@ impl<S: RaftStore> Node<S> {
             }
         }
         let peer = self.peers.entry(id).or_default();
+        let new = !peer.connected;
         peer.connected = true;
         peer.last_heard_ms = Some(self.now_ms);
-        let member = peer.member;
         // Introduce ourselves at once: formation should not wait for the next hello round.
-        let hello = self.hello(!member);
-        self.send(id, muster_proto::envelope::Body::Hello(hello));
+        self.greet(id, new);
     }
 
     fn on_disconnected(&mut self, id: NodeId) {
@@ -668,11 +687,12 @@ impl<S: RaftStore> Node<S> {
         Ok(())
     }
 
-    fn on_hello(&mut self, from: NodeId, hello: Hello) {
+    fn on_hello(&mut self, from: NodeId, full: Hello) {
         let known = self.peers.get(&from).is_some_and(|p| p.known_host);
-        let known = self.learn_hosts(from, known, &hello.member_ids);
+        let known = self.learn_hosts(from, known, &full.member_ids);
+        self.note_site_conflict(from, &full);
+        let hello = crate::hello::PeerHello::from(full);
         self.note_merge_hint(from, &hello);
-        self.note_site_conflict(from, &hello);
         let now = self.now_ms;
         if let Some(p) = self.peers.get_mut(&from) {
             if hello.cluster_id != 0 {
@@ -681,13 +701,9 @@ impl<S: RaftStore> Node<S> {
                 p.unformed_since_ms = Some(now);
             }
             p.known_host = known;
-            let hello = Hello {
-                name: String::new(),
-                address: String::new(),
-                member_ids: Vec::new(),
-                public_key: Vec::new(),
-                ..hello
-            };
+            p.hello_interval_ms = hello
+                .hello_interval_ms
+                .min(crate::hello::MAX_ANNOUNCED_HELLO_INTERVAL_MS as u32);
             match p.hello.as_mut() {
                 Some(b) => **b = hello,
                 None => p.hello = Some(Box::new(hello)),
@@ -735,71 +751,6 @@ impl<S: RaftStore> Node<S> {
         });
     }
 
-    /// How many times `hello_interval_ms` apart hellos to members (and their reachability
-    /// timeout) are: 1 up to `HELLO_MEMBERS_PER_INTERVAL` members, then growing with the cluster,
-    /// so a host sends about that many member hellos per interval whatever the site's size.
-    pub(crate) fn member_hello_factor(&self) -> u64 {
-        (self.cluster.members.len() as u64)
-            .div_ceil(HELLO_MEMBERS_PER_INTERVAL)
-            .max(1)
-    }
-
-    /// How many hello intervals apart hellos to members go: `member_hello_factor`, but at
-    /// least [`MIN_MEMBER_HELLO_INTERVALS`].
-    pub(crate) fn member_hello_intervals(&self) -> u64 {
-        self.member_hello_factor().max(MIN_MEMBER_HELLO_INTERVALS)
-    }
-
-    /// Sends hellos: to connected peers outside our cluster every `hello_interval_ms`; to our
-    /// members (connected or not: sending to a member makes the transport dial its recorded
-    /// address, so members keep a mesh and the leader reaches hosts discovery never paired it
-    /// with) every `member_hello_intervals` intervals, and at once when this host starts or
-    /// stops holding the VIP (hellos carry `vip_held`, which every host's status shows).
-    fn maybe_hello(&mut self) {
-        let interval = self.cfg.hello_interval_ms;
-        let now = self.now_ms;
-        let outsiders_due = self.last_hello_ms.is_none_or(|t| now >= t + interval);
-        let members_due = self
-            .last_member_hello_ms
-            .is_none_or(|t| now >= t + interval * self.member_hello_intervals());
-        if !outsiders_due && !members_due {
-            return;
-        }
-        if outsiders_due {
-            self.last_hello_ms = Some(now);
-        }
-        if members_due {
-            self.last_member_hello_ms = Some(now);
-        }
-        let light = self.hello(false);
-        // Only the leader lists the members, and only to hosts outside the cluster: that is how
-        // other clusters' leaders learn of hosts they never heard (the site rule, `lease.rs`).
-        let full = (outsiders_due && self.is_leader()).then(|| self.hello(true));
-        let mut to_light = Vec::new();
-        let mut to_full = Vec::new();
-        for (id, p) in &self.peers {
-            if p.member {
-                if members_due {
-                    to_light.push(*id);
-                }
-            } else if outsiders_due && p.connected {
-                if full.is_some() {
-                    to_full.push(*id);
-                } else {
-                    to_light.push(*id);
-                }
-            }
-        }
-        for id in to_light {
-            self.send(id, muster_proto::envelope::Body::Hello(light.clone()));
-        }
-        if let Some(full) = full {
-            for id in to_full {
-                self.send(id, muster_proto::envelope::Body::Hello(full.clone()));
-            }
-        }
-    }
-
     /// Whether this node is the raft leader.
     pub(crate) fn is_leader(&self) -> bool {
         self.raw
@@ -807,31 +758,8 @@ impl<S: RaftStore> Node<S> {
             .is_some_and(|r| r.raft.state == raft::StateRole::Leader)
     }
 
-    /// What this node tells its peers about itself; `with_members` adds the member ids.
-    pub(crate) fn hello(&self, with_members: bool) -> Hello {
-        Hello {
-            name: self.cfg.name.clone(),
-            address: self.cfg.address.clone(),
-            cluster_id: self.cluster.cluster_id,
-            member_count: self.cluster.members.len() as u32,
-            leader_id: self.leader_id(),
-            member_ids: if with_members {
-                self.cluster.members.iter().map(|m| m.id).collect()
-            } else {
-                Vec::new()
-            },
-            public_key: self.cfg.public_key.clone(),
-            locked: self.locked(),
-            vip_held: self.lease.holding,
-            formed: self.site_formed(),
-            api_health: self.health.local as i32,
-            agent_version: self.cfg.agent_version.clone(),
-            protocol: self.own_protocol(),
-        }
-    }
-
     /// The protocol this host announces: [`crate::PROTOCOL`] (tests may pretend to be older).
-    fn own_protocol(&self) -> u32 {
+    pub(crate) fn own_protocol(&self) -> u32 {
         match self.cfg.announce_protocol_for_tests {
             0 => crate::PROTOCOL,
             p => p,
@@ -846,7 +774,7 @@ impl<S: RaftStore> Node<S> {
         self.peers
             .get(&id)
             .and_then(|p| p.hello.as_ref())
-            .map(|h| h.agent_version.clone())
+            .map(|h| h.agent_version.to_string())
             .unwrap_or_default()
     }
 
@@ -1040,26 +968,5 @@ impl<S: RaftStore> Node<S> {
         } else {
             0
         }
-    }
-
-    /// Whether a peer counts as reachable: connected and heard from within `peer_timeout_ms`
-    /// (for members of a large cluster, scaled like their hello interval).
-    pub fn reachable(&self, id: NodeId) -> bool {
-        if id == self.cfg.id {
-            return true;
-        }
-        self.peers.get(&id).is_some_and(|p| self.peer_reachable(p))
-    }
-
-    /// [`Node::reachable`] for a peer entry at hand (not ourselves), without looking it up.
-    pub(crate) fn peer_reachable(&self, p: &Peer) -> bool {
-        let timeout = if p.member {
-            self.cfg.peer_timeout_ms * self.member_hello_factor()
-        } else {
-            self.cfg.peer_timeout_ms
-        };
-        p.connected
-            && p.last_heard_ms
-                .is_some_and(|t| self.now_ms.saturating_sub(t) <= timeout)
     }
 }

@@ -70,9 +70,6 @@ impl<S: RaftStore> Node<S> {
         if let Some(t) = self.last_hello_ms {
             due = due.min(t + interval);
         }
-        if let Some(t) = self.last_member_hello_ms {
-            due = due.min(t + interval * self.member_hello_intervals());
-        }
         // Never in the past: a deadline at or before now means "at the next tick".
         due.max(now + 1)
     }

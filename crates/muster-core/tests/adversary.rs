@@ -286,6 +286,8 @@ fn hello(pk: &[u8], name: &str, cluster: u64, members: u32) -> Hello {
         api_health: muster_proto::ApiHealth::Healthy as i32,
         agent_version: String::new(),
         protocol: muster_core::PROTOCOL,
+        // Claims to stay reachable for weeks without a word (believed up to a bound).
+        hello_interval_ms: u32::MAX,
     }
 }
 
@@ -450,4 +452,74 @@ fn vote_requests_from_a_non_member_win_nothing() {
         assert_eq!(term_of(&net, id), term);
     }
     assert_intact(&mut net, &ids, &before);
+}
+
+/// Peers naming ever better clusters (every 20 ms) keep a joining host switching; when they stop,
+/// it switches to the one honest-looking cluster left, 1 s before its 3 s admission timeout. The
+/// timeout distrusts the switchers, not that cluster's advertiser: it had no fair chance to
+/// admit us, so the host goes on asking it (an honest cluster would admit it then; the simulator's
+/// `adversary` scenario had a host distrust its own site's members this way and never rejoin).
+#[test]
+fn a_cluster_switched_to_just_before_the_admission_timeout_is_still_asked() {
+    let mut net = TestNet::new(21);
+    let h = net.add_host("h", |c| {
+        c.expected_nodes = 3;
+        c.settle_ms = 60_000;
+    });
+    net.start(h);
+    net.run_for(600);
+    let (switcher, switcher_pk) = net.add_adversary(None);
+    let (stable, stable_pk) = net.add_adversary(None);
+    for adv in [switcher, stable] {
+        net.connect_adversary(adv, h);
+    }
+    let say = |net: &mut TestNet, adv: NodeId, hello: Hello| {
+        net.inject(
+            adv,
+            h,
+            Envelope {
+                body: Some(Body::Hello(hello)),
+            },
+        )
+    };
+    let modest = Hello {
+        locked: false,
+        ..hello(&stable_pk, "modest", 0x0000_0000_00c1_05e0, 2)
+    };
+    for i in 0..100u64 {
+        say(
+            &mut net,
+            switcher,
+            hello(&switcher_pk, "switcher", 0xbad0 + i, 10_000),
+        );
+        if i % 5 == 0 {
+            say(&mut net, stable, modest.clone());
+        }
+        net.run_for(20);
+    }
+    // The switcher falls silent about clusters; the modest cluster is the best left.
+    say(&mut net, switcher, hello(&switcher_pk, "switcher", 0, 0));
+    let joins_to_stable = |net: &TestNet| {
+        net.adversaries[&stable]
+            .iter()
+            .filter(|(_, e)| matches!(e.body, Some(Body::JoinRequest(_))))
+            .count()
+    };
+    for _ in 0..10 {
+        say(&mut net, stable, modest.clone());
+        say(&mut net, switcher, hello(&switcher_pk, "switcher", 0, 0));
+        net.run_for(100);
+    }
+    // 3 s after the attempt began: the timeout has passed.
+    let at_timeout = joins_to_stable(&net);
+    assert!(at_timeout > 0, "the host asked the modest cluster");
+    for _ in 0..6 {
+        say(&mut net, stable, modest.clone());
+        say(&mut net, switcher, hello(&switcher_pk, "switcher", 0, 0));
+        net.run_for(100);
+    }
+    assert!(
+        joins_to_stable(&net) > at_timeout,
+        "after the timeout the host still asks the cluster it switched to 1 s before it"
+    );
 }

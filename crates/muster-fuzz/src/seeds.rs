@@ -93,6 +93,7 @@ fn envelopes(site: &Site) -> Vec<(String, Vec<u8>)> {
             api_health: muster_proto::ApiHealth::Healthy as i32,
             agent_version: String::new(),
             protocol: muster_core::PROTOCOL,
+            hello_interval_ms: 500,
         })),
     }
     .encode_to_vec();

@@ -247,6 +247,9 @@ impl Sim {
             api_health: self.rng.random_range(0..3),
             agent_version: String::new(),
             protocol: muster_core::PROTOCOL,
+            // Claims it stays reachable for up to days while silent (receivers believe at most
+            // `MAX_ANNOUNCED_HELLO_INTERVAL_MS`).
+            hello_interval_ms: self.rng.random_range(0..=u32::MAX),
         }
     }
 

@@ -210,6 +210,8 @@ impl Adversary {
                     api_health: muster_proto::ApiHealth::Healthy as i32,
                     agent_version: String::new(),
                     protocol: 2,
+                    // Claims to stay reachable for weeks without a word (believed up to 120 s).
+                    hello_interval_ms: u32::MAX,
                 }),
             ),
             12 => (
