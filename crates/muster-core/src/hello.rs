@@ -263,9 +263,13 @@ impl<S: RaftStore> Node<S> {
         self.peers
             .iter()
             .filter(|(_, p)| p.connected && !p.member)
-            .filter_map(|(id, p)| p.hello.as_ref().map(|h| (id, h)))
-            .filter(|(id, h)| h.leader_id == **id && h.cluster_id != ours)
-            .map(|(_, h)| u64::from(h.hello_interval_ms).min(MAX_ANNOUNCED_HELLO_INTERVAL_MS))
+            .filter(|(id, p)| {
+                p.hello
+                    .as_ref()
+                    .is_some_and(|h| h.leader_id == **id && h.cluster_id != ours)
+            })
+            // Already capped at MAX_ANNOUNCED_HELLO_INTERVAL_MS when the hello arrived.
+            .map(|(_, p)| u64::from(p.hello_interval_ms))
             .max()
             .unwrap_or(0)
     }
@@ -277,7 +281,7 @@ impl<S: RaftStore> Node<S> {
 fn interval_for(p: &Peer, members_ms: u64, outsiders_ms: u64, base_ms: u64) -> u64 {
     if p.member {
         members_ms
-    } else if p.hello.as_ref().is_some_and(|h| h.hello_interval_ms == 0) {
+    } else if p.hello.is_some() && p.hello_interval_ms == 0 {
         base_ms
     } else {
         outsiders_ms

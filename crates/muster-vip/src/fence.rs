@@ -167,6 +167,7 @@ impl Fence {
 
     /// Arms the fence (or moves it): the VIP goes at `deadline` unless renewed or disarmed.
     /// Ignored after [`FenceReleaser::release_now`].
+    ///
     /// A later deadline does not wake the fence thread: it wakes at the earlier one, finds the
     /// new one and sleeps on (a leader renews every probe, and a wake-up each time was a thread
     /// switch per renewal).

@@ -453,8 +453,7 @@ impl Checker {
         self.counts.i1_one_cluster += 1;
         self.counts.i6_liveness += 1;
         let first = self.deadline_at.is_none();
-        let deadline = *self.deadline_at.get_or_insert(t);
-        debug_assert!(deadline <= t);
+        self.deadline_at.get_or_insert(t);
         if site.formed {
             self.unformed_since = None;
             self.reported_unformed = false;
