@@ -576,3 +576,77 @@ fn deleted_identity_is_refused_until_reset() {
         Ok(())
     });
 }
+
+/// mDNS queries the sniffer heard in `window` from inside host `i`'s (idle) namespace, on the
+/// site's LAN, by source address. A query is a DNS message with the QR bit clear.
+fn mdns_queries(site: &Site, i: usize, window: Duration) -> Result<Vec<std::net::Ipv4Addr>> {
+    use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+    let ns = site.namespace(i).to_string();
+    let ip = site.ip(i);
+    thread::spawn(move || -> Result<Vec<Ipv4Addr>> {
+        muster_testbed::netns::enter(&ns)?;
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5353)).context("binding 5353")?;
+        socket
+            .join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 251), &ip)
+            .context("joining 224.0.0.251")?;
+        let end = Instant::now() + window;
+        let mut sources = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match socket.recv_from(&mut buf) {
+                Ok((len, SocketAddr::V4(from))) if len >= 12 && buf[2] & 0x80 == 0 => {
+                    sources.push(*from.ip());
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e).context("receiving mDNS"),
+            }
+        }
+        Ok(sources)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the mDNS sniffer panicked"))?
+}
+
+/// Once the site is formed its members query mDNS seldom (every 15 s, not every 500 ms; each
+/// query is answered by every host, and every device on the LAN receives it all), yet a host
+/// plugged in later still finds them at once, because they answer its queries as they come.
+#[test]
+fn a_formed_site_goes_quiet_on_mdns_and_a_late_host_still_joins() {
+    let opts = SiteOptions::default().expected_nodes(3);
+    scenario("mf-q", 4, opts, |site| {
+        let trio = [0, 1, 2];
+        for i in trio {
+            site.start(i)?;
+        }
+        site.wait_formed(FORM_TIMEOUT, &trio)?;
+        // The behaviour built for the settled pace sends one query of its own on start.
+        thread::sleep(Duration::from_millis(1500));
+        let window = Duration::from_secs(6);
+        let heard = mdns_queries(site, 3, window)?;
+        // At 500 ms, about 12: the host whose timer runs out first asks, and every answer
+        // heard resets the others' timers.
+        ensure!(
+            heard.len() <= trio.len(),
+            "a formed site sent {} mDNS queries in {window:?} (from {heard:?}); \
+             expected at most one per member",
+            heard.len()
+        );
+        let started = Instant::now();
+        site.start(3)?;
+        let all = site.all();
+        let formed = site.wait_formed(FORM_TIMEOUT, &all)?;
+        ensure!(formed.members.len() == 4, "members {:?}", formed.members);
+        eprintln!(
+            "formed site: {} mDNS queries in {window:?}; the late host was a member after {:?}",
+            heard.len(),
+            started.elapsed()
+        );
+        check_identities(site, &formed)
+    });
+}

@@ -50,11 +50,53 @@ pub(crate) enum Command {
     Send { to: PeerId, bytes: Vec<u8> },
     AddAddress { peer: PeerId, addr: SocketAddr },
     Block(PeerId),
+    DiscoverySettled(bool),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// The two paces of mDNS (`NetConfig::mdns_query_interval` and `mdns_settled_interval`).
+/// libp2p's mDNS fixes its query interval when it is built, so a change of pace replaces the
+/// behaviour with one built for the other interval.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MdnsPace {
+    fast: Duration,
+    settled: Duration,
+    ttl: Duration,
+    ipv6: bool,
+    /// Whether the running behaviour is the settled one.
+    now_settled: bool,
+}
+
+impl MdnsPace {
+    pub(crate) fn new(cfg: &crate::NetConfig) -> Self {
+        Self {
+            fast: cfg.mdns_query_interval,
+            settled: cfg.mdns_settled_interval,
+            // What others are told about this host's record does not change with the pace.
+            ttl: cfg.mdns_ttl(),
+            ipv6: cfg.listen.is_ipv6(),
+            now_settled: false,
+        }
+    }
+
+    /// An mDNS behaviour querying at the pace for `settled`.
+    pub(crate) fn start(
+        &self,
+        settled: bool,
+        local: PeerId,
+    ) -> Result<mdns::tokio::Behaviour, crate::NetError> {
+        let config = mdns::Config {
+            ttl: self.ttl,
+            query_interval: if settled { self.settled } else { self.fast },
+            enable_ipv6: self.ipv6,
+        };
+        mdns::tokio::Behaviour::new(config, local).map_err(crate::NetError::Mdns)
+    }
 }
 
 pub(crate) struct Actor {
     swarm: Swarm<Behaviour>,
+    mdns: Option<MdnsPace>,
     commands: mpsc::Receiver<Command>,
     sink: EventSink,
     counters: Arc<Counters>,
@@ -66,6 +108,7 @@ pub(crate) struct Actor {
 impl Actor {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
+        mdns: Option<MdnsPace>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetEvent>,
         queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
@@ -74,6 +117,7 @@ impl Actor {
     ) -> Self {
         Self {
             swarm,
+            mdns,
             commands,
             sink: EventSink::new(events, queued_bytes, counters.clone()),
             counters,
@@ -95,6 +139,7 @@ impl Actor {
                         self.learn_address(peer, addr, "handle");
                     }
                     Some(Command::Block(peer)) => self.block(peer),
+                    Some(Command::DiscoverySettled(settled)) => self.set_mdns_pace(settled),
                     Some(Command::Shutdown(done)) => break Some(done),
                     None => break None,
                 },
@@ -420,6 +465,39 @@ impl Actor {
                 entry.peer = Some(peer_id);
             }
         }
+    }
+
+    /// Replaces the mDNS behaviour with one querying at the pace for `settled`, told the
+    /// listen addresses it answers with. The old behaviour's interface tasks end when they
+    /// next hand over a discovery (within one of its query intervals); until then they may
+    /// send a query or two of their own.
+    fn set_mdns_pace(&mut self, settled: bool) {
+        let Some(pace) = self.mdns.as_mut() else {
+            return;
+        };
+        if pace.now_settled == settled {
+            return;
+        }
+        let mut next = match pace.start(settled, *self.swarm.local_peer_id()) {
+            Ok(b) => b,
+            Err(error) => {
+                warn!(%error, settled, "could not restart mDNS at the new pace; keeping the old");
+                return;
+            }
+        };
+        pace.now_settled = settled;
+        let interval = if settled { pace.settled } else { pace.fast };
+        let listening: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        for addr in &listening {
+            next.on_swarm_event(libp2p::swarm::FromSwarm::NewListenAddr(
+                libp2p::swarm::behaviour::NewListenAddr {
+                    listener_id: libp2p::core::transport::ListenerId::next(),
+                    addr,
+                },
+            ));
+        }
+        self.swarm.behaviour_mut().mdns = Toggle::from(Some(next));
+        info!(?interval, settled, "mDNS now queries every {interval:?}");
     }
 
     fn on_mdns(&mut self, event: mdns::Event) {

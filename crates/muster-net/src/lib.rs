@@ -43,9 +43,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::identify;
 use libp2p::identity::KeyType;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{identify, mdns};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -86,9 +86,17 @@ pub struct NetConfig {
     pub bootstrap: Vec<SocketAddr>,
     /// Discover peers with mDNS on all non-loopback interfaces and dial them.
     pub mdns: bool,
-    /// How often mDNS queries the network (default 500 ms). Records are announced with a TTL
-    /// of ten intervals (at least 2 s), so a vanished host's record expires within seconds.
+    /// How often mDNS queries the network (default 500 ms) until the host is settled
+    /// ([`NetHandle::set_discovery_settled`]). Records are announced with a TTL of ten
+    /// intervals (at least 2 s), so a vanished host's record expires within seconds.
     pub mdns_query_interval: Duration,
+    /// How often a settled host (a member of a formed site) queries (default 15 s). It still
+    /// answers every query at once, so a host that is looking (querying at
+    /// `mdns_query_interval`) finds it as fast. What it saves is multicast that every device
+    /// on the LAN receives: a site queries about once per interval (every answer heard resets
+    /// each host's timer), and every host answers each query, so a 25-host site at 500 ms
+    /// puts about 50 packets a second on the wire, each parsed by every host.
+    pub mdns_settled_interval: Duration,
     /// How long opening (negotiating) a message stream may take (default 5 s). An older
     /// agent (`/muster/msg/1.0.0`) is the only one that acks; there this bounds each exchange's
     /// negotiation, and the old agent's own timeout bounds its ack.
@@ -109,6 +117,7 @@ impl NetConfig {
             bootstrap: Vec::new(),
             mdns: true,
             mdns_query_interval: Duration::from_millis(500),
+            mdns_settled_interval: Duration::from_secs(15),
             request_timeout: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
         }
@@ -142,6 +151,12 @@ impl NetConfig {
                 "must be greater than zero",
             ));
         }
+        if self.mdns && self.mdns_settled_interval < self.mdns_query_interval {
+            return Err(NetError::config(
+                "mdns_settled_interval",
+                "must be at least mdns_query_interval",
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(NetError::config(
                 "request_timeout",
@@ -167,6 +182,7 @@ impl fmt::Debug for NetConfig {
             .field("bootstrap", &self.bootstrap)
             .field("mdns", &self.mdns)
             .field("mdns_query_interval", &self.mdns_query_interval)
+            .field("mdns_settled_interval", &self.mdns_settled_interval)
             .field("request_timeout", &self.request_timeout)
             .field("max_message_bytes", &self.max_message_bytes)
             .finish()
@@ -277,6 +293,20 @@ impl NetHandle {
         }
     }
 
+    /// Tells the actor whether this host is settled (a member of a formed site): mDNS then
+    /// queries every [`NetConfig::mdns_settled_interval`] instead of every
+    /// [`NetConfig::mdns_query_interval`], and again at the fast pace once it is not. Answers
+    /// to other hosts' queries are never delayed. Never blocks.
+    pub fn set_discovery_settled(&self, settled: bool) {
+        if self
+            .commands
+            .try_send(actor::Command::DiscoverySettled(settled))
+            .is_err()
+        {
+            tracing::warn!(settled, "command queue full; mDNS pace not changed now");
+        }
+    }
+
     /// Stops the actor, closing the listener and all connections, and waits until it is done.
     /// Returns at once if it already stopped.
     pub async fn shutdown(&self) {
@@ -345,6 +375,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
         .collect();
     let actor = actor::Actor::new(
         swarm,
+        cfg.mdns.then(|| actor::MdnsPace::new(&cfg)),
         command_rx,
         event_tx,
         queued_bytes,
@@ -379,12 +410,7 @@ fn build_behaviour(
             .with_agent_version(format!("muster-net/{}", env!("CARGO_PKG_VERSION"))),
     );
     let mdns = if cfg.mdns {
-        let config = mdns::Config {
-            ttl: cfg.mdns_ttl(),
-            query_interval: cfg.mdns_query_interval,
-            enable_ipv6: cfg.listen.is_ipv6(),
-        };
-        Some(mdns::tokio::Behaviour::new(config, local_peer_id).map_err(NetError::Mdns)?)
+        Some(actor::MdnsPace::new(cfg).start(false, local_peer_id)?)
     } else {
         None
     };

@@ -411,3 +411,13 @@ async fn previous_release_and_new_agent_talk_both_ways() {
     assert_eq!(new.handle.stats().messages_dropped, 0);
     new.handle.shutdown().await;
 }
+
+#[test]
+fn a_settled_mdns_pace_faster_than_the_looking_one_is_refused_by_name() {
+    let mut cfg = NetConfig::new(Keypair::generate_ed25519(), KEY, free_addr());
+    cfg.mdns_settled_interval = cfg.mdns_query_interval / 2;
+    let error = cfg.validate().unwrap_err().to_string();
+    assert!(error.contains("mdns_settled_interval"), "{error}");
+    cfg.mdns = false;
+    assert!(cfg.validate().is_ok(), "without mDNS the pace is not used");
+}

@@ -161,6 +161,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         net: net.clone(),
         peers: HashMap::new(),
         node_ids: HashMap::new(),
+        discovery_settled: false,
         started: Instant::now(),
         vip,
         panic_file: test_panic_file(),
@@ -210,6 +211,9 @@ struct Agent {
     /// Peer → node id for the peers that connected: reading the id out of a peer id decodes
     /// (decompresses) its ed25519 key, tens of µs, and every message needs it.
     node_ids: HashMap<PeerId, NodeId>,
+    /// Whether the network was told this host is a member of a formed site (mDNS then
+    /// queries seldom; `muster_net::NetHandle::set_discovery_settled`).
+    discovery_settled: bool,
     started: Instant,
     vip: crate::vip::Vip,
     /// See [`TEST_PANIC_FILE_ENV`]; always `None` in release builds.
@@ -521,7 +525,20 @@ impl Agent {
     async fn step(&mut self, input: Input) -> anyhow::Result<()> {
         let outputs = self.node.handle(input).context("node state machine")?;
         self.carry_out(outputs).await;
+        self.pace_discovery();
         Ok(())
+    }
+
+    /// A member of a formed site needs mDNS only to answer hosts that are looking (which it
+    /// does at once at any pace); until then, and again if it stops being one, it queries
+    /// at the fast pace that formation's "heard of every host" waits on.
+    fn pace_discovery(&mut self) {
+        let settled = self.node.site_formed()
+            && muster_core::state::member(self.node.cluster_state(), self.node.id()).is_some();
+        if settled != self.discovery_settled {
+            self.discovery_settled = settled;
+            self.net.set_discovery_settled(settled);
+        }
     }
 
     /// Carries outputs out in order (a VIP release happens before any message after it is sent).

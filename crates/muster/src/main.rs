@@ -323,7 +323,15 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return report(Err(e.into()), 1),
             };
-            match runtime.block_on(agent::run(cfg, &config)) {
+            // The event loop runs as a task, not as `block_on`'s own future: a task woken by
+            // another task (the network actor handing it a message) is queued in the
+            // scheduler, whereas waking `block_on`'s future writes the driver's eventfd and
+            // costs one more trip through epoll for every message received.
+            let agent = runtime.spawn(async move { agent::run(cfg, &config).await });
+            let result = runtime
+                .block_on(agent)
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the agent's event loop stopped: {e}")));
+            match result {
                 Err(e) if e.downcast_ref::<identity::StartRefused>().is_some() => usage_error(e),
                 result => report(result, 1),
             }
