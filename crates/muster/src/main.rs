@@ -328,9 +328,13 @@ fn main() -> ExitCode {
             // scheduler, whereas waking `block_on`'s future writes the driver's eventfd and
             // costs one more trip through epoll for every message received.
             let agent = runtime.spawn(async move { agent::run(cfg, &config).await });
-            let result = runtime
-                .block_on(agent)
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("the agent's event loop stopped: {e}")));
+            let result = match runtime.block_on(agent) {
+                Ok(result) => result,
+                // The panic hook printed the message (and, with a VIP, released it and exited);
+                // exit as a panic unwinding out of `main` does.
+                Err(e) if e.is_panic() => return ExitCode::from(101),
+                Err(e) => Err(anyhow::anyhow!("the agent's event loop stopped: {e}")),
+            };
             match result {
                 Err(e) if e.downcast_ref::<identity::StartRefused>().is_some() => usage_error(e),
                 result => report(result, 1),
