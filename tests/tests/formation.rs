@@ -650,3 +650,77 @@ fn a_formed_site_goes_quiet_on_mdns_and_a_late_host_still_joins() {
         check_identities(site, &formed)
     });
 }
+
+/// Each established TCP connection in namespace `ns` (local, peer) with its data segments out
+/// and in so far (`ss -tni`).
+fn data_segments(ns: &str) -> Result<Vec<((String, String), u64, u64)>> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-tniH", "state", "established"])
+        .output()
+        .context("running ss")?;
+    ensure!(out.status.success(), "ss in {ns} failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut conns = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !line.starts_with(char::is_whitespace) && words.len() >= 4 {
+            current = Some((words[2].to_string(), words[3].to_string()));
+        } else if let Some(key) = current.take() {
+            conns.push((
+                key,
+                field(line, "data_segs_out:"),
+                field(line, "data_segs_in:"),
+            ));
+        }
+    }
+    Ok(conns)
+}
+
+/// Two hosts that dialled each other keep two connections; both send on the same one (the
+/// one the lower peer id dialled), so a probe and its answer share a connection and the answer
+/// carries the probe's ACK. Were each host to send on a connection of its own choosing, each
+/// connection would carry data one way only, and need pure ACKs the other.
+#[test]
+fn hosts_send_both_ways_on_one_connection() {
+    scenario("mf-r", 3, SiteOptions::default(), |site| {
+        let all = site.all();
+        site.start_all()?;
+        site.wait_formed(FORM_TIMEOUT, &all)?;
+        thread::sleep(Duration::from_secs(1));
+        let before: Vec<_> = all
+            .iter()
+            .map(|&i| data_segments(site.namespace(i)))
+            .collect::<Result<_>>()?;
+        thread::sleep(Duration::from_secs(3));
+        let mut busy = 0;
+        for (k, &i) in all.iter().enumerate() {
+            for (key, out, inn) in data_segments(site.namespace(i))? {
+                let Some((_, out0, in0)) = before[k].iter().find(|(k0, ..)| *k0 == key) else {
+                    continue;
+                };
+                let (sent, got) = (out - out0, inn - in0);
+                if sent + got == 0 {
+                    continue;
+                }
+                busy += 1;
+                ensure!(
+                    sent > 0 && got > 0,
+                    "host {i}: connection {} → {} carried data one way only in 3 s \
+                     ({sent} segments out, {got} in)",
+                    key.0,
+                    key.1
+                );
+            }
+        }
+        // Every host talks to both others: at least one busy connection per host and peer.
+        ensure!(busy >= 6, "only {busy} connections carried data");
+        Ok(())
+    });
+}

@@ -404,7 +404,7 @@ fn build_behaviour(
         max_message_bytes: cfg.max_message_bytes,
         open_timeout: cfg.request_timeout,
     };
-    let messages = messages::Behaviour::new(handler, counters);
+    let messages = messages::Behaviour::new(handler, counters, local_peer_id);
     let identify = identify::Behaviour::new(
         identify::Config::new(actor::PROTOCOL_VERSION.to_owned(), cfg.keypair.public())
             .with_agent_version(format!("muster-net/{}", env!("CARGO_PKG_VERSION"))),

@@ -47,18 +47,32 @@ pub(crate) enum Event {
 pub(crate) struct Behaviour {
     config: HandlerConfig,
     counters: Arc<Counters>,
+    /// This host's peer id: which of two hosts dialled a connection decides where frames go.
+    local: PeerId,
     /// Each peer's connections with a handler, oldest first.
-    connections: HashMap<PeerId, Vec<(ConnectionId, Arc<Outbox>)>>,
+    connections: HashMap<PeerId, Vec<Link>>,
     /// Frames for peers being dialled.
     waiting: HashMap<PeerId, Vec<Vec<u8>>>,
     events: VecDeque<Event>,
 }
 
+/// One connection to a peer, as the behaviour sees it.
+struct Link {
+    id: ConnectionId,
+    outbox: Arc<Outbox>,
+    /// Whether the lower of the two peer ids dialled it. Both hosts send on such a connection
+    /// when they have one, so when two hosts dialled each other a message and its answer travel
+    /// on the same TCP connection, and the answer carries the ACK of the message instead of
+    /// each direction needing pure ACKs of its own.
+    by_lower: bool,
+}
+
 impl Behaviour {
-    pub(crate) fn new(config: HandlerConfig, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(config: HandlerConfig, counters: Arc<Counters>, local: PeerId) -> Self {
         Self {
             config,
             counters,
+            local,
             connections: HashMap::new(),
             waiting: HashMap::new(),
             events: VecDeque::new(),
@@ -73,12 +87,15 @@ impl Behaviour {
         }
     }
 
-    /// Queues `bytes` for `peer`: on its oldest connection, or, if it has none (a dial is
-    /// under way), until one is up. Never blocks; the caller counts an `Err` as a drop.
+    /// Queues `bytes` for `peer`: on its oldest connection dialled by the lower peer id, else
+    /// its oldest, or, if it has none (a dial is under way), until one is up. Never blocks;
+    /// the caller counts an `Err` as a drop.
     pub(crate) fn send(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), PushError> {
         let frame = framing::encode(bytes);
-        if let Some((_, outbox)) = self.connections.get(&peer).and_then(|c| c.first()) {
-            return outbox.push(frame);
+        if let Some(links) = self.connections.get(&peer) {
+            if let Some(link) = links.iter().find(|l| l.by_lower).or(links.first()) {
+                return link.outbox.push(frame);
+            }
         }
         let peers = self.waiting.len();
         match self.waiting.entry(peer) {
@@ -101,23 +118,25 @@ impl Behaviour {
     /// connections close) and nothing more is queued for it.
     pub(crate) fn refuse(&mut self, peer: &PeerId) {
         let mut dropped = self.waiting.remove(peer).map_or(0, |frames| frames.len());
-        for (_, outbox) in self.connections.get(peer).into_iter().flatten() {
-            dropped += outbox.close();
+        for link in self.connections.get(peer).into_iter().flatten() {
+            dropped += link.outbox.close();
         }
         self.dropped(dropped);
     }
 
-    fn new_handler(&mut self, connection: ConnectionId, peer: PeerId) -> Handler {
+    /// `we_dialled`: the connection is outbound from this host.
+    fn new_handler(&mut self, connection: ConnectionId, peer: PeerId, we_dialled: bool) -> Handler {
         let outbox = Arc::new(Outbox::default());
         let mut dropped = 0;
         for frame in self.waiting.remove(&peer).into_iter().flatten() {
             dropped += usize::from(outbox.push(frame).is_err());
         }
         self.dropped(dropped);
-        self.connections
-            .entry(peer)
-            .or_default()
-            .push((connection, outbox.clone()));
+        self.connections.entry(peer).or_default().push(Link {
+            id: connection,
+            outbox: outbox.clone(),
+            by_lower: we_dialled == (self.local < peer),
+        });
         Handler::new(peer, self.config, outbox, self.counters.clone())
     }
 
@@ -126,11 +145,11 @@ impl Behaviour {
             return;
         };
         let mut dropped = 0;
-        connections.retain(|(id, outbox)| {
-            if *id == connection {
-                dropped = outbox.close();
+        connections.retain(|link| {
+            if link.id == connection {
+                dropped = link.outbox.close();
             }
-            *id != connection
+            link.id != connection
         });
         if connections.is_empty() {
             self.connections.remove(&peer);
@@ -150,7 +169,7 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(connection, peer))
+        Ok(self.new_handler(connection, peer, false))
     }
 
     fn handle_established_outbound_connection(
@@ -161,7 +180,7 @@ impl NetworkBehaviour for Behaviour {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(connection, peer))
+        Ok(self.new_handler(connection, peer, true))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
