@@ -221,3 +221,60 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn behaviour(local: PeerId) -> Behaviour {
+        let config = HandlerConfig {
+            max_message_bytes: 1024,
+            open_timeout: Duration::from_secs(1),
+        };
+        Behaviour::new(config, Arc::new(Counters::default()), local)
+    }
+
+    /// The connection of `b` that a frame sent to `peer` was queued on.
+    fn queued_on(b: &Behaviour, peer: &PeerId) -> Vec<ConnectionId> {
+        let waker = futures::task::noop_waker();
+        b.connections[peer]
+            .iter()
+            .filter(|l| l.outbox.pop(&waker).is_some())
+            .map(|l| l.id)
+            .collect()
+    }
+
+    /// Two hosts dialled each other: connection 1 was dialled by the lower id, connection 2 by
+    /// the higher, and each host saw the other's dial first. Both must send on connection 1.
+    #[test]
+    fn both_hosts_send_on_the_connection_the_lower_id_dialled() {
+        let (mut x, mut y) = (PeerId::random(), PeerId::random());
+        if y < x {
+            std::mem::swap(&mut x, &mut y);
+        }
+        let (by_x, by_y) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        let mut low = behaviour(x);
+        let mut high = behaviour(y);
+        // Each side's first connection is the one the other dialled.
+        low.new_handler(by_y, y, false);
+        low.new_handler(by_x, y, true);
+        high.new_handler(by_x, x, false);
+        high.new_handler(by_y, x, true);
+        low.send(y, b"probe").unwrap();
+        high.send(x, b"answer").unwrap();
+        assert_eq!(queued_on(&low, &y), vec![by_x]);
+        assert_eq!(queued_on(&high, &x), vec![by_x]);
+        // Once it closes, each sends on what is left.
+        low.on_connection_closed(y, by_x);
+        high.on_connection_closed(x, by_x);
+        low.send(y, b"probe").unwrap();
+        high.send(x, b"answer").unwrap();
+        assert_eq!(queued_on(&low, &y), vec![by_y]);
+        assert_eq!(queued_on(&high, &x), vec![by_y]);
+    }
+}
