@@ -79,6 +79,15 @@ impl MdnsPace {
         }
     }
 
+    /// The query interval for `settled`.
+    fn interval(&self, settled: bool) -> Duration {
+        if settled {
+            self.settled
+        } else {
+            self.fast
+        }
+    }
+
     /// An mDNS behaviour querying at the pace for `settled`.
     pub(crate) fn start(
         &self,
@@ -87,7 +96,7 @@ impl MdnsPace {
     ) -> Result<mdns::tokio::Behaviour, crate::NetError> {
         let config = mdns::Config {
             ttl: self.ttl,
-            query_interval: if settled { self.settled } else { self.fast },
+            query_interval: self.interval(settled),
             enable_ipv6: self.ipv6,
         };
         mdns::tokio::Behaviour::new(config, local).map_err(crate::NetError::Mdns)
@@ -486,7 +495,7 @@ impl Actor {
             }
         };
         pace.now_settled = settled;
-        let interval = if settled { pace.settled } else { pace.fast };
+        let interval = pace.interval(settled);
         let listening: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
         for addr in &listening {
             next.on_swarm_event(libp2p::swarm::FromSwarm::NewListenAddr(

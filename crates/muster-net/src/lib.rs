@@ -347,7 +347,8 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
 
     let local_peer_id = cfg.keypair.public().to_peer_id();
     let counters = Arc::new(Counters::default());
-    let behaviour = build_behaviour(&cfg, local_peer_id, counters.clone())?;
+    let mdns = cfg.mdns.then(|| actor::MdnsPace::new(&cfg));
+    let behaviour = build_behaviour(&cfg, local_peer_id, counters.clone(), mdns.as_ref())?;
     let psk = libp2p::pnet::PreSharedKey::new(cfg.psk);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
@@ -375,7 +376,7 @@ pub fn spawn(cfg: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
         .collect();
     let actor = actor::Actor::new(
         swarm,
-        cfg.mdns.then(|| actor::MdnsPace::new(&cfg)),
+        mdns,
         command_rx,
         event_tx,
         queued_bytes,
@@ -399,6 +400,7 @@ fn build_behaviour(
     cfg: &NetConfig,
     local_peer_id: PeerId,
     counters: Arc<Counters>,
+    mdns: Option<&actor::MdnsPace>,
 ) -> Result<actor::Behaviour, NetError> {
     let handler = handler::HandlerConfig {
         max_message_bytes: cfg.max_message_bytes,
@@ -409,11 +411,9 @@ fn build_behaviour(
         identify::Config::new(actor::PROTOCOL_VERSION.to_owned(), cfg.keypair.public())
             .with_agent_version(format!("muster-net/{}", env!("CARGO_PKG_VERSION"))),
     );
-    let mdns = if cfg.mdns {
-        Some(actor::MdnsPace::new(cfg).start(false, local_peer_id)?)
-    } else {
-        None
-    };
+    let mdns = mdns
+        .map(|pace| pace.start(false, local_peer_id))
+        .transpose()?;
     let limits = libp2p::connection_limits::ConnectionLimits::default()
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
         .with_max_established(Some(MAX_CONNECTIONS))
