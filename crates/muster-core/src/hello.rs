@@ -45,6 +45,34 @@ pub const PEER_TIMEOUT_HELLOS: u64 = 3;
 /// could otherwise claim to stay reachable for days while connected).
 pub const MAX_ANNOUNCED_HELLO_INTERVAL_MS: u64 = 120_000;
 
+/// How long a peer may stay silent and still count as reachable: `peer_timeout_ms` (for
+/// members of a large cluster, scaled like their hello interval), or [`PEER_TIMEOUT_HELLOS`]
+/// of the intervals its last hello announced if that is longer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerTimeouts {
+    member_ms: u64,
+    other_ms: u64,
+}
+
+impl PeerTimeouts {
+    fn of(self, p: &Peer) -> u64 {
+        let own = if p.member {
+            self.member_ms
+        } else {
+            self.other_ms
+        };
+        own.max(PEER_TIMEOUT_HELLOS * u64::from(p.hello_interval_ms))
+    }
+}
+
+/// Whether `p` is reachable at `now_ms`: connected, and heard from within its timeout
+/// ([`Node::peer_reachable`]).
+pub(crate) fn reachable_at(p: &Peer, now_ms: u64, timeouts: PeerTimeouts) -> bool {
+    p.connected
+        && p.last_heard_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) <= timeouts.of(p))
+}
+
 /// What the node keeps of a peer's latest hello: the fields read after it arrived (its name,
 /// address, public key and member ids are checked and used when it arrives, never read from
 /// here, and would be most of a large site's peer tables — a `Hello` is three times the size).
@@ -229,7 +257,7 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// Whether a peer counts as reachable: connected and heard from within its timeout
-    /// ([`Node::peer_timeout_for`]).
+    /// ([`PeerTimeouts`]).
     pub fn reachable(&self, id: NodeId) -> bool {
         if id == self.cfg.id {
             return true;
@@ -239,21 +267,16 @@ impl<S: RaftStore> Node<S> {
 
     /// [`Node::reachable`] for a peer entry at hand (not ourselves), without looking it up.
     pub(crate) fn peer_reachable(&self, p: &Peer) -> bool {
-        p.connected
-            && p.last_heard_ms
-                .is_some_and(|t| self.now_ms.saturating_sub(t) <= self.peer_timeout_for(p))
+        reachable_at(p, self.now_ms, self.peer_timeouts())
     }
 
-    /// How long `p` may stay silent and still count as reachable: `peer_timeout_ms` (for
-    /// members of a large cluster, scaled like their hello interval), or
-    /// [`PEER_TIMEOUT_HELLOS`] of the intervals its last hello announced if that is longer.
-    pub(crate) fn peer_timeout_for(&self, p: &Peer) -> u64 {
-        let own = if p.member {
-            self.cfg.peer_timeout_ms * self.member_hello_factor()
-        } else {
-            self.cfg.peer_timeout_ms
-        };
-        own.max(PEER_TIMEOUT_HELLOS * u64::from(p.hello_interval_ms))
+    /// This node's reachability rule ([`PeerTimeouts`]), taken before the peer table is
+    /// borrowed for an entry.
+    pub(crate) fn peer_timeouts(&self) -> PeerTimeouts {
+        PeerTimeouts {
+            member_ms: self.cfg.peer_timeout_ms * self.member_hello_factor(),
+            other_ms: self.cfg.peer_timeout_ms,
+        }
     }
 
     /// The longest interval the hellos of another cluster's connected leader announce (0 if

@@ -91,7 +91,12 @@ pub enum Output {
     },
     /// The replicated membership changed: the shell learns addresses and keys to dial.
     MembersChanged {
-        /// All members.
+        /// The members to learn: those membership changes added (or changed: a rejoin with a
+        /// new address) since the last `MembersChanged`; all of them after a start, a
+        /// snapshot, a bootstrap, leaving a cluster or being removed. Removed members are not
+        /// listed (`Output::Denied` names them). Each host copying every member at every
+        /// change cost a site of 1000 a copy of 1000 members per host, about 40 times while
+        /// it forms.
         members: Vec<Member>,
     },
     /// Hold the API endpoint — every carrier the site has: add and announce the VIP, point the
@@ -269,7 +274,11 @@ pub struct Node<S: RaftStore> {
     pub(crate) join_target: Option<NodeId>,
     pub(crate) logger: slog::Logger,
     pub(crate) out: Vec<Output>,
+    /// The membership changed: sync the peer table and tell the shell (`MembersChanged`).
     pub(crate) members_dirty: bool,
+    /// What that `MembersChanged` lists: the members conf changes added (`Some`), or all of
+    /// them (`None`, after anything that replaced the membership: [`Node::membership_replaced`]).
+    pub(crate) members_added: Option<Vec<Member>>,
     pub(crate) lease: crate::lease::Lease,
     /// Every host of the site this node has heard of: hello senders, the members their hellos
     /// list, our own members, ourselves (see `lease.rs`, the site rule).
@@ -289,6 +298,8 @@ pub struct Node<S: RaftStore> {
     /// Peers whose advertised cluster never admitted us: (ignored until, times distrusted)
     /// (`formation.rs`).
     pub(crate) distrusted: BTreeMap<NodeId, (u64, u32)>,
+    /// Formation's best visible cluster, kept between ticks (`formation.rs`).
+    pub(crate) visible: crate::formation::VisibleCluster,
     /// A better cluster we asked to join while still in ours (`formation.rs`, join before leave).
     pub(crate) merge_probe: Option<crate::formation::MergeProbe>,
     /// The peers that advertised the clusters we asked to join in this attempt, with the
@@ -359,6 +370,7 @@ impl<S: RaftStore> Node<S> {
             logger,
             out: Vec::new(),
             members_dirty: false,
+            members_added: None,
             lease: Default::default(),
             known_hosts: std::collections::BTreeSet::new(),
             quiet_until_ms: None,
@@ -368,6 +380,7 @@ impl<S: RaftStore> Node<S> {
             drops: Default::default(),
             admitted_by: None,
             distrusted: BTreeMap::new(),
+            visible: Default::default(),
             merge_probe: None,
             join_advertisers: Vec::new(),
             removal_seen_ms: BTreeMap::new(),
@@ -424,7 +437,7 @@ impl<S: RaftStore> Node<S> {
         self.raft_cluster_id = self.cluster.cluster_id;
         self.site.lock_in_log = self.log_holds_lock(applied.get_metadata().index)?;
         self.sync_members();
-        self.members_dirty = true;
+        self.membership_replaced();
         Ok(())
     }
 
@@ -520,11 +533,22 @@ impl<S: RaftStore> Node<S> {
         }
         if std::mem::take(&mut self.members_dirty) {
             self.sync_members();
-            self.out.push(Output::MembersChanged {
-                members: self.cluster.members.clone(),
-            });
+            let members = match self.members_added.take() {
+                Some(added) => added,
+                None => self.cluster.members.clone(),
+            };
+            if !members.is_empty() {
+                self.out.push(Output::MembersChanged { members });
+            }
         }
         Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The membership was replaced as a whole (start, snapshot, bootstrap, leaving, removal):
+    /// the next `MembersChanged` lists every member.
+    pub(crate) fn membership_replaced(&mut self) {
+        self.members_dirty = true;
+        self.members_added = None;
     }
 
     /// Brings what depends on our membership up to date: the hosts known for the site rule and
@@ -603,6 +627,7 @@ impl<S: RaftStore> Node<S> {
             Phase::Removed => {}
             Phase::Discovering | Phase::Joining { .. } => self.formation_tick()?,
             Phase::Member => {
+                self.visible.stale = true;
                 self.leader_duties()?;
                 self.plan_duties();
                 self.lead_from_the_init_host();
@@ -630,7 +655,11 @@ impl<S: RaftStore> Node<S> {
                 return;
             }
         }
+        let timeouts = self.peer_timeouts();
         let peer = self.peers.entry(id).or_default();
+        if !crate::hello::reachable_at(peer, self.now_ms, timeouts) {
+            self.visible.stale = true;
+        }
         let new = !peer.connected;
         peer.connected = true;
         peer.last_heard_ms = Some(self.now_ms);
@@ -664,7 +693,12 @@ impl<S: RaftStore> Node<S> {
                 return Ok(());
             }
         }
+        let timeouts = self.peer_timeouts();
         let peer = self.peers.entry(from).or_default();
+        // A peer that did not count for formation counts again (`formation::VisibleCluster`).
+        if !crate::hello::reachable_at(peer, self.now_ms, timeouts) {
+            self.visible.stale = true;
+        }
         peer.last_heard_ms = Some(self.now_ms);
         peer.connected = true;
         if let Some(Body::Hello(h)) = &envelope.body {
@@ -709,6 +743,7 @@ impl<S: RaftStore> Node<S> {
                 None => p.hello = Some(Box::new(hello)),
             }
         }
+        self.note_visible_hello(from);
     }
 
     /// Makes room for one new peer if a silent non-member can be forgotten.

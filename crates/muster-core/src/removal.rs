@@ -259,7 +259,7 @@ impl<S: RaftStore> Node<S> {
             }
             self.raw = None;
             self.phase = Phase::Removed;
-            self.members_dirty = true;
+            self.membership_replaced();
         }
     }
 

@@ -321,7 +321,7 @@ impl<S: RaftStore> Node<S> {
                     detail: e.to_string(),
                 })
             })?;
-            self.members_dirty = true;
+            self.membership_replaced();
             tracing::info!(
                 cluster = %format_id(self.cluster.cluster_id),
                 index = snap.get_metadata().index,
@@ -489,6 +489,11 @@ impl<S: RaftStore> Node<S> {
         // uses them; empty windows are freed (raft-rs allocates one again at its first use).
         raw.raft.maybe_free_inflight_buffers();
         state::apply_conf_change(&mut self.cluster, cc, index)?;
+        // News for the shell: the members this change added, on top of any news not yet told
+        // (`members_added` stays `None`, "all", if the membership was replaced before it).
+        if !self.members_dirty {
+            self.members_added = Some(Vec::new());
+        }
         self.members_dirty = true;
         // A promoted learner is a voter from its next heartbeat on, not from the end of the
         // input (its heartbeats must not be thinned).
@@ -497,6 +502,9 @@ impl<S: RaftStore> Node<S> {
         for change in cc.get_changes() {
             self.pending_joins.remove(&change.node_id);
             if let Some(m) = state::member(&self.cluster, change.node_id) {
+                if let Some(added) = self.members_added.as_mut() {
+                    added.push(m.clone());
+                }
                 tracing::info!(
                     member = %format_id(m.id),
                     name = %m.name,

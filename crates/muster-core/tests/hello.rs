@@ -213,3 +213,43 @@ fn a_host_that_joins_tells_its_outsiders_at_once() {
         "an outsider heard of the cluster within 30 ms of the host's join (at {joined_at} ms)"
     );
 }
+
+/// Formation keeps its answer to "which cluster is the best I see" between ticks
+/// (`formation::VisibleCluster`); a peer that fell silent and then speaks again must count again.
+/// A host in no cluster sees one advertiser of a cluster and asks to join it; the advertiser
+/// falls silent past the host's peer timeout (still connected), so the host sees no cluster;
+/// then it sends a message that is not a hello, and the host must see its cluster again (debug
+/// builds also check every answer against a walk of the peer table).
+#[test]
+fn a_silent_advertiser_that_speaks_again_counts_again_for_joining() {
+    let (mut net, ids) = unformed_site(7, 2, |c| c.peer_timeout_ms = 500);
+    let h0 = ids[0];
+    let (adv, pk) = net.add_adversary(None);
+    net.run_for(500);
+    net.connect_adversary(adv, h0);
+    let mut advert = hello_of(&pk, 100);
+    if let Some(Body::Hello(h)) = advert.body.as_mut() {
+        h.cluster_id = 0xc1;
+        h.member_count = 5;
+    }
+    net.inject(adv, h0, advert);
+    net.run_for(50);
+    assert_eq!(
+        net.node(h0).status().phase,
+        "joining",
+        "asks to join the advertised cluster"
+    );
+    net.run_for(800);
+    assert_eq!(
+        net.node(h0).status().phase,
+        "discovering",
+        "a silent advertiser no longer counts"
+    );
+    net.inject(adv, h0, Envelope { body: None });
+    net.run_for(50);
+    assert_eq!(
+        net.node(h0).status().phase,
+        "joining",
+        "the advertiser spoke again: its cluster counts again"
+    );
+}
