@@ -191,12 +191,20 @@ impl<S: RaftStore> Node<S> {
         }
         self.last_hello_ms = Some(now);
         self.hello_cluster_id = self.cluster.cluster_id;
-        let outsiders = self
-            .peers
-            .values()
-            .filter(|p| !p.member && p.connected)
-            .count();
+        let outsiders = self.connected_outsiders;
+        debug_assert_eq!(
+            outsiders,
+            self.peers
+                .values()
+                .filter(|p| !p.member && p.connected)
+                .count(),
+            "the count of connected outsiders differs from a walk of the peer table"
+        );
         self.outsiders_estimate = outsiders;
+        if outsiders == 0 {
+            // A formed site's members have none: no walk of the peer table for them.
+            return;
+        }
         let outsiders_ms = self.outsider_hello_ms(outsiders);
         let to = self.due_outsiders(outsiders_now, outsiders_ms);
         if to.is_empty() {

@@ -266,6 +266,9 @@ pub struct Node<S: RaftStore> {
     /// Connected peers outside our cluster: counted at each hello round, raised by each new
     /// one between rounds (the outsider hello interval follows it).
     pub(crate) outsiders_estimate: usize,
+    /// Connected peers that are not members (outsiders), kept where `connected` or `member`
+    /// changes, so a hello round of a formed member needs no walk (`hello.rs`).
+    pub(crate) connected_outsiders: usize,
     /// A peer whose hello named a better-ranked cluster than ours (see `merge_check`).
     pub(crate) merge_hint: Option<NodeId>,
     pub(crate) last_join_ms: Option<u64>,
@@ -363,6 +366,7 @@ impl<S: RaftStore> Node<S> {
             last_member_hello_ms: None,
             hello_cluster_id: 0,
             outsiders_estimate: 0,
+            connected_outsiders: 0,
             merge_hint: None,
             last_join_ms: None,
             pending_joins: BTreeMap::new(),
@@ -571,7 +575,15 @@ impl<S: RaftStore> Node<S> {
             while let Some(m) = next.next_if(|m| m < id) {
                 missing.push(m);
             }
-            p.member = next.next_if_eq(id).is_some();
+            let member = next.next_if_eq(id).is_some();
+            if p.connected && member != p.member {
+                if member {
+                    self.connected_outsiders = self.connected_outsiders.saturating_sub(1);
+                } else {
+                    self.connected_outsiders += 1;
+                }
+            }
+            p.member = member;
             if p.member && !p.known_host {
                 p.known_host = true;
                 new_known.push(*id);
@@ -661,6 +673,9 @@ impl<S: RaftStore> Node<S> {
             self.visible.stale = true;
         }
         let new = !peer.connected;
+        if new && !peer.member {
+            self.connected_outsiders += 1;
+        }
         peer.connected = true;
         peer.last_heard_ms = Some(self.now_ms);
         // Introduce ourselves at once: formation should not wait for the next hello round.
@@ -669,6 +684,9 @@ impl<S: RaftStore> Node<S> {
 
     fn on_disconnected(&mut self, id: NodeId) {
         if let Some(p) = self.peers.get_mut(&id) {
+            if p.connected && !p.member {
+                self.connected_outsiders = self.connected_outsiders.saturating_sub(1);
+            }
             p.connected = false;
         }
         if let Some(raw) = self.raw.as_mut() {
@@ -700,6 +718,9 @@ impl<S: RaftStore> Node<S> {
             self.visible.stale = true;
         }
         peer.last_heard_ms = Some(self.now_ms);
+        if !peer.connected && !peer.member {
+            self.connected_outsiders += 1;
+        }
         peer.connected = true;
         if let Some(Body::Hello(h)) = &envelope.body {
             if let Err(reason) = crate::guard::check_hello(from, h) {
