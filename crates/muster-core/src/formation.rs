@@ -317,12 +317,14 @@ impl<S: RaftStore> Node<S> {
     /// up only if it holds anyone.
     fn walk_best_visible(&self) -> Option<Advert> {
         let anyone_distrusted = !self.distrusted.is_empty();
+        let (now, timeouts) = (self.now_ms, self.peer_timeouts());
         self.peers
             .iter()
             .filter(|(_, p)| p.connected)
             .filter_map(|(id, p)| {
                 let h = p.hello.as_deref().filter(|h| h.cluster_id != 0)?;
-                let counts = self.peer_reachable(p) && (!anyone_distrusted || self.trusted(*id));
+                let counts = crate::hello::reachable_at(p, now, timeouts)
+                    && (!anyone_distrusted || self.trusted(*id));
                 counts.then(|| Advert::of(*id, h))
             })
             .max_by_key(Advert::rank)

@@ -660,15 +660,28 @@ impl<S: RaftStore> Node<S> {
         if id == self.cfg.id {
             return;
         }
+        let Some(new) = self.hear_from(id) else {
+            return;
+        };
+        // Introduce ourselves at once: formation should not wait for the next hello round.
+        self.greet(id, new);
+    }
+
+    /// A connection from `id` or a message over one: its peer entry (made room for, or the
+    /// drop noted and `None` if the table is full) is connected and heard from now, with what
+    /// is kept of the table brought along (the count of connected outsiders; formation's best
+    /// visible cluster, stale if the peer did not count). `Some(true)`: it was not connected.
+    fn hear_from(&mut self, id: NodeId) -> Option<bool> {
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&id) {
             self.bound_peers_for_new();
             if self.peers.len() >= MAX_PEERS {
                 self.drops.note("peer table full", id, self.now_ms);
-                return;
+                return None;
             }
         }
         let timeouts = self.peer_timeouts();
         let peer = self.peers.entry(id).or_default();
+        // A peer that did not count for formation counts again (`formation::VisibleCluster`).
         if !crate::hello::reachable_at(peer, self.now_ms, timeouts) {
             self.visible.stale = true;
         }
@@ -678,8 +691,7 @@ impl<S: RaftStore> Node<S> {
         }
         peer.connected = true;
         peer.last_heard_ms = Some(self.now_ms);
-        // Introduce ourselves at once: formation should not wait for the next hello round.
-        self.greet(id, new);
+        Some(new)
     }
 
     fn on_disconnected(&mut self, id: NodeId) {
@@ -704,24 +716,9 @@ impl<S: RaftStore> Node<S> {
                 .note("message from a removed host", from, self.now_ms);
             return Ok(());
         }
-        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&from) {
-            self.bound_peers_for_new();
-            if self.peers.len() >= MAX_PEERS {
-                self.drops.note("peer table full", from, self.now_ms);
-                return Ok(());
-            }
+        if self.hear_from(from).is_none() {
+            return Ok(());
         }
-        let timeouts = self.peer_timeouts();
-        let peer = self.peers.entry(from).or_default();
-        // A peer that did not count for formation counts again (`formation::VisibleCluster`).
-        if !crate::hello::reachable_at(peer, self.now_ms, timeouts) {
-            self.visible.stale = true;
-        }
-        peer.last_heard_ms = Some(self.now_ms);
-        if !peer.connected && !peer.member {
-            self.connected_outsiders += 1;
-        }
-        peer.connected = true;
         if let Some(Body::Hello(h)) = &envelope.body {
             if let Err(reason) = crate::guard::check_hello(from, h) {
                 self.drops.note(reason, from, self.now_ms);
