@@ -210,6 +210,9 @@ pub(crate) struct Peer {
     pub learner: bool,
     /// Leader: when raft last sent this learner a heartbeat (`timers.rs`).
     pub heartbeat_sent_ms: Option<u64>,
+    /// A member that was sent what `Node::member_hello_sent` says (cleared whenever it is not
+    /// a member at a round), so a round saying the same again may skip it (`hello.rs`).
+    pub member_hello_current: bool,
     /// The interval its latest hello announced, at most `MAX_ANNOUNCED_HELLO_INTERVAL_MS` (0:
     /// none, or an older agent); beside the flags rather than in `hello`, so the reachability
     /// check in every peer-table walk reads no second cache line (`hello.rs`).
@@ -261,6 +264,9 @@ pub struct Node<S: RaftStore> {
     pub(crate) last_hello_ms: Option<u64>,
     /// Cleared: greet every member at the next tick (the VIP came or went, `lease.rs`).
     pub(crate) last_member_hello_ms: Option<u64>,
+    /// What the last member round said (`hello.rs`): a round that would say the same skips
+    /// the members that already heard it and exchange raft messages with this host.
+    pub(crate) member_hello_sent: Option<Hello>,
     /// The cluster our last hello round announced (a change is news for every outsider).
     pub(crate) hello_cluster_id: u64,
     /// Connected peers outside our cluster: counted at each hello round, raised by each new
@@ -364,6 +370,7 @@ impl<S: RaftStore> Node<S> {
             last_raft_tick_ms: 0,
             last_hello_ms: None,
             last_member_hello_ms: None,
+            member_hello_sent: None,
             hello_cluster_id: 0,
             outsiders_estimate: 0,
             connected_outsiders: 0,

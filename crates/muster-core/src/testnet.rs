@@ -67,6 +67,8 @@ pub struct TestNet {
     pub ticks: u64,
     /// Messages hosts sent so far (`Output::Send`).
     pub sends: u64,
+    /// Hellos sent so far, by (from, to).
+    pub hellos: BTreeMap<(NodeId, NodeId), u64>,
     last_discovery_ms: u64,
     /// Hosts that currently hold the VIP (acquired, not yet released, not crashed).
     pub vip_holders: BTreeSet<NodeId>,
@@ -131,6 +133,7 @@ impl TestNet {
             deadline_ticks: false,
             ticks: 0,
             sends: 0,
+            hellos: BTreeMap::new(),
             last_discovery_ms: 0,
             vip_holders: BTreeSet::new(),
             max_vip_holders: 0,
@@ -488,6 +491,9 @@ impl TestNet {
             match out {
                 Output::Send { to, envelope } => {
                     self.sends += 1;
+                    if matches!(envelope.body, Some(muster_proto::envelope::Body::Hello(_))) {
+                        *self.hellos.entry((id, to)).or_default() += 1;
+                    }
                     let latency = self.rng.random_range(1..=self.max_latency_ms);
                     self.seq += 1;
                     self.in_flight.push(InFlight {

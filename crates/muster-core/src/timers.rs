@@ -3,12 +3,15 @@
 //! [`Node::next_tick_ms`] says when the next `Input::Tick` is due: the agent's event loop sleeps
 //! until then (or until a message or another event arrives) instead of ticking at a fixed rate.
 //! A member's deadline is the earliest of the raft timer that can fire next (a follower's
-//! election timeout, counted from its last contact with the leader; a leader's check-quorum and,
-//! while it does not probe the lease, its heartbeat; every tick for a (pre-)candidate), the next
-//! lease probe, the lease end, the next hellos, a leader's site rule while it does not allow
+//! election timeout, counted from its last contact with the leader; a leader's check-quorum and
+//! heartbeat while it does not probe the lease yet; every tick for a (pre-)candidate), the lease
+//! end, the next hellos, a leader's site rule while it does not allow
 //! holding yet (evaluated on ticks: at once for a new leader, then every 10 ms), and at most
 //! [`MAX_MEMBER_TICK_MS`] from now for the duties that look at the clock on ticks (plan,
-//! health, removal, merge checks). A host in
+//! health, removal, merge checks). A leader that probes its lease ticks at each probe (every
+//! heartbeat interval) and at its lease end and site rule only: check-quorum, the hello rounds
+//! and the duties wait for the next probe, at most an interval late, instead of each waking the
+//! agent once more. A host in
 //! no cluster yet ticks every [`FORMATION_TICK_MS`], as the agent always did. Ticking earlier
 //! than the deadline changes nothing, so the simulator's fixed ticks run the same code.
 //!
@@ -44,11 +47,14 @@ impl<S: RaftStore> Node<S> {
             return now + FORMATION_TICK_MS;
         }
         let mut due = now + MAX_MEMBER_TICK_MS;
-        if let Some(raft) = self.raft_deadline_ms() {
-            due = due.min(raft);
-        }
         if let Some(probe) = self.probe_deadline_ms() {
-            due = due.min(probe);
+            // A probing leader ticks at every probe, at most a heartbeat interval apart: what
+            // else falls due (check-quorum, the hello rounds, the duties' cap) waits for the
+            // next one, so the leader wakes once per probe and not also in between (a third
+            // more wake-ups). The lease end and the site rule below keep their own time.
+            due = probe;
+        } else if let Some(raft) = self.raft_deadline_ms() {
+            due = due.min(raft);
         }
         if self.cfg.vip && self.is_leader() && !self.site_rule.ok {
             // The site rule is evaluated on ticks, and the endpoint waits for it: a new leader
@@ -67,7 +73,7 @@ impl<S: RaftStore> Node<S> {
             }
         }
         let interval = self.cfg.hello_interval_ms;
-        if let Some(t) = self.last_hello_ms {
+        if let Some(t) = self.last_hello_ms.filter(|_| !self.probing_lease()) {
             due = due.min(t + interval);
         }
         // Never in the past: a deadline at or before now means "at the next tick".
@@ -92,14 +98,12 @@ impl<S: RaftStore> Node<S> {
         let tick = self.cfg.tick_ms;
         let after = |ticks: usize| self.last_raft_tick_ms + (ticks.max(1) as u64) * tick;
         match r.state {
+            // Asked only while the leader does not probe yet (a probing leader ticks at every
+            // probe, `next_tick_ms`).
             StateRole::Leader => {
                 let quorum = after(r.election_timeout().saturating_sub(r.election_elapsed));
-                if self.probing_lease() {
-                    Some(quorum)
-                } else {
-                    let beat = after(r.heartbeat_timeout().saturating_sub(r.heartbeat_elapsed()));
-                    Some(quorum.min(beat))
-                }
+                let beat = after(r.heartbeat_timeout().saturating_sub(r.heartbeat_elapsed()));
+                Some(quorum.min(beat))
             }
             StateRole::Follower if r.promotable() => Some(after(
                 r.randomized_election_timeout()

@@ -253,3 +253,71 @@ fn a_silent_advertiser_that_speaks_again_counts_again_for_joining() {
         "the advertiser spoke again: its cluster counts again"
     );
 }
+
+/// Hellos `from` sent `to` so far.
+fn hellos(net: &TestNet, from: NodeId, to: NodeId) -> u64 {
+    net.hellos.get(&(from, to)).copied().unwrap_or(0)
+}
+
+/// In a formed site nothing changing, the leader and each member exchange raft messages all the
+/// time (probes and their answers, a learner's heartbeats), so hellos saying the same again are
+/// left out between them — but not between two members with no raft traffic of their own, and
+/// not when a hello has news: a member whose API server turns unhealthy tells the leader within
+/// a round. Every member stays reachable from every other throughout.
+#[test]
+fn members_exchanging_raft_messages_send_no_hellos_without_news() {
+    let (mut net, ids) = TestNet::formed_site(3, 5, |_| {});
+    net.run_for(3_000);
+    let leader = net.node(ids[0]).leader_id();
+    let others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != leader).collect();
+    let count = |net: &TestNet| {
+        let to_leader: u64 = others.iter().map(|o| hellos(net, *o, leader)).sum();
+        let from_leader: u64 = others.iter().map(|o| hellos(net, leader, *o)).sum();
+        let between: u64 = others
+            .iter()
+            .flat_map(|a| others.iter().map(move |b| (*a, *b)))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| hellos(net, a, b))
+            .sum();
+        (to_leader, from_leader, between)
+    };
+    let before = count(&net);
+    net.run_for(10_000);
+    let after = count(&net);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 0),
+        "no hellos between the leader and its members over 10 s of nothing new"
+    );
+    // 4 members, 12 ordered pairs, a round every 1 s: about 120.
+    assert!(
+        after.2 - before.2 >= 100,
+        "members with no raft traffic between them still greet each other: {} hellos",
+        after.2 - before.2
+    );
+    for id in &ids {
+        let status = net.node(*id).status();
+        assert!(
+            status.members.iter().all(|m| m.reachable),
+            "every member reachable from {id}: {status:?}"
+        );
+    }
+
+    // News goes out at the next round.
+    let sick = others[0];
+    let quiet = hellos(&net, sick, leader);
+    net.set_api_health(sick, false);
+    net.run_for(1_500);
+    let seen = net
+        .node(leader)
+        .status()
+        .members
+        .iter()
+        .find(|m| m.id == sick)
+        .map(|m| m.api_health);
+    assert_eq!(seen, Some(muster_proto::ApiHealth::Unhealthy as i32));
+    assert!(
+        hellos(&net, sick, leader) > quiet,
+        "the news went to the leader in a hello"
+    );
+}

@@ -24,6 +24,12 @@ pub const PERIOD_MIN: Duration = Duration::from_secs(1);
 pub const WATCH_INTERVAL_MIN: Duration = Duration::from_millis(50);
 /// See [`WATCH_INTERVAL_MIN`].
 pub const WATCH_INTERVAL_MAX: Duration = Duration::from_secs(60);
+/// The holder's check interval while it has no address-event subscription (it could not be
+/// opened, or it ended): removals are then seen only by checking. With a subscription a removal
+/// is seen at once and [`VipConfig::watch_interval`] (5 s by default: each check is a link and
+/// an address dump, and the holder's were a third of its netlink traffic at 500 ms) only
+/// catches events lost to a full socket buffer.
+pub const WATCH_INTERVAL_UNSUBSCRIBED: Duration = Duration::from_millis(500);
 /// Kernel lifetime (`valid_lft` and `preferred_lft`) of every VIP address [`crate::NetlinkVip`]
 /// adds. The holder renews it every [`VIP_RENEW_INTERVAL_MS`]; when nothing renews it (the agent
 /// was SIGKILLed or OOM-killed) the kernel deletes the address by itself. The kernel's expiry
@@ -320,7 +326,8 @@ pub struct VipConfig {
     /// When announcements are sent while held.
     pub announce: AnnounceSchedule,
     /// How often the holder re-checks that its addresses are still there, besides reacting to
-    /// netlink address-removal events at once (the poll catches lost events).
+    /// netlink address-removal events at once (the poll catches lost events). Without a live
+    /// event subscription it checks at least every [`WATCH_INTERVAL_UNSUBSCRIBED`].
     pub watch_interval: Duration,
 }
 
@@ -332,7 +339,7 @@ impl VipConfig {
             v4: None,
             v6: None,
             announce: AnnounceSchedule::default(),
-            watch_interval: Duration::from_millis(500),
+            watch_interval: Duration::from_secs(5),
         }
     }
 

@@ -10,8 +10,10 @@
 //! failover the previous holder of the same cluster announces from its own MAC for a moment).
 //!
 //! How: an `AF_PACKET` socket with a classic BPF filter (ARP, and ICMPv6 type 136 without
-//! extension headers) bound to the interface, read by a small OS thread with a receive timeout
-//! so it notices [`ConflictWatch::stop`]. Frames the host sent itself (`PACKET_OUTGOING`) and
+//! extension headers) bound to the interface, read by a small OS thread that sleeps in `poll`
+//! on the socket and on a stop event ([`ConflictWatch::stop`] and drop write it), so it wakes
+//! only for a frame the filter passed, a stop, or its interface check every
+//! [`IFINDEX_CHECK_S`] (it used to wake five times a second for a receive timeout). Frames the host sent itself (`PACKET_OUTGOING`) and
 //! frames carrying the interface's own MAC (asked of the socket at every sighting, so a MAC
 //! change is followed) are not sightings. The socket is rebound when the interface is missing,
 //! goes away or is re-created. It belongs to the network namespace of the thread that calls
@@ -26,12 +28,14 @@ use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use tracing::{debug, warn};
 
 use crate::claim::{self, Claim};
@@ -44,7 +48,8 @@ pub const CONFLICT_SIGHTINGS_MAX: usize = 16;
 /// What [`ConflictWatch::current`] counts as current: sightings whose last frame is at most
 /// this old.
 pub const CONFLICT_RECENT_S: u64 = 10;
-/// Receive timeout of the watcher thread: how soon it notices a stop request.
+/// Receive timeout of the socket: a guard only, the thread receives once `poll` says a frame
+/// is there.
 const RECV_TIMEOUT_MS: i64 = 200;
 /// Wait before binding again after the interface was missing or the socket failed.
 const REBIND_DELAY_MS: u64 = 1000;
@@ -87,9 +92,10 @@ pub fn format_mac(mac: &Mac) -> String {
 }
 
 /// State shared between the handle and the thread.
-#[derive(Default)]
 struct Shared {
     stop: AtomicBool,
+    /// Written on stop, so the thread's `poll` returns.
+    stop_event: EventFd,
     sightings: Mutex<Vec<Sighting>>,
     own_frames: AtomicU64,
     other_frames: AtomicU64,
@@ -97,6 +103,50 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> io::Result<Shared> {
+        Ok(Shared {
+            stop: AtomicBool::new(false),
+            stop_event: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+            sightings: Mutex::default(),
+            own_frames: AtomicU64::default(),
+            other_frames: AtomicU64::default(),
+            binds: AtomicU64::default(),
+        })
+    }
+
+    /// Tells the thread to stop and wakes it.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Cannot fail short of a counter overflow; the flag is what the thread reads.
+        let _ = self.stop_event.write(1);
+    }
+
+    /// Waits up to `timeout` for `fd` to be readable (`None`: only for the stop event); returns
+    /// whether `fd` is readable.
+    fn wait(&self, fd: Option<&OwnedFd>, timeout: Duration) -> io::Result<bool> {
+        // Whole milliseconds, rounded up: rounded down, the last millisecond before a check
+        // would be a busy loop of zero timeouts.
+        let ms = timeout.as_micros().div_ceil(1000);
+        let timeout = u16::try_from(ms).map_or(PollTimeout::MAX, PollTimeout::from);
+        let stop = PollFd::new(self.stop_event.as_fd(), PollFlags::POLLIN);
+        let result = match fd {
+            Some(fd) => {
+                let mut fds = [stop, PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                nix::poll::poll(&mut fds, timeout).map(|_| {
+                    fds[1].revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLERR | PollFlags::POLLHUP)
+                    })
+                })
+            }
+            None => nix::poll::poll(&mut [stop], timeout).map(|_| false),
+        };
+        match result {
+            Ok(readable) => Ok(readable),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Records one frame from another MAC, keeping at most [`CONFLICT_SIGHTINGS_MAX`] entries.
     fn record(&self, claim: Claim, now: Instant) {
         self.other_frames.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +190,8 @@ impl ConflictWatch {
     pub fn spawn(config: &VipConfig) -> Result<ConflictWatch, VipError> {
         config.validate()?;
         let socket = open_filtered().map_err(|e| VipError::io(Action::OpenPacketSocket, e))?;
-        let shared = Arc::new(Shared::default());
+        let shared =
+            Arc::new(Shared::new().map_err(|e| VipError::io(Action::OpenPacketSocket, e))?);
         let listener = Listener {
             interface: config.interface.clone(),
             addresses: config.addresses().iter().map(|c| c.addr()).collect(),
@@ -187,9 +238,9 @@ impl ConflictWatch {
         }
     }
 
-    /// Stops the thread and waits for it (at most about the receive timeout).
+    /// Stops the thread and waits for it.
     pub fn stop(mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -197,9 +248,9 @@ impl ConflictWatch {
 }
 
 impl Drop for ConflictWatch {
-    /// Asks the thread to stop; it exits within the receive timeout, unjoined.
+    /// Asks the thread to stop; it exits at once, unjoined.
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop();
     }
 }
 
@@ -253,12 +304,17 @@ impl Listener {
         self.shared.stop.load(Ordering::Relaxed)
     }
 
-    /// Sleeps `total` in receive-timeout steps, returning early on stop.
+    /// Sleeps `total`, returning early on stop.
     fn sleep(&self, total: Duration) {
-        let step = Duration::from_millis(RECV_TIMEOUT_MS as u64);
         let until = Instant::now() + total;
         while !self.stopped() && Instant::now() < until {
-            thread::sleep(step.min(until.saturating_duration_since(Instant::now())));
+            if self
+                .shared
+                .wait(None, until.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                thread::sleep(until.saturating_duration_since(Instant::now()));
+            }
         }
     }
 
@@ -266,14 +322,19 @@ impl Listener {
     fn listen(&self, fd: &OwnedFd, index: u32) -> io::Result<()> {
         let mut buf = [0u8; SNAP_LEN_BYTES as usize];
         let mut checked = Instant::now();
+        let check_every = Duration::from_secs(IFINDEX_CHECK_S);
         while !self.stopped() {
-            if checked.elapsed() >= Duration::from_secs(IFINDEX_CHECK_S) {
+            if checked.elapsed() >= check_every {
                 checked = Instant::now();
                 if interface_index(&self.interface).ok() != Some(index) {
                     return Err(io::Error::other(
                         "the interface went away or was re-created",
                     ));
                 }
+            }
+            let next_check = check_every.saturating_sub(checked.elapsed());
+            if !self.shared.wait(Some(fd), next_check)? {
+                continue;
             }
             let Some((len, outgoing)) = receive(fd, &mut buf)? else {
                 continue;

@@ -22,10 +22,15 @@
 //! What it cannot cover: a frozen kernel (a paused VM) runs nothing, the fence included; when the
 //! VM resumes, the fence thread is due at once and removes the addresses within milliseconds.
 
+use std::os::fd::AsFd as _;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::time::{TimeSpec, TimeValLike as _};
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use tracing::{error, warn};
 
@@ -46,16 +51,73 @@ struct State {
     release_request: Option<Sender<Result<(), VipError>>>,
 }
 
-#[derive(Debug, Default)]
+/// The longest the fence thread sleeps while armed without looking at its state, whatever its
+/// timer says: a backstop, should setting the timer ever fail.
+const FENCE_BACKSTOP: Duration = Duration::from_secs(1);
+/// Likewise while disarmed (nothing to remove then; a lost wake-up would only delay a stop).
+const FENCE_BACKSTOP_DISARMED: Duration = Duration::from_secs(30);
+
+/// The state, and the kernel timer (`timerfd`, `CLOCK_MONOTONIC` like [`Instant`]) the fence
+/// thread sleeps on. Whoever changes the state sets the timer under the state's lock: to the
+/// deadline when arming (no wake-up: the thread wakes when the timer is due, not at every
+/// renewal as it did on a condition variable with a timeout), and to "now" when the thread
+/// must look at once (a stop, a `release_now`, a sooner deadline is just a timer setting).
+#[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
-    wake: Condvar,
+    timer: TimerFd,
 }
 
 impl Shared {
+    fn new() -> std::io::Result<Shared> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        Ok(Shared {
+            state: Mutex::new(State::default()),
+            timer,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state inconsistent (plain fields).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the thread's timer to `at` (at once if passed). Call with the state locked, so a
+    /// later setting never undoes a wake-up the state asks for. A failure is logged; the thread
+    /// still looks at its state every [`FENCE_BACKSTOP`].
+    fn wake_at(&self, _locked: &MutexGuard<'_, State>, at: Instant) {
+        let after = at
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
+        let spec = TimeSpec::nanoseconds(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
+        if let Err(e) = self
+            .timer
+            .set(Expiration::OneShot(spec), TimerSetTimeFlags::empty())
+        {
+            error!(error = %e, "cannot set the VIP fence's timer; it checks the lease every second instead");
+        }
+    }
+
+    /// Wakes the thread now (with the state locked).
+    fn wake_now(&self, locked: &MutexGuard<'_, State>) {
+        self.wake_at(locked, Instant::now());
+    }
+
+    /// Sleeps until the timer is due, or `backstop` at most (call without the lock).
+    fn sleep(&self, backstop: Duration) {
+        let mut fds = [PollFd::new(self.timer.as_fd(), PollFlags::POLLIN)];
+        let backstop = PollTimeout::try_from(backstop).unwrap_or(PollTimeout::MAX);
+        // EINTR and a backstop timeout are both "look at the state again".
+        if let Ok(n) = nix::poll::poll(&mut fds, backstop) {
+            if n > 0 {
+                // Clears the expiration; nothing to read (a setting moved it on) is fine too.
+                let mut count = [0u8; 8];
+                let _ = nix::unistd::read(&self.timer, &mut count);
+            }
+        }
     }
 
     /// Whether the VIP may be on the interface now: armed and the deadline not reached.
@@ -110,8 +172,8 @@ impl FenceReleaser {
                 });
             }
             state.release_request = Some(reply);
+            self.shared.wake_now(&state);
         }
-        self.shared.wake.notify_all();
         match answer.recv_timeout(wait) {
             Ok(result) => result,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(VipError::FenceUnavailable {
@@ -139,7 +201,7 @@ impl Fence {
     /// Starts the fence thread for `config`'s interface and addresses. Its sockets belong to
     /// the network namespace of the calling thread.
     pub fn spawn(config: VipConfig) -> Result<Fence, VipError> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new().map_err(|e| VipError::io(Action::OpenNetlink, e))?);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let thread_config = config.clone();
@@ -168,22 +230,15 @@ impl Fence {
     /// Arms the fence (or moves it): the VIP goes at `deadline` unless renewed or disarmed.
     /// Ignored after [`FenceReleaser::release_now`].
     ///
-    /// A later deadline does not wake the fence thread: it wakes at the earlier one, finds the
-    /// new one and sleeps on (a leader renews every probe, and a wake-up each time was a thread
-    /// switch per renewal).
+    /// Moving the deadline sets the fence thread's timer and does not wake it (a leader renews
+    /// at every probe; see [`Shared`]).
     pub fn arm(&self, deadline: Instant) {
-        let sooner = {
-            let mut state = self.shared.lock();
-            if state.released_for_good {
-                return;
-            }
-            let sooner = state.deadline.is_none_or(|old| deadline < old);
-            state.deadline = Some(deadline);
-            sooner
-        };
-        if sooner {
-            self.shared.wake.notify_all();
+        let mut state = self.shared.lock();
+        if state.released_for_good {
+            return;
         }
+        state.deadline = Some(deadline);
+        self.shared.wake_at(&state, deadline);
     }
 
     /// A handle for [`FenceReleaser::release_now`] (the agent's panic hook keeps one).
@@ -197,8 +252,8 @@ impl Fence {
 
     /// Disarms the fence: the caller removes the VIP itself (or never added it).
     pub fn disarm(&self) {
+        // The thread wakes at the timer's last setting, finds nothing armed and sleeps on.
         self.shared.lock().deadline = None;
-        self.shared.wake.notify_all();
     }
 
     /// Whether the VIP may be on the interface now (armed, deadline not reached).
@@ -219,8 +274,11 @@ impl Fence {
 impl Drop for Fence {
     /// Stops the thread. Leaves the addresses as they are.
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_all();
+        {
+            let mut state = self.shared.lock();
+            state.stop = true;
+            self.shared.wake_now(&state);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -302,19 +360,22 @@ fn run(
         if state.stop {
             return;
         }
-        let Some(deadline) = state.deadline else {
-            state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
-            continue;
-        };
         let now = Instant::now();
-        if now < deadline {
-            state = shared
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            continue;
-        }
+        let deadline = match state.deadline {
+            Some(deadline) if now >= deadline => deadline,
+            armed => {
+                // Disarmed, or not due: the timer is set to whatever needs a look next.
+                let backstop = if armed.is_some() {
+                    FENCE_BACKSTOP
+                } else {
+                    FENCE_BACKSTOP_DISARMED
+                };
+                drop(state);
+                shared.sleep(backstop);
+                state = shared.lock();
+                continue;
+            }
+        };
         // The lease ran out and nobody renewed or disarmed. Keep the lock while removing, so an
         // `arm` racing with this waits and the holder task sees `may_hold() == false` meanwhile.
         state.deadline = None;

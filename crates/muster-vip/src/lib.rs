@@ -56,7 +56,7 @@ use std::future::Future;
 pub use config::{
     AnnounceSchedule, ConfigError, IpCidr, Ipv4Cidr, Ipv6Cidr, VipConfig, BURST_OFFSET_MAX,
     BURST_ROUNDS_MAX, IFNAME_MAX_LEN, PERIOD_MIN, VIP_ADDRESS_LIFETIME_S, VIP_RENEW_INTERVAL_MS,
-    WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN,
+    WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN, WATCH_INTERVAL_UNSUBSCRIBED,
 };
 pub use conflict::{
     format_mac, ConflictWatch, Sighting, WatchStats, CONFLICT_RECENT_S, CONFLICT_SIGHTINGS_MAX,

@@ -4,8 +4,9 @@
 //! [`crate::NetlinkVip::acquire`] spawns it after adding the addresses and
 //! [`crate::NetlinkVip::release`] aborts it before deleting them, so the task never fights a
 //! release. It reacts at once to `RTM_DELADDR` events of its own addresses (a netlink multicast
-//! subscription polled inside the task) and also re-checks every `watch_interval`, which catches
-//! events lost to a full socket buffer and a subscription that could not be opened. A missing
+//! subscription polled inside the task) and also re-checks every `watch_interval` (5 s), which
+//! catches events lost to a full socket buffer; without a subscription (it could not be opened,
+//! or it ended) every [`crate::config::WATCH_INTERVAL_UNSUBSCRIBED`] (0.5 s) at most. A missing
 //! address is re-added, the announcement schedule restarts from its first round, the restore is
 //! counted in [`Stats`] and a `tracing::warn!` says so. Link events (`RTM_NEWLINK`) are watched
 //! too: when the link carries traffic again after losing it (a flap, a cable re-plugged), the
@@ -33,11 +34,24 @@ use rtnetlink::Handle;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::{IpCidr, VipConfig, VIP_RENEW_INTERVAL_MS};
+use crate::config::{IpCidr, VipConfig, VIP_RENEW_INTERVAL_MS, WATCH_INTERVAL_UNSUBSCRIBED};
 use crate::error::{Action, VipError};
 use crate::frames;
 use crate::netlink::{self, Link};
 use crate::packet::PacketSender;
+
+/// The holder's check timer: every `watch_interval`, and at least every
+/// [`WATCH_INTERVAL_UNSUBSCRIBED`] when no address events come (`subscribed` false).
+fn check_interval(watch_interval: std::time::Duration, subscribed: bool) -> tokio::time::Interval {
+    let every = if subscribed {
+        watch_interval
+    } else {
+        watch_interval.min(WATCH_INTERVAL_UNSUBSCRIBED)
+    };
+    let mut poll = tokio::time::interval_at(Instant::now() + every, every);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    poll
+}
 
 /// Counters shared by a [`crate::NetlinkVip`] and its holder tasks.
 #[derive(Debug, Default)]
@@ -95,11 +109,7 @@ impl Holder {
                 None => std::future::pending().await,
             }
         });
-        let mut poll = tokio::time::interval_at(
-            Instant::now() + self.config.watch_interval,
-            self.config.watch_interval,
-        );
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut poll = check_interval(self.config.watch_interval, events.is_some());
         let mut progress = Progress {
             start: Instant::now(),
             round: 0,
@@ -153,12 +163,14 @@ impl Holder {
                     None => {
                         warn!("address event subscription ended; relying on polling");
                         events = None;
+                        poll = check_interval(self.config.watch_interval, false);
                     }
                 },
                 _ = &mut connection, if !connection_done => {
                     warn!("address event connection ended; relying on polling");
                     connection_done = true;
                     events = None;
+                    poll = check_interval(self.config.watch_interval, false);
                 }
             }
         }

@@ -180,6 +180,7 @@ pub async fn run(cfg: Config, config_path: &std::path::Path) -> anyhow::Result<(
         last_tick: Instant::now(),
         dns,
         metrics,
+        notifier: crate::notify::Notifier::from_env(),
     };
     agent.watch_api_if_control_plane();
     let result = agent.event_loop(events, query_rx, install_done).await;
@@ -245,6 +246,8 @@ struct Agent {
     ip: std::net::IpAddr,
     /// `[metrics] listen` (`metrics.rs`): sampled on ticks, lease outputs counted.
     metrics: crate::metrics::Metrics,
+    /// systemd: READY once a member, STATUS lines, watchdog pings from the ticks (notify.rs).
+    notifier: crate::notify::Notifier,
 }
 
 impl Agent {
@@ -254,27 +257,22 @@ impl Agent {
         mut queries: mpsc::Receiver<Query>,
         mut install_done: Option<mpsc::Receiver<crate::installer::Done>>,
     ) -> anyhow::Result<()> {
-        let tick = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(tick);
+        // A kernel timer rather than a `tokio::time::Sleep` (`deadline.rs`: tokio's wheel woke
+        // the loop once more per probe for nothing).
+        let mut tick = crate::deadline::Deadline::new()?;
+        tick.set(Instant::now())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         // systemd: READY once a member, STATUS lines, watchdog pings from this loop (notify.rs).
-        let mut notifier = crate::notify::Notifier::from_env();
         loop {
             let due = self.next_tick();
-            if tick.deadline() != due {
-                tick.as_mut().reset(due);
+            if tick.at() != Some(due) {
+                tick.set(due)?;
             }
             tokio::select! {
-                () = &mut tick => {
-                    self.last_tick = Instant::now();
-                    self.test_fault();
+                woke = tick.wait() => {
+                    woke?;
                     self.tick().await?;
-                    self.vip.retry_if_due(self.node.holds_vip()).await;
-                    self.vip.check_conflicts(self.node.vip_holder() != 0);
-                    notifier.tick(Instant::now(), || self.node.status());
-                    self.observe_events(Instant::now());
-                    self.metrics.tick(Instant::now(), || self.node.status());
                 }
                 event = events.recv() => match event {
                     Some(e) => self.on_net_event(e).await?,
@@ -424,17 +422,30 @@ impl Agent {
     }
 
     /// Feeds the core its clock.
+    /// Ticks the core, then does the shell's own work on ticks (VIP retries and conflict checks,
+    /// systemd, events, metrics). Every tick does it, the ones fed before a message included, so
+    /// a follower whose ticks come with the leader's probes never needs a wake-up of its own for
+    /// it ([`MAX_TICK_WAIT`] counts from the last tick of either kind).
     async fn tick(&mut self) -> anyhow::Result<()> {
+        self.last_tick = Instant::now();
+        self.test_fault();
         let input = Input::Tick {
             now_ms: self.now_ms(),
             unix_ms: unix_ms(),
         };
-        self.step(input).await
+        self.step(input).await?;
+        self.vip.retry_if_due(self.node.holds_vip()).await;
+        self.vip.check_conflicts(self.node.vip_holder() != 0);
+        let now = Instant::now();
+        self.notifier.tick(now, || self.node.status());
+        self.observe_events(now);
+        self.metrics.tick(now, || self.node.status());
+        Ok(())
     }
 
     /// When the next tick is due: the core's deadline, a VIP add retry, at most
     /// [`MAX_TICK_WAIT`] away (every [`TEST_FAULT_TICK`] with the test fault armed).
-    fn next_tick(&self) -> tokio::time::Instant {
+    fn next_tick(&self) -> Instant {
         let now = Instant::now();
         let cap = if self.panic_file.is_some() {
             TEST_FAULT_TICK
@@ -450,7 +461,7 @@ impl Agent {
         if let Some(retry) = self.vip.retry_at() {
             due = due.min(retry.max(now));
         }
-        due.into()
+        due
     }
 
     /// Panics if the test fault file exists (see [`TEST_PANIC_FILE_ENV`]).

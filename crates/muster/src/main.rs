@@ -9,6 +9,7 @@
 
 mod agent;
 mod config;
+mod deadline;
 mod dns;
 mod docs;
 mod events;
