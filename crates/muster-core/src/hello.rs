@@ -327,8 +327,8 @@ impl<S: RaftStore> Node<S> {
 /// answers), so hearing one means ours reach it too. Members that exchange no raft messages
 /// (two followers) keep their hellos. The receiver's timeout (3 s, or 3 of the intervals last
 /// announced) is unchanged: when the raft messages stop, the next round greets it again,
-/// within 2 intervals of the last one. This halves the idle traffic between a leader and its
-/// learners, and takes 4 of a 3-host leader's 70 messages a second away (README, "Idle cost").
+/// within 2 intervals of the last one. This takes the hellos out of the idle traffic between a
+/// leader and its members: 4 of a 3-host leader's 70 messages a second (README, "Idle cost").
 fn raft_partner(p: &Peer, now_ms: u64, members_ms: u64) -> bool {
     p.connected
         && p.raft_heard_ms

@@ -47,7 +47,8 @@ impl<S: RaftStore> Node<S> {
             return now + FORMATION_TICK_MS;
         }
         let mut due = now + MAX_MEMBER_TICK_MS;
-        if let Some(probe) = self.probe_deadline_ms() {
+        let probe = self.probe_deadline_ms();
+        if let Some(probe) = probe {
             // A probing leader ticks at every probe, at most a heartbeat interval apart: what
             // else falls due (check-quorum, the hello rounds, the duties' cap) waits for the
             // next one, so the leader wakes once per probe and not also in between (a third
@@ -73,7 +74,7 @@ impl<S: RaftStore> Node<S> {
             }
         }
         let interval = self.cfg.hello_interval_ms;
-        if let Some(t) = self.last_hello_ms.filter(|_| !self.probing_lease()) {
+        if let Some(t) = self.last_hello_ms.filter(|_| probe.is_none()) {
             due = due.min(t + interval);
         }
         // Never in the past: a deadline at or before now means "at the next tick".

@@ -13,9 +13,9 @@
 //! extension headers) bound to the interface, read by a small OS thread that sleeps in `poll`
 //! on the socket and on a stop event ([`ConflictWatch::stop`] and drop write it), so it wakes
 //! only for a frame the filter passed, a stop, or its interface check every
-//! [`IFINDEX_CHECK_S`] (it used to wake five times a second for a receive timeout). Frames the host sent itself (`PACKET_OUTGOING`) and
-//! frames carrying the interface's own MAC (asked of the socket at every sighting, so a MAC
-//! change is followed) are not sightings. The socket is rebound when the interface is missing,
+//! [`IFINDEX_CHECK_S`] (it used to wake five times a second for a receive timeout). Frames the
+//! host sent itself (`PACKET_OUTGOING`) and frames carrying the interface's own MAC (asked of the
+//! socket at every sighting, so a MAC change is followed) are not sightings. The socket is rebound when the interface is missing,
 //! goes away or is re-created. It belongs to the network namespace of the thread that calls
 //! [`ConflictWatch::spawn`].
 //!

@@ -51,6 +51,18 @@ struct State {
     release_request: Option<Sender<Result<(), VipError>>>,
 }
 
+/// Sets one-shot `timer` (on `CLOCK_MONOTONIC`, the clock of [`Instant`]) to fire at `at`, at
+/// once if that has passed, replacing its earlier setting. The fence's timer and the agent's
+/// event-loop timer both go through here.
+pub fn set_timer_at(timer: &TimerFd, at: Instant) -> nix::Result<()> {
+    // A zero value would disarm the timer: the earliest it can be asked to fire is 1 ns.
+    let after = at
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_nanos(1));
+    let spec = TimeSpec::nanoseconds(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
+    timer.set(Expiration::OneShot(spec), TimerSetTimeFlags::empty())
+}
+
 /// The longest the fence thread sleeps while armed without looking at its state, whatever its
 /// timer says: a backstop, should setting the timer ever fail.
 const FENCE_BACKSTOP: Duration = Duration::from_secs(1);
@@ -89,14 +101,7 @@ impl Shared {
     /// later setting never undoes a wake-up the state asks for. A failure is logged; the thread
     /// still looks at its state every [`FENCE_BACKSTOP`].
     fn wake_at(&self, _locked: &MutexGuard<'_, State>, at: Instant) {
-        let after = at
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_nanos(1));
-        let spec = TimeSpec::nanoseconds(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
-        if let Err(e) = self
-            .timer
-            .set(Expiration::OneShot(spec), TimerSetTimeFlags::empty())
-        {
+        if let Err(e) = set_timer_at(&self.timer, at) {
             error!(error = %e, "cannot set the VIP fence's timer; it checks the lease every second instead");
         }
     }

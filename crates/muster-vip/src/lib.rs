@@ -62,7 +62,7 @@ pub use conflict::{
     format_mac, ConflictWatch, Sighting, WatchStats, CONFLICT_RECENT_S, CONFLICT_SIGHTINGS_MAX,
 };
 pub use error::{Action, VipError, VipOp};
-pub use fence::{Fence, FenceReleaser};
+pub use fence::{set_timer_at, Fence, FenceReleaser};
 pub use mem::{MemCall, MemVip};
 pub use packet::PacketSender;
 pub use vip::{NetlinkVip, VipStats};

@@ -263,7 +263,6 @@ impl Agent {
         tick.set(Instant::now())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        // systemd: READY once a member, STATUS lines, watchdog pings from this loop (notify.rs).
         loop {
             let due = self.next_tick();
             if tick.at() != Some(due) {
@@ -421,7 +420,6 @@ impl Agent {
         Ok(())
     }
 
-    /// Feeds the core its clock.
     /// Ticks the core, then does the shell's own work on ticks (VIP retries and conflict checks,
     /// systemd, events, metrics). Every tick does it, the ones fed before a message included, so
     /// a follower whose ticks come with the leader's probes never needs a wake-up of its own for

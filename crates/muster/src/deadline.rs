@@ -9,11 +9,10 @@
 //! it is due; moving it is one `timerfd_settime` and no wake-up.
 
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
-use nix::sys::time::{TimeSpec, TimeValLike};
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -57,15 +56,7 @@ impl Deadline {
     /// Sets the timer to fire at `at` (at once if that has passed), replacing any earlier
     /// setting.
     pub fn set(&mut self, at: Instant) -> anyhow::Result<()> {
-        // A zero value would disarm the timer: the earliest it can be asked to fire is 1 ns.
-        let after = at
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_nanos(1));
-        let spec = TimeSpec::nanoseconds(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
-        self.fd
-            .get_ref()
-            .0
-            .set(Expiration::OneShot(spec), TimerSetTimeFlags::empty())
+        muster_vip::set_timer_at(&self.fd.get_ref().0, at)
             .context("setting the event loop's timer (timerfd_settime)")?;
         self.at = Some(at);
         Ok(())
@@ -107,6 +98,7 @@ impl Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(flavor = "current_thread")]
     async fn fires_at_the_time_set_and_not_before() {
