@@ -177,6 +177,7 @@ impl<S: RaftStore> Node<S> {
             let mut light = self.hello(false);
             light.hello_interval_ms = members_ms as u32;
             let news = self.member_hello_sent.as_ref() != Some(&light);
+            let partner_ms = self.raft_partner_window_ms(members_ms);
             let members: Vec<NodeId> = self
                 .peers
                 .iter_mut()
@@ -185,7 +186,7 @@ impl<S: RaftStore> Node<S> {
                         p.member_hello_current = false;
                         return None;
                     }
-                    if !news && p.member_hello_current && raft_partner(p, now, members_ms) {
+                    if !news && p.member_hello_current && raft_partner(p, now, partner_ms) {
                         return None;
                     }
                     p.member_hello_current = true;
@@ -300,6 +301,15 @@ impl<S: RaftStore> Node<S> {
         }
     }
 
+    /// How recent a member's last raft message must be for a member round to leave out a hello
+    /// without news to it (`raft_partner`): the member interval, or a learner's heartbeat gap
+    /// and one heartbeat interval if that is longer, so a learner that answers each heartbeat
+    /// counts. Both together stay under the 3 s member timeout with the defaults (1.28 s + 1 s).
+    pub(crate) fn raft_partner_window_ms(&self, members_ms: u64) -> u64 {
+        let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
+        members_ms.max(self.learner_heartbeat_gap_ms() + heartbeat_ms)
+    }
+
     /// The longest interval the hellos of another cluster's connected leader announce (0 if
     /// none): how long news of the hosts it lists may take to come (the site lock, `lease.rs`).
     pub(crate) fn longest_leader_hello_ms(&self) -> u64 {
@@ -319,20 +329,21 @@ impl<S: RaftStore> Node<S> {
     }
 }
 
-/// Whether `p` and this host exchanged raft messages within the last member hello interval:
-/// then it hears from this host without a hello, and a hello saying nothing new can be left out.
+/// Whether `p` and this host exchanged raft messages within `window_ms`
+/// ([`Node::raft_partner_window_ms`]): then it hears from this host without a hello, and a hello
+/// saying nothing new can be left out.
 ///
 /// A raft message from a member is an answer to one of ours or a request ours answer (leader
-/// and follower or learner: heartbeats every probe, or every 10 for learners, and their
-/// answers), so hearing one means ours reach it too. Members that exchange no raft messages
-/// (two followers) keep their hellos. The receiver's timeout (3 s, or 3 of the intervals last
-/// announced) is unchanged: when the raft messages stop, the next round greets it again,
-/// within 2 intervals of the last one. This takes the hellos out of the idle traffic between a
-/// leader and its members: 4 of a 3-host leader's 70 messages a second (README, "Idle cost").
-fn raft_partner(p: &Peer, now_ms: u64, members_ms: u64) -> bool {
+/// and follower or learner: heartbeats every probe, or every `LEARNER_HEARTBEAT_INTERVALS` for
+/// learners, and their answers), so hearing one means ours reach it too. Members that exchange
+/// no raft messages (two followers) keep their hellos. The receiver's timeout (3 s, or 3 of the
+/// intervals last announced) is unchanged: when the raft messages stop, the next round greets
+/// it again, within the window and a member interval of the last one. This takes the hellos
+/// out of the idle traffic between a leader and its members (README, "Idle cost").
+fn raft_partner(p: &Peer, now_ms: u64, window_ms: u64) -> bool {
     p.connected
         && p.raft_heard_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) < members_ms)
+            .is_some_and(|t| now_ms.saturating_sub(t) < window_ms)
 }
 
 /// The interval hellos to `p` go at now (and announce): the members' or the outsiders'; every

@@ -140,9 +140,8 @@ impl<S: RaftStore> Node<S> {
         // admitted while it was joining another cluster may never come, and a cluster locked
         // with it would wait for it forever, never formed and never merging.
         // Learners answer heartbeats only every `LEARNER_HEARTBEAT_INTERVALS` (timers.rs).
-        let window = (crate::timers::LEARNER_HEARTBEAT_INTERVALS * self.cfg.heartbeat_ticks as u64
-            + self.cfg.election_ticks as u64)
-            * self.cfg.tick_ms;
+        let window =
+            self.learner_heartbeat_gap_ms() + self.cfg.election_ticks as u64 * self.cfg.tick_ms;
         if self.fresh_members(window) < self.site_quorum() {
             self.site.lock_ready_since_ms = None;
             return false;

@@ -53,13 +53,16 @@ fn an_idle_site_ticked_at_deadlines_takes_few_ticks_and_one_heartbeat_per_interv
     assert!(net.run_until(5_000, one_holder_is_leader).is_some());
     net.run_for(2_000);
     let (ticks, sends) = idle_rates(&mut net, 10);
+    eprintln!("3 hosts idle: {ticks} ticks and {sends} messages a second");
     // Fixed 10 ms ticks were 300 a second for 3 hosts. Now: the leader at every lease probe
-    // (60 ms); a follower at least every 100 ms, and before a probe once its clock is a raft
+    // (80 ms); a follower at least every 100 ms, and before a probe once its clock is a raft
     // tick behind (no wake-up of its own: it is awake for the message anyway).
-    assert!(ticks <= 75, "{ticks} ticks a second");
-    // One probe per follower per 60 ms and its answer (2 · 2 · 16.7), plus hellos to members
-    // every second (3 · 2): raft's plain heartbeats, which doubled this, are gone.
-    assert!(sends <= 80, "{sends} messages a second");
+    assert!(ticks <= 50, "{ticks} ticks a second");
+    // One probe per follower per 80 ms and its answer (2 · 2 · 12.5), plus the two followers'
+    // hellos to each other every second: raft's plain heartbeats, which doubled this, are
+    // gone, and so are the hellos between the leader and its followers. (With 60 ms probes it
+    // was 68.)
+    assert!(sends <= 56, "{sends} messages a second");
     let (mut fixed, _) = site(11, 3, false);
     fixed.run_for(2_000);
     let (fixed_ticks, _) = idle_rates(&mut fixed, 10);
@@ -67,13 +70,17 @@ fn an_idle_site_ticked_at_deadlines_takes_few_ticks_and_one_heartbeat_per_interv
 }
 
 #[test]
-fn learners_get_a_heartbeat_per_ten_intervals() {
+fn learners_get_a_heartbeat_per_fifteen_intervals() {
     let (mut net, _) = site(12, 9, true);
     assert!(net.run_until(10_000, one_holder_is_leader).is_some());
     net.run_for(2_000);
     let (_, sends) = idle_rates(&mut net, 10);
-    // Voters: 2 followers · 2 · 16.7. Learners: 6 · 2 · 1.7. Hellos: 9 · 8 a second.
-    assert!(sends <= 170, "{sends} messages a second");
+    eprintln!("9 hosts idle: {sends} messages a second");
+    // Voters: 2 followers · 2 · 12.5. Learners: 6 · 2 / 1.2 s. Hellos: each of the 8 others
+    // to the 7 it exchanges no raft messages with, every second; none between the leader and
+    // the members that answer its heartbeats. (With 60 ms probes and a learner heartbeat
+    // every 10 of them it was 143.)
+    assert!(sends <= 120, "{sends} messages a second");
 }
 
 #[test]
@@ -140,12 +147,16 @@ fn a_site_ticked_at_deadlines_fails_over_as_fast_with_one_holder() {
 /// died) asks for pre-votes while the other voter still keeps its promise to the dead leader,
 /// which ignores the request. It asks again until the promise runs out, so the site fails over
 /// about one election timeout after the other voter last heard the leader, not at whichever of
-/// the two followers' next randomized timeouts comes first (up to 1.5 election timeouts later).
-/// Over 40 seeds: 38 within one election timeout of the crash with the repeats, 28 without.
+/// the two followers' next randomized timeouts comes first (up to 1.25 election timeouts later).
+/// Over 40 seeds, within one election timeout and 20 ms of the crash: 38 with the repeats, 27
+/// without (80 ms heartbeats; with 60 ms it was 38 and 28 within the election timeout alone).
 #[test]
 fn a_pre_vote_ignored_under_the_other_voters_promise_is_asked_again() {
     let cfg = muster_core::NodeConfig::new("defaults", "", vec![1; 32]);
-    let election_ms = cfg.election_ticks as u64 * cfg.tick_ms;
+    // The other voter's promise can end up to an election timeout after the crash (it heard
+    // the leader just before); the new leader's pre-vote, vote, first entry and first lease
+    // probe then take about two ticks of the test net.
+    let bound_ms = (cfg.election_ticks as u64 + 2) * cfg.tick_ms;
     let mut within = 0;
     let mut took = Vec::new();
     for seed in 0..40 {
@@ -163,16 +174,13 @@ fn a_pre_vote_ignored_under_the_other_voters_promise_is_asked_again() {
             })
             .unwrap_or_else(|| panic!("seed {seed}: no new holder\n{}", net.describe()));
         assert_eq!(net.max_vip_holders, 1, "seed {seed}: two holders");
-        // The other voter's promise ends one election timeout after the last heartbeat it got
-        // (up to a heartbeat interval before the crash); then pre-vote, vote, the new leader's
-        // first entry and lease probe take a few ms.
-        if t <= election_ms {
+        if t <= bound_ms {
             within += 1;
         }
         took.push(t);
     }
     assert!(
         within >= 34,
-        "{within} of 40 failovers within {election_ms} ms of the crash: {took:?}"
+        "{within} of 40 failovers within {bound_ms} ms of the crash: {took:?}"
     );
 }

@@ -453,7 +453,7 @@ impl Agent {
         // The core's clock is whole milliseconds since `started`.
         let core = self.started + Duration::from_millis(self.node.next_tick_ms());
         // The cap counts from the last tick, not from now: messages arriving more often than
-        // the cap (a follower's heartbeats every 60 ms) must not keep postponing the shell's
+        // the cap (a follower's heartbeats every 80 ms) must not keep postponing the shell's
         // own work on ticks (the systemd watchdog, metrics, events, VIP checks).
         let mut due = core.min(self.last_tick + cap);
         if let Some(retry) = self.vip.retry_at() {

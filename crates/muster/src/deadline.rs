@@ -4,7 +4,7 @@
 //! Why not tokio's timer: its wheel keeps a deadline more than a few tens of milliseconds away
 //! in a coarser level, and the runtime wakes at the start of that level's slot (64 ms aligned
 //! for deadlines under 4 s) to move it down, then sleeps again until the deadline. The leader's
-//! probes are 60 ms apart, so almost every one crossed such a boundary: about one wake-up a probe
+//! probes are 60–80 ms apart, so almost every one crossed such a boundary: about one wake-up a probe
 //! that did nothing, 16 a second, each a trip through the scheduler. A timerfd fires once, when
 //! it is due; moving it is one `timerfd_settime` and no wake-up.
 
