@@ -24,6 +24,12 @@
 //! voter keeps its promise (`replica.rs`, `retry_pre_vote`) is ignored again: the promise is the
 //! voter's, not the asker's.
 //!
+//! A round that no quorum confirmed within `PROBE_RETRY_MS` (20 ms) is asked again, once: a
+//! new ReadIndex with its own send time, so nothing above changes (each confirmation still
+//! dates from the send time of the probe it answers). With 80 ms rounds and the 125 ms lease,
+//! one lost round would otherwise lapse the lease before the next, and leave the followers two
+//! rounds without a heartbeat, their shortest election timeout.
+//!
 //! A restarted voter has forgotten when it last heard the leader; it ignores (pre-)vote requests
 //! for `election_ticks · tick_ms` after boot (`Node::vote_guard_active`), restoring the promise.
 //! A planned leadership transfer bypasses the lease rule in raft-rs (forced campaign), so the
@@ -94,13 +100,26 @@ pub(crate) struct Lease {
     pub until_ms: Option<u64>,
     /// Term the lease belongs to.
     pub term: u64,
-    /// When the last lease-renewing ReadIndex was issued.
+    /// When the last lease-renewing ReadIndex of the regular schedule was issued.
     pub last_probe_ms: Option<u64>,
+    /// When this round's probe was asked again (`PROBE_RETRY_MS`), if it was.
+    pub retry_ms: Option<u64>,
     /// Whether this node told the shell to hold the VIP.
     pub holding: bool,
     /// The lease end last given to the shell (`EndpointAcquire` / `EndpointRenew`).
     pub fence_ms: u64,
 }
+
+/// A probe round that some voter has not answered this long after it went out is asked again,
+/// once. With the defaults the lease from the round before ends 45 ms after this round's probe
+/// (125 ms lease, 80 ms rounds), so one round whose probes or answers were all lost would lapse
+/// the lease (and drop the VIP for a moment) before the next round; and a follower whose probe
+/// was lost would go two rounds, 160 ms, its shortest election timeout, without a heartbeat,
+/// and stand for election (a pre-vote the others refuse, but its status shows no leader for a
+/// moment). The second ask has 25 ms to arrive. An answer takes well under a millisecond on a
+/// LAN, so at idle nothing is asked twice; under loss or a stalled voter it costs one more
+/// heartbeat per voter.
+pub(crate) const PROBE_RETRY_MS: u64 = 20;
 
 /// The site lock (`site.rs`) waits until no new host was heard of for this many hello intervals.
 const KNOWLEDGE_SETTLE_INTERVALS: u64 = 4;
@@ -220,16 +239,18 @@ impl<S: RaftStore> Node<S> {
     pub(crate) fn probe_lease(&mut self) {
         let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
         let now = self.now_ms;
-        let Some(raw) = self.raw.as_mut() else { return };
+        let Some(raw) = self.raw.as_ref() else { return };
         if raw.raft.state != StateRole::Leader {
             self.lease.until_ms = None;
             self.lease.last_probe_ms = None;
+            self.lease.retry_ms = None;
             return;
         }
-        if raw.raft.term != self.lease.term {
+        let term = raw.raft.term;
+        if term != self.lease.term {
             self.lease = Lease {
                 holding: self.lease.holding,
-                term: raw.raft.term,
+                term,
                 ..Lease::default()
             };
         }
@@ -237,12 +258,42 @@ impl<S: RaftStore> Node<S> {
             .lease
             .last_probe_ms
             .is_none_or(|t| now >= t + heartbeat_ms);
+        let retry = !due && self.probe_retry_at_ms().is_some_and(|t| now >= t);
+        let Some(raw) = self.raw.as_mut() else { return };
         // raft-rs silently drops a ReadIndex until the leader has committed an entry of its own
         // term; probe from then on (at the first input after it), not a heartbeat later.
-        if due && raw.raft.commit_to_current_term() {
-            self.lease.last_probe_ms = Some(now);
+        if (due || retry) && raw.raft.commit_to_current_term() {
+            if due {
+                self.lease.last_probe_ms = Some(now);
+                self.lease.retry_ms = None;
+            } else {
+                self.lease.retry_ms = Some(now);
+            }
             raw.read_index(now.to_be_bytes().to_vec());
         }
+    }
+
+    /// Leader: when this round's probe is to be asked again (`PROBE_RETRY_MS` after it went
+    /// out), while some other voter has sent no raft message since it went out and it was not
+    /// asked again yet.
+    pub(crate) fn probe_retry_at_ms(&self) -> Option<u64> {
+        let sent = self.lease.last_probe_ms?;
+        if self.lease.retry_ms.is_some() {
+            return None;
+        }
+        let me = self.cfg.id;
+        let all_answered = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.voter && m.id != me)
+            .all(|m| {
+                self.peers
+                    .get(&m.id)
+                    .and_then(|p| p.raft_heard_ms)
+                    .is_some_and(|t| t >= sent)
+            });
+        (!all_answered).then_some(sent + PROBE_RETRY_MS)
     }
 
     /// A ReadIndex issued in `term` (its context is the local send time) was confirmed by a

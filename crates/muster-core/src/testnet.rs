@@ -58,6 +58,11 @@ pub struct TestNet {
     pub discovery_interval_ms: u64,
     /// Largest message latency.
     pub max_latency_ms: u64,
+    /// Messages a host sends before the time given here are lost; its connections stay up (a
+    /// burst of loss, as the simulator's `loss_pct` makes at random).
+    pub mute_until: BTreeMap<NodeId, u64>,
+    /// Messages lost to `mute_until`.
+    pub muted: u64,
     /// Node tick interval.
     pub tick_interval_ms: u64,
     /// Tick each host as the agent does instead (`timers.rs`): when its `next_tick_ms` is due,
@@ -129,6 +134,8 @@ impl TestNet {
             discovery_loss_pct: 0,
             discovery_interval_ms: 250,
             max_latency_ms: 3,
+            mute_until: BTreeMap::new(),
+            muted: 0,
             tick_interval_ms: 10,
             deadline_ticks: false,
             ticks: 0,
@@ -491,6 +498,10 @@ impl TestNet {
             match out {
                 Output::Send { to, envelope } => {
                     self.sends += 1;
+                    if self.mute_until.get(&id).is_some_and(|t| self.now_ms < *t) {
+                        self.muted += 1;
+                        continue;
+                    }
                     if matches!(envelope.body, Some(muster_proto::envelope::Body::Hello(_))) {
                         *self.hellos.entry((id, to)).or_default() += 1;
                     }

@@ -127,11 +127,14 @@ impl<S: RaftStore> Node<S> {
             return None;
         }
         let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
-        Some(
-            self.lease
-                .last_probe_ms
-                .map_or(self.now_ms, |t| t + heartbeat_ms),
-        )
+        let next = self
+            .lease
+            .last_probe_ms
+            .map_or(self.now_ms, |t| t + heartbeat_ms);
+        // A round some voter did not answer is asked again (`lease.rs`, `PROBE_RETRY_MS`); once
+        // the answers came the deadline moves back to the next round, with no wake-up between.
+        let retry = self.probe_retry_at_ms();
+        Some(retry.map_or(next, |r| r.min(next)))
     }
 
     /// Whether this node is a leader that probes its lease every heartbeat interval (raft-rs

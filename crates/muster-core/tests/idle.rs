@@ -184,3 +184,37 @@ fn a_pre_vote_ignored_under_the_other_voters_promise_is_asked_again() {
         "{within} of 40 failovers within {bound_ms} ms of the crash: {took:?}"
     );
 }
+
+/// A probe round whose messages are all lost does not lapse the lease: with 80 ms rounds and
+/// the 125 ms lease, the lease of the round before ends 45 ms after the lost one went out, before
+/// the next round, so the round is asked again 20 ms after it went out (`lease.rs`,
+/// `PROBE_RETRY_MS`). The leader is muted for 20 ms at 40 moments, 997 ms apart, so about a
+/// quarter of the windows swallow a probe; a lapse shows as a release by a leader that stays
+/// leader. A lost round is also a lost heartbeat, and the followers' shortest timeout is two
+/// rounds: without the second ask the leader lost its leadership in this test.
+#[test]
+fn a_lost_probe_round_is_asked_again_before_the_lease_lapses() {
+    let (mut net, _) = site(21, 3, true);
+    assert!(net.run_until(5_000, one_holder_is_leader).is_some());
+    net.run_for(1_000);
+    let leader = net.node(net.up_ids()[0]).leader_id();
+    let releases = net.vip_releases.len();
+    let sends = net.sends;
+    for _ in 0..40 {
+        net.mute_until.insert(leader, net.now_ms + 20);
+        net.run_for(997);
+    }
+    assert_eq!(net.node(leader).leader_id(), leader, "the leader changed");
+    assert!(net.muted > 0, "nothing was lost");
+    let lapses = net.vip_releases[releases..]
+        .iter()
+        .filter(|(_, id)| *id == leader)
+        .count();
+    eprintln!(
+        "{} messages lost in 40 windows, {lapses} lapses, {} messages sent",
+        net.muted,
+        net.sends - sends
+    );
+    assert_eq!(lapses, 0, "the lease lapsed {lapses} times");
+    assert_eq!(net.max_vip_holders, 1);
+}
