@@ -24,11 +24,11 @@
 //! voter keeps its promise (`replica.rs`, `retry_pre_vote`) is ignored again: the promise is the
 //! voter's, not the asker's.
 //!
-//! A round that no quorum confirmed within `PROBE_RETRY_MS` (20 ms) is asked again, once: a
-//! new ReadIndex with its own send time, so nothing above changes (each confirmation still
-//! dates from the send time of the probe it answers). With 80 ms rounds and the 125 ms lease,
-//! one lost round would otherwise lapse the lease before the next, and leave the followers two
-//! rounds without a heartbeat, their shortest election timeout.
+//! A round that some connected voter has not answered within `PROBE_RETRY_MS` (20 ms) is asked
+//! again, once: a new ReadIndex with its own send time, so nothing above changes (each
+//! confirmation still dates from the send time of the probe it answers). With 80 ms rounds and
+//! the 125 ms lease, one lost round would otherwise lapse the lease before the next, and leave a
+//! follower two rounds without a heartbeat, its shortest election timeout.
 //!
 //! A restarted voter has forgotten when it last heard the leader; it ignores (pre-)vote requests
 //! for `election_ticks · tick_ms` after boot (`Node::vote_guard_active`), restoring the promise.
@@ -274,8 +274,8 @@ impl<S: RaftStore> Node<S> {
     }
 
     /// Leader: when this round's probe is to be asked again (`PROBE_RETRY_MS` after it went
-    /// out), while some other voter has sent no raft message since it went out and it was not
-    /// asked again yet.
+    /// out), while some other connected voter has sent no raft message since it went out and it
+    /// was not asked again yet.
     pub(crate) fn probe_retry_at_ms(&self) -> Option<u64> {
         let sent = self.lease.last_probe_ms?;
         if self.lease.retry_ms.is_some() {
@@ -287,12 +287,11 @@ impl<S: RaftStore> Node<S> {
             .members
             .iter()
             .filter(|m| m.voter && m.id != me)
-            .all(|m| {
-                self.peers
-                    .get(&m.id)
-                    .and_then(|p| p.raft_heard_ms)
-                    .is_some_and(|t| t >= sent)
-            });
+            .filter_map(|m| self.peers.get(&m.id))
+            // A voter with no connection gets nothing either way (and a dead one would double
+            // every round while it is down).
+            .filter(|p| p.connected)
+            .all(|p| p.raft_heard_ms.is_some_and(|t| t >= sent));
         (!all_answered).then_some(sent + PROBE_RETRY_MS)
     }
 
