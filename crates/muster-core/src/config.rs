@@ -183,7 +183,7 @@ impl NodeConfig {
     /// With a VIP, the lease must outlast the heartbeat interval that renews it; the error says
     /// both figures (callers prefix the config key).
     pub fn check_lease(&self) -> Result<(), String> {
-        let heartbeat_ms = self.heartbeat_ticks as u64 * self.tick_ms;
+        let heartbeat_ms = self.heartbeat_ms();
         if self.lease_ms() <= heartbeat_ms {
             return Err(format!(
                 "with a VIP the leader's lease ({} ms: (election_ticks - 1) x tick, less a clock \
@@ -194,6 +194,11 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The heartbeat (and lease probe) interval in ms.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.heartbeat_ticks as u64 * self.tick_ms
     }
 
     /// How long a confirmed quorum contact lets the leader hold the VIP (see `lease.rs`):

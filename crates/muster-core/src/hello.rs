@@ -306,8 +306,7 @@ impl<S: RaftStore> Node<S> {
     /// and one heartbeat interval if that is longer, so a learner that answers each heartbeat
     /// counts. Both together stay under the 3 s member timeout with the defaults (1.28 s + 1 s).
     pub(crate) fn raft_partner_window_ms(&self, members_ms: u64) -> u64 {
-        let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
-        members_ms.max(self.learner_heartbeat_gap_ms() + heartbeat_ms)
+        members_ms.max(self.learner_heartbeat_gap_ms() + self.cfg.heartbeat_ms())
     }
 
     /// The longest interval the hellos of another cluster's connected leader announce (0 if

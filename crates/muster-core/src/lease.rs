@@ -237,7 +237,7 @@ impl<S: RaftStore> Node<S> {
     /// Leader only: issues a ReadIndex every heartbeat interval to renew the lease. Called after
     /// every input, so a new leader probes as soon as it may.
     pub(crate) fn probe_lease(&mut self) {
-        let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
+        let heartbeat_ms = self.cfg.heartbeat_ms();
         let now = self.now_ms;
         let Some(raw) = self.raw.as_ref() else { return };
         if raw.raft.state != StateRole::Leader {

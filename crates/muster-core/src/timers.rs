@@ -126,7 +126,7 @@ impl<S: RaftStore> Node<S> {
         if !self.probing_lease() {
             return None;
         }
-        let heartbeat_ms = self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms;
+        let heartbeat_ms = self.cfg.heartbeat_ms();
         let next = self
             .lease
             .last_probe_ms
@@ -147,7 +147,7 @@ impl<S: RaftStore> Node<S> {
 
     /// How long the leader leaves between two heartbeats to a learner.
     pub(crate) fn learner_heartbeat_gap_ms(&self) -> u64 {
-        LEARNER_HEARTBEAT_INTERVALS * self.cfg.heartbeat_ticks as u64 * self.cfg.tick_ms
+        LEARNER_HEARTBEAT_INTERVALS * self.cfg.heartbeat_ms()
     }
 
     /// Whether raft message `m`, about to go out, is a heartbeat that a lease probe makes
